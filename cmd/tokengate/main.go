@@ -1,0 +1,95 @@
+// Command tokengate runs the tokengate services: the Envoy ext_authz decision
+// service, the token refresher, and a one-process dev mode.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// env is what a subcommand gets from the process: arguments after the
+// subcommand name, environment lookup and output streams. Tests pass their own.
+type env struct {
+	args   []string
+	getenv func(string) string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, e env) error
+}
+
+// commands is the subcommand table; each subcommand lives in its own file.
+var commands = map[string]command{
+	"extauthz":        {"run the Envoy ext_authz decision service (gRPC + HTTP forward-auth)", runExtauthz},
+	"refresher":       {"run the token refresher (sessions, rotation, JWKS, revocation feed)", runRefresher},
+	"dev":             {"run refresher and extauthz in one process on embedded defaults", runDev},
+	"validate-config": {"check an extauthz config file and list every problem", runValidateConfig},
+	"healthcheck":     {"probe a running service's /readyz (for runtimes without HTTP probes)", runHealthcheck},
+	"version":         {"print the version", runVersion},
+}
+
+// errUsage marks errors that are the caller's fault; main exits 2 for them.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "tokengate:", err)
+	if errors.Is(err, errUsage) {
+		os.Exit(2)
+	}
+	os.Exit(1)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return fmt.Errorf("%w: a subcommand is required", errUsage)
+		}
+		return nil
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		usage(stderr)
+		return fmt.Errorf("%w: unknown subcommand %q", errUsage, args[0])
+	}
+	return cmd.run(ctx, env{args: args[1:], getenv: getenv, stdout: stdout, stderr: stderr})
+}
+
+func usage(w io.Writer) {
+	names := make([]string, 0, len(commands))
+	for name := range commands {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("usage: tokengate <subcommand> [flags]\n\nsubcommands:\n")
+	for _, name := range names {
+		fmt.Fprintf(&b, "  %-16s %s\n", name, commands[name].summary)
+	}
+	b.WriteString("\nRun 'tokengate <subcommand> -h' for its flags. Every flag can also be set\nwith an environment variable TOKENGATE_<FLAG>, '-' written as '_'.\n")
+	io.WriteString(w, b.String())
+}
+
+func runVersion(_ context.Context, e env) error {
+	_, err := fmt.Fprintf(e.stdout, "tokengate %s\n", version)
+	return err
+}
