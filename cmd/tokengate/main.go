@@ -38,6 +38,7 @@ var commands = map[string]command{
 	"dev":             {"run refresher and extauthz in one process on embedded defaults", runDev},
 	"validate-config": {"check an extauthz config file and list every problem", runValidateConfig},
 	"healthcheck":     {"probe a running service's /readyz (for runtimes without HTTP probes)", runHealthcheck},
+	"keygen":          {"generate a signing key (to a file, stdout, or a Kubernetes Secret)", runKeygen},
 	"version":         {"print the version", runVersion},
 }
 
