@@ -3,9 +3,113 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tokengate/tokengate/internal/envflag"
 )
 
-// runHealthcheck is being built; see the open issues.
-func runHealthcheck(_ context.Context, _ env) error {
-	return errors.New("not built yet")
+// runHealthcheck probes a running service once and exits 0 when it is healthy,
+// 1 when it is not. It exists for runtimes that cannot probe HTTP or gRPC
+// themselves (Docker HEALTHCHECK, Nomad, ECS): the distroless image has no
+// shell or curl, so the binary probes itself.
+//
+// The target is an http(s) URL (healthy = 2xx, e.g. http://127.0.0.1:9002/readyz)
+// or grpc://HOST:PORT (grpc.health.v1.Health/Check answers SERVING).
+func runHealthcheck(ctx context.Context, e env) error {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	target := fs.String("url", "", "what to probe: an http(s) URL (healthy on 2xx) or grpc://HOST:PORT (grpc.health.v1 SERVING); may also be given as the only argument")
+	timeout := fs.Duration("timeout", 3*time.Second, "give up and report unhealthy after this long")
+	service := fs.String("grpc-service", "", "service name sent in the gRPC health check (empty = the whole server)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: tokengate healthcheck [flags] URL\n\nexamples:\n  tokengate healthcheck http://127.0.0.1:8080/readyz\n  tokengate healthcheck grpc://127.0.0.1:9001")
+		envflag.Usage(fs, "TOKENGATE_HEALTHCHECK_")()
+	}
+	// Own env prefix: the probe runs inside the service's container, whose
+	// TOKENGATE_* variables configure the service, not the probe.
+	if err := envflag.Parse(fs, e.args, "TOKENGATE_HEALTHCHECK_", e.getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	switch {
+	case fs.NArg() == 1 && *target == "":
+		*target = fs.Arg(0)
+	case fs.NArg() > 1 || (fs.NArg() == 1 && *target != ""):
+		return fmt.Errorf("%w: healthcheck takes one target, got %q", errUsage, append([]string{*target}, fs.Args()...))
+	case *target == "":
+		return fmt.Errorf("%w: healthcheck needs a target, e.g. http://127.0.0.1:9002/readyz or grpc://127.0.0.1:9001", errUsage)
+	}
+	if *timeout <= 0 {
+		return fmt.Errorf("%w: --timeout must be positive", errUsage)
+	}
+	u, err := url.Parse(*target)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%w: target %q is not a URL with a host", errUsage, *target)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	switch u.Scheme {
+	case "http", "https":
+		err = probeHTTP(ctx, u.String())
+	case "grpc":
+		err = probeGRPC(ctx, u.Host, *service)
+	default:
+		return fmt.Errorf("%w: target scheme %q: use http, https or grpc", errUsage, u.Scheme)
+	}
+	if err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	_, err = fmt.Fprintf(e.stdout, "healthy: %s\n", *target)
+	return err
+}
+
+func probeHTTP(ctx context.Context, target string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return err
+	}
+	// A fresh client: no proxy from the environment, no redirects followed,
+	// since a probe must see the service itself.
+	client := &http.Client{
+		Transport:     &http.Transport{Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("%s answered %s: %s", target, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+func probeGRPC(ctx context.Context, addr, service string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", addr, err)
+	}
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service}, grpc.WaitForReady(false))
+	if err != nil {
+		return fmt.Errorf("grpc health check %s: %w", addr, err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("grpc health %s: %s", addr, resp.GetStatus())
+	}
+	return nil
 }
