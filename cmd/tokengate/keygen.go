@@ -36,6 +36,7 @@ type keygenConfig struct {
 	alg       string
 	out       string
 	force     bool
+	ifMissing bool
 	secret    string
 	secretKey string
 	namespace string
@@ -59,6 +60,7 @@ func runKeygen(ctx context.Context, e env) error {
 	fs.StringVar(&c.alg, "alg", "ES256", "signing algorithm: ES256, ES384, RS256, PS256 or EdDSA")
 	fs.StringVar(&c.out, "out", "-", "file to write the private JWK to (mode 0600); - for stdout; ignored with --kubernetes-secret")
 	fs.BoolVar(&c.force, "force", false, "overwrite --out when it exists (a new key invalidates every token signed with the old one)")
+	fs.BoolVar(&c.ifMissing, "if-missing", false, "when --out exists, keep it and succeed (for init containers and compose: run on every start, generate once)")
 	fs.StringVar(&c.secret, "kubernetes-secret", "", "create this Kubernetes Secret holding the key, through the in-cluster API; does nothing when it already exists")
 	fs.StringVar(&c.secretKey, "kubernetes-secret-key", "signing-key.jwk", "data key of the Secret that holds the JWK")
 	fs.StringVar(&c.namespace, "kubernetes-namespace", "", "namespace of the Secret (default: the pod's own, from the service-account mount)")
@@ -83,16 +85,26 @@ func runKeygen(ctx context.Context, e env) error {
 	if c.secret != "" {
 		return keygenSecret(ctx, e, c, func() ([]byte, string, error) { return newKeyJSON(alg) })
 	}
+	if c.force && c.ifMissing {
+		return fmt.Errorf("%w: --force and --if-missing contradict each other", errUsage)
+	}
+	toStdout := c.out == "-" || c.out == ""
+	if !toStdout && !c.force {
+		if _, err := os.Stat(c.out); err == nil {
+			if c.ifMissing {
+				_, err := fmt.Fprintf(e.stderr, "%s exists; keeping its key\n", c.out)
+				return err
+			}
+			return fmt.Errorf("%s exists; keeping it (pass --force to replace the key, which invalidates every token it signed, or --if-missing to succeed)", c.out)
+		}
+	}
 	data, kid, err := newKeyJSON(alg)
 	if err != nil {
 		return err
 	}
-	if c.out == "-" || c.out == "" {
+	if toStdout {
 		_, err := e.stdout.Write(append(data, '\n'))
 		return err
-	}
-	if _, err := os.Stat(c.out); err == nil && !c.force {
-		return fmt.Errorf("%s exists; keeping it (pass --force to replace the key, which invalidates every token it signed)", c.out)
 	}
 	if err := keyset.WriteFileAtomic(c.out, append(data, '\n'), 0o600); err != nil {
 		return err

@@ -351,6 +351,16 @@ func TestKeygenFile(t *testing.T) {
 			t.Errorf("alg = %s", keys.SignerAlg())
 		}
 	})
+	t.Run("--if-missing creates a missing file", func(t *testing.T) {
+		t.Parallel()
+		path := filepath.Join(t.TempDir(), "k.jwk")
+		if err := run(context.Background(), []string{"keygen", "--if-missing", "--out", path}, func(string) string { return "" }, io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := keyset.Load(path, ""); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("file, never overwritten without --force", func(t *testing.T) {
 		t.Parallel()
 		path := filepath.Join(t.TempDir(), "sub", "signing.jwk")
@@ -383,6 +393,16 @@ func TestKeygenFile(t *testing.T) {
 		if again, _ := keyset.Load(path, ""); again.SignerKID() != first.SignerKID() {
 			t.Errorf("key replaced without --force")
 		}
+		stderr.Reset()
+		if err := run(context.Background(), []string{"keygen", "--if-missing"}, getenv, io.Discard, &stderr); err != nil {
+			t.Fatalf("--if-missing on an existing file: %v", err)
+		}
+		if again, _ := keyset.Load(path, ""); again.SignerKID() != first.SignerKID() {
+			t.Errorf("--if-missing replaced the key")
+		}
+		if !strings.Contains(stderr.String(), "exists; keeping its key") {
+			t.Errorf("stderr = %q", stderr.String())
+		}
 		if err := run(context.Background(), []string{"keygen", "--force"}, getenv, io.Discard, io.Discard); err != nil {
 			t.Fatal(err)
 		}
@@ -392,7 +412,7 @@ func TestKeygenFile(t *testing.T) {
 	})
 	t.Run("bad usage", func(t *testing.T) {
 		t.Parallel()
-		for _, args := range [][]string{{"keygen", "--alg", "HS256"}, {"keygen", "extra"}} {
+		for _, args := range [][]string{{"keygen", "--alg", "HS256"}, {"keygen", "extra"}, {"keygen", "--force", "--if-missing", "--out", "x"}} {
 			err := run(context.Background(), args, func(string) string { return "" }, io.Discard, io.Discard)
 			if !errors.Is(err, errUsage) {
 				t.Errorf("%v: error = %v, want a usage error", args, err)
