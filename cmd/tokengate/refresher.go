@@ -2,10 +2,304 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tokengate/tokengate/internal/envflag"
+	"github.com/tokengate/tokengate/internal/keyset"
+	"github.com/tokengate/tokengate/internal/serve"
+	"github.com/tokengate/tokengate/refresher"
+	"github.com/tokengate/tokengate/refresher/store"
 )
 
-// runRefresher is being built; see the open issues.
-func runRefresher(_ context.Context, _ env) error {
-	return errors.New("not built yet")
+// refresherFlags are the flags of `tokengate refresher` (and the refresher
+// half of `tokengate dev`).
+type refresherFlags struct {
+	listen         string
+	store          string
+	signingKey     string
+	signingKeyID   string
+	signingAlg     string
+	issuer         string
+	audience       string
+	adminToken     string
+	adminTokenFile string
+	dev            bool
+	cors           string
+	transport      string
+	logLevel       string
+	cfg            refresher.Config
+	storeOpts      storeOptions
+}
+
+func (f *refresherFlags) register(fs *flag.FlagSet) {
+	d := refresher.Defaults()
+	f.cfg = d
+	fs.StringVar(&f.listen, "listen", ":8080", "HTTP listen address")
+	fs.StringVar(&f.store, "store", "bolt://tokengate.db", "session store: bolt://PATH, memory://, redis://HOST:PORT or rediss://…")
+	fs.StringVar(&f.signingKey, "signing-key", "", "signing key file: PEM, JWK or JWK set (one active signer, the others published)")
+	fs.StringVar(&f.signingKeyID, "signing-key-id", "", "kid of the active signer when the key file holds several private keys")
+	fs.StringVar(&f.signingAlg, "signing-alg", "ES256", "algorithm for a generated key (--dev): ES256, ES384, RS256, PS256 or EdDSA")
+	fs.StringVar(&f.issuer, "issuer", "", "iss claim of access tokens (an absolute URL); with --dev defaults to http://localhost:PORT")
+	fs.StringVar(&f.audience, "audience", "", "aud claim of access tokens, comma-separated; with --dev defaults to tokengate-dev")
+	fs.DurationVar(&f.cfg.AccessTTL, "access-ttl", d.AccessTTL, "access-token lifetime")
+	fs.DurationVar(&f.cfg.RefreshTTL, "refresh-ttl", d.RefreshTTL, "refresh-token idle lifetime (slides on each refresh; the longest idle_ttl a session may ask for)")
+	fs.DurationVar(&f.cfg.SessionMaxAge, "session-max-age", d.SessionMaxAge, "absolute session lifetime; no refresh extends past it")
+	fs.DurationVar(&f.cfg.ReuseGrace, "reuse-grace", d.ReuseGrace, "window after a rotation in which the old token is answered with the same new pair")
+	fs.StringVar(&f.adminToken, "admin-token", "", "bearer token for the admin endpoints (prefer --admin-token-file)")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin bearer token")
+	fs.BoolVar(&f.dev, "dev", false, "development mode: generate and keep a signing key and admin token beside the bolt file")
+	fs.StringVar(&f.cors, "cors-allowed-origins", "", "comma-separated browser origins allowed to call /v1/token and /v1/revoke with credentials")
+	fs.StringVar(&f.transport, "refresh-token-transport", string(d.RefreshTokenTransport), "where refresh tokens travel: body, cookie (HttpOnly) or both")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&f.cfg.StoreTimeout, "store-timeout", d.StoreTimeout, "timeout of each store call (a timeout answers 503)")
+	fs.IntVar(&f.cfg.RecentSize, "recent-size", d.RecentSize, "entries in the in-process LRU of recently issued pairs")
+	fs.Float64Var(&f.cfg.RateLimitIP, "rate-limit-ip", d.RateLimitIP, "counted /v1/token attempts (rotations and failures) per second per client IP; 0 disables")
+	fs.IntVar(&f.cfg.RateLimitIPBurst, "rate-limit-ip-burst", d.RateLimitIPBurst, "burst of --rate-limit-ip")
+	fs.Float64Var(&f.cfg.RateLimitSession, "rate-limit-session", d.RateLimitSession, "rotations and failures per second per session; 0 disables")
+	fs.IntVar(&f.cfg.RateLimitSessionBurst, "rate-limit-session-burst", d.RateLimitSessionBurst, "burst of --rate-limit-session")
+	fs.StringVar(&f.cfg.ClientIPHeader, "client-ip-header", "", "header a trusted proxy sets with the client address: X-Forwarded-For (last entry) or X-Real-IP; empty uses the TCP peer")
+	fs.Int64Var(&f.cfg.MaxBodyBytes, "max-body-bytes", d.MaxBodyBytes, "largest accepted request body")
+	fs.DurationVar(&f.cfg.JWKSMaxAge, "jwks-max-age", d.JWKSMaxAge, "Cache-Control max-age of /.well-known/jwks.json")
+	fs.DurationVar(&f.cfg.RevocationsMaxWait, "revocations-max-wait", d.RevocationsMaxWait, "longest long-poll wait of /v1/revocations")
+	fs.StringVar(&f.storeOpts.RedisSentinelMaster, "redis-sentinel-master", "", "Redis Sentinel master name (the redis:// hosts are then Sentinels)")
+	fs.DurationVar(&f.storeOpts.RedisTimeout, "redis-timeout", time.Second, "timeout of each Redis command")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// randomSecret returns 256 random bits, base64url.
+func randomSecret() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// refresherApp is a wired refresher, ready to serve.
+type refresherApp struct {
+	srv        *refresher.Server
+	store      store.Store
+	cfg        refresher.Config
+	adminToken string
+	// adminTokenPath is where --dev keeps the admin token ("" otherwise).
+	adminTokenPath string
+	log            *slog.Logger
+}
+
+// build turns flags into a running configuration: every config problem is
+// reported at once, before anything is opened.
+func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prometheus.Registry) (*refresherApp, error) {
+	cfg := f.cfg
+	cfg.Issuer = f.issuer
+	cfg.Audience = splitList(f.audience)
+	cfg.CORSAllowedOrigins = splitList(f.cors)
+	cfg.RefreshTokenTransport = refresher.Transport(f.transport)
+	app := &refresherApp{log: log}
+	var errs []error
+	if f.adminToken != "" && f.adminTokenFile != "" {
+		errs = append(errs, errors.New("admin-token: give --admin-token or --admin-token-file, not both"))
+	}
+	if f.adminTokenFile != "" {
+		b, err := os.ReadFile(f.adminTokenFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("admin-token-file: %w", err))
+		}
+		cfg.AdminToken = strings.TrimSpace(string(b))
+	} else {
+		cfg.AdminToken = f.adminToken
+	}
+	dir := boltDir(f.store)
+	if f.dev {
+		if cfg.Issuer == "" {
+			cfg.Issuer = "http://localhost" + portOf(f.listen)
+		}
+		if len(cfg.Audience) == 0 {
+			cfg.Audience = []string{"tokengate-dev"}
+		}
+		if cfg.AdminToken == "" {
+			if dir == "" {
+				cfg.AdminToken = randomSecret()
+			} else {
+				app.adminTokenPath = filepath.Join(dir, "admin-token")
+				tok, err := loadOrCreateSecret(app.adminTokenPath)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("admin-token: %w", err))
+				}
+				cfg.AdminToken = tok
+			}
+		}
+	}
+	if !f.dev && f.signingKey == "" {
+		errs = append(errs, errors.New("signing-key: required (or --dev to generate one beside the bolt file)"))
+	}
+	alg, err := keyset.ParseAlg(f.signingAlg)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("signing-alg: %w", err))
+	}
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: invalid configuration:\n%w", errUsage, errors.Join(errs...))
+	}
+
+	var keys *keyset.Keys
+	switch {
+	case f.signingKey != "":
+		keys, err = keyset.Load(f.signingKey, f.signingKeyID)
+	case dir != "":
+		var created bool
+		path := filepath.Join(dir, "signing-key.json")
+		keys, created, err = keyset.LoadOrCreate(path, alg)
+		if created {
+			log.Info("dev_signing_key_created", "path", path, "kid", keys.SignerKID())
+		}
+	default:
+		// memory:// or redis:// in dev mode: the key lives as long as the
+		// process, like the sessions of a memory store.
+		var k jwk.Key
+		if k, err = keyset.Generate(alg); err == nil {
+			keys, err = keyset.Assemble([]jwk.Key{k}, "")
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	st, err := openStore(ctx, f.store, f.storeOpts)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := refresher.NewServer(cfg, refresher.Options{Store: st, Keys: keys, Logger: log, Registry: reg})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	app.srv, app.store, app.cfg, app.adminToken = srv, st, cfg, cfg.AdminToken
+	log.Info("refresher_configured", "store", storeScheme(f.store), "kid", keys.SignerKID(),
+		"alg", keys.SignerAlg().String(), "issuer", cfg.Issuer, "transport", string(cfg.RefreshTokenTransport))
+	return app, nil
+}
+
+func storeScheme(uri string) string {
+	scheme, _, _ := strings.Cut(uri, "://")
+	return scheme
+}
+
+func portOf(listen string) string {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "" || port == "0" {
+		return ""
+	}
+	return ":" + port
+}
+
+// loadOrCreateSecret reads a secret file, creating it (0600) when missing.
+func loadOrCreateSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	s := randomSecret()
+	return s, keyset.WriteFileAtomic(path, []byte(s+"\n"), 0o600)
+}
+
+// serve runs the refresher on ln until ctx ends, pruning a bolt store's
+// dead records every few minutes meanwhile.
+func (a *refresherApp) serve(ctx context.Context, ln net.Listener) error {
+	if p, ok := a.store.(interface{ Prune(time.Time) error }); ok {
+		go func() {
+			t := time.NewTicker(5 * time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case now := <-t.C:
+					if err := p.Prune(now); err != nil {
+						a.log.Warn("store_prune_failed", "error", err.Error())
+					}
+				}
+			}
+		}()
+	}
+	hs := &http.Server{
+		Handler:           a.srv.Routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Long enough for the longest /v1/revocations long poll.
+		WriteTimeout: a.cfg.RevocationsMaxWait + 15*time.Second,
+		IdleTimeout:  2 * time.Minute,
+	}
+	a.log.Info("refresher_listening", "addr", ln.Addr().String())
+	return serve.HTTP(ctx, hs, ln)
+}
+
+func runRefresher(ctx context.Context, e env) error {
+	fs := flag.NewFlagSet("refresher", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = envflag.Usage(fs, "TOKENGATE_")
+	var f refresherFlags
+	f.register(fs)
+	if err := envflag.Parse(fs, e.args, "TOKENGATE_", e.getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	log, err := newLogger(e.stderr, f.logLevel)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	app, err := f.build(ctx, log, reg)
+	if err != nil {
+		return err
+	}
+	defer app.store.Close()
+	if app.adminTokenPath != "" {
+		log.Info("dev_admin_token", "path", app.adminTokenPath)
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", f.listen, err)
+	}
+	return app.serve(ctx, ln)
 }

@@ -336,3 +336,10 @@ func (k *Keys) SignerKID() string {
 	kid, _ := k.Signer.KeyID()
 	return kid
 }
+
+// Assemble builds a key set from keys already in memory (generated, or
+// parsed elsewhere), with the same rules as Load: the signer is the private
+// key with kid activeKID (or the first private key), every key is published.
+func Assemble(keys []jwk.Key, activeKID string) (*Keys, error) {
+	return assemble(keys, activeKID)
+}

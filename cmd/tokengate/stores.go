@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tokengate/tokengate/refresher/store"
+	"github.com/tokengate/tokengate/refresher/store/boltstore"
+	"github.com/tokengate/tokengate/refresher/store/memstore"
+)
+
+// storeOptions carries the backend settings that are not in the URI.
+type storeOptions struct {
+	// RedisSentinelMaster names the Sentinel master set (redis:// with
+	// Sentinel addresses); RedisTimeout bounds each Redis command.
+	RedisSentinelMaster string
+	RedisTimeout        time.Duration
+	Logger              *slog.Logger
+}
+
+// openStore opens the refresher's store from its --store URI:
+// memory:// | bolt://PATH | redis://… | rediss://….
+func openStore(ctx context.Context, uri string, o storeOptions) (store.Store, error) {
+	scheme, rest, ok := strings.Cut(uri, "://")
+	if !ok {
+		return nil, fmt.Errorf("store: %q is not a URI (use memory://, bolt://PATH or redis://HOST:PORT)", uri)
+	}
+	switch scheme {
+	case "memory":
+		return memstore.New(), nil
+	case "bolt":
+		if rest == "" {
+			return nil, fmt.Errorf("store: bolt:// needs a file path, e.g. bolt://tokengate.db or bolt:///var/lib/tokengate/tokengate.db")
+		}
+		return boltstore.Open(rest)
+	}
+	_ = ctx
+	return nil, fmt.Errorf("store: unsupported scheme %q (use memory://, bolt://PATH or redis://HOST:PORT)", scheme)
+}
+
+// boltDir returns the directory of a bolt:// store's file ("" for other
+// stores): where --dev keeps the generated key and admin token.
+func boltDir(uri string) string {
+	if path, ok := strings.CutPrefix(uri, "bolt://"); ok && path != "" {
+		return filepath.Dir(path)
+	}
+	return ""
+}

@@ -1,0 +1,442 @@
+package refresher
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tokengate/tokengate/refresher/store"
+)
+
+// Pair is an issued access+refresh pair, as the token endpoints answer it.
+type Pair struct {
+	AccessToken      string
+	ExpiresIn        int64 // seconds
+	RefreshToken     string
+	RefreshExpiresIn int64 // seconds
+	SessionID        string
+	// RefreshExpiresAt is when the refresh token's idle lifetime ends (the
+	// cookie's Expires).
+	RefreshExpiresAt time.Time
+}
+
+// Client identifies who made a refresh, for rate limits and the audit log.
+type Client struct {
+	IP        string
+	UserAgent string
+}
+
+// SessionRequest is the body of POST /v1/sessions.
+type SessionRequest struct {
+	Subject string
+	// Claims is a JSON object copied into every access token of the session.
+	Claims json.RawMessage
+	// IdleTTL overrides Config.RefreshTTL when shorter; zero uses it.
+	IdleTTL time.Duration
+}
+
+// reservedClaims are set by the issuer; session claims cannot override them.
+var reservedClaims = map[string]bool{
+	"iss": true, "sub": true, "aud": true, "exp": true, "iat": true, "nbf": true, "jti": true, "sid": true,
+}
+
+// Issuer owns the token logic: start sessions, rotate, replay, detect reuse,
+// revoke. Handlers call it; it calls the store.
+type Issuer struct {
+	cfg     Config
+	store   store.Store
+	keys    *signingKeys
+	now     func() time.Time
+	recent  *recent
+	flight  singleflight.Group
+	ipLimit *keyedLimiter
+	sidLim  *keyedLimiter
+	metrics *metrics
+	log     *slog.Logger
+}
+
+func newIssuer(cfg Config, st store.Store, keys *signingKeys, m *metrics, log *slog.Logger, now func() time.Time) *Issuer {
+	return &Issuer{
+		cfg:     cfg,
+		store:   st,
+		keys:    keys,
+		now:     now,
+		recent:  newRecent(cfg.RecentSize, cfg.ReuseGrace),
+		ipLimit: newKeyedLimiter(cfg.RateLimitIP, cfg.RateLimitIPBurst),
+		sidLim:  newKeyedLimiter(cfg.RateLimitSession, cfg.RateLimitSessionBurst),
+		metrics: m,
+		log:     log,
+	}
+}
+
+// call runs one store operation with the store timeout, recording latency.
+func (i *Issuer) call(ctx context.Context, op string, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, i.cfg.StoreTimeout)
+	defer cancel()
+	start := time.Now()
+	err := f(ctx)
+	i.metrics.observeStore(op, start, ignoreNotFound(err))
+	return err
+}
+
+func ignoreNotFound(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// checkClaims validates session claims: a JSON object without reserved names.
+// It returns the compacted object ("{}" for none).
+func checkClaims(raw json.RawMessage) (json.RawMessage, error) {
+	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return json.RawMessage("{}"), nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, invalidRequest("claims: must be a JSON object")
+	}
+	for name := range m {
+		if reservedClaims[name] {
+			return nil, invalidRequest("claims.%s: reserved claim, set by the refresher", name)
+		}
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, invalidRequest("claims: %v", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// StartSession creates a session for a subject and issues its first pair.
+func (i *Issuer) StartSession(ctx context.Context, req SessionRequest) (Pair, error) {
+	if req.Subject == "" {
+		return Pair{}, invalidRequest("sub: required")
+	}
+	claims, err := checkClaims(req.Claims)
+	if err != nil {
+		return Pair{}, err
+	}
+	idle := i.cfg.RefreshTTL
+	if req.IdleTTL < 0 || req.IdleTTL > i.cfg.RefreshTTL {
+		return Pair{}, invalidRequest("idle_ttl: must be between 1s and %s (--refresh-ttl), got %s", i.cfg.RefreshTTL, req.IdleTTL)
+	}
+	if req.IdleTTL > 0 {
+		idle = req.IdleTTL
+	}
+	now := i.now()
+	sess := store.Session{
+		ID: newID(), Subject: req.Subject, Claims: claims, CreatedAt: now,
+		IdleTTL: idle, ExpiresAt: now.Add(i.cfg.SessionMaxAge),
+	}
+	token, hash := newRefreshToken()
+	first := store.Token{Hash: hash, SessionID: sess.ID, IssuedAt: now, ExpiresAt: minTime(now.Add(idle), sess.ExpiresAt)}
+	p, err := i.mint(sess, token, first.ExpiresAt, now)
+	if err != nil {
+		return Pair{}, err
+	}
+	err = i.call(ctx, "create_session", func(ctx context.Context) error { return i.store.CreateSession(ctx, sess, first) })
+	if err != nil {
+		return Pair{}, unavailable("create_session", err)
+	}
+	i.metrics.sessions.Inc()
+	i.log.InfoContext(ctx, "session_started", "sid", sess.ID, "sub", sess.Subject, "jti", p.JTI)
+	return i.answer(p, now), nil
+}
+
+// mint signs an access token for sess and packs it with the refresh token.
+func (i *Issuer) mint(sess store.Session, refresh string, refreshExp, now time.Time) (issuedPair, error) {
+	claims := map[string]any{}
+	if len(sess.Claims) > 0 {
+		if err := json.Unmarshal(sess.Claims, &claims); err != nil {
+			return issuedPair{}, fmt.Errorf("session %s claims: %w", sess.ID, err)
+		}
+	}
+	// Reserved names are refused when claims are set; deleting them again
+	// here keeps a record written by other means from overriding them.
+	for name := range reservedClaims {
+		delete(claims, name)
+	}
+	exp := minTime(now.Add(i.cfg.AccessTTL), sess.ExpiresAt)
+	jti := newID()
+	claims["iss"] = i.cfg.Issuer
+	claims["sub"] = sess.Subject
+	if len(i.cfg.Audience) == 1 {
+		claims["aud"] = i.cfg.Audience[0]
+	} else {
+		claims["aud"] = i.cfg.Audience
+	}
+	claims["exp"] = exp.Unix()
+	claims["iat"] = now.Unix()
+	claims["nbf"] = now.Unix()
+	claims["jti"] = jti
+	claims["sid"] = sess.ID
+	at, _, err := i.keys.sign(claims)
+	if err != nil {
+		return issuedPair{}, err
+	}
+	return issuedPair{AccessToken: at, AccessExpiresAt: time.Unix(exp.Unix(), 0), RefreshToken: refresh,
+		RefreshExpiresAt: refreshExp, SessionID: sess.ID, JTI: jti}, nil
+}
+
+func (i *Issuer) answer(p issuedPair, now time.Time) Pair {
+	return Pair{
+		AccessToken: p.AccessToken, ExpiresIn: seconds(p.AccessExpiresAt.Sub(now)),
+		RefreshToken: p.RefreshToken, RefreshExpiresIn: seconds(p.RefreshExpiresAt.Sub(now)),
+		SessionID: p.SessionID, RefreshExpiresAt: p.RefreshExpiresAt,
+	}
+}
+
+func seconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// Refresh answers one refresh with token (RFC 6749 §6). A replay inside the
+// grace window is answered from the recent pairs without touching the store
+// or the rate limits; concurrent refreshes of one token share one rotation.
+func (i *Issuer) Refresh(ctx context.Context, token string, c Client) (Pair, error) {
+	now := i.now()
+	if !wellFormed(token) {
+		if wait := i.ipLimit.wait(c.IP, now); wait > 0 {
+			i.metrics.rateLimited.WithLabelValues("ip").Inc()
+			return Pair{}, rateLimited("ip", wait)
+		}
+		i.ipLimit.count(c.IP, now)
+		i.metrics.failures.WithLabelValues("malformed").Inc()
+		return Pair{}, invalidGrant("malformed", "refresh_token is not a token this server issued")
+	}
+	hash := hashToken(token)
+	if p, ok := i.recent.lookup(token, hash, now); ok {
+		i.metrics.replays.WithLabelValues("lru").Inc()
+		return i.answer(p, now), nil
+	}
+	leader := false
+	// The rotation must not die with the first caller's request: others
+	// share its result. Store calls carry their own timeout.
+	detached := context.WithoutCancel(ctx)
+	v, err, _ := i.flight.Do(hash, func() (any, error) {
+		leader = true
+		return i.rotate(detached, token, hash, c)
+	})
+	if err != nil {
+		return Pair{}, err
+	}
+	if !leader {
+		i.metrics.replays.WithLabelValues("shared").Inc()
+	}
+	return i.answer(v.(issuedPair), i.now()), nil
+}
+
+// rotate runs once per token at a time (singleflight).
+func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issuedPair, error) {
+	now := i.now()
+	// A caller that missed the recent pairs just before the previous flight
+	// for this token stored its result lands here: answer it the same way.
+	if p, ok := i.recent.lookup(token, hash, now); ok {
+		i.metrics.replays.WithLabelValues("lru").Inc()
+		return p, nil
+	}
+	if wait := i.ipLimit.wait(c.IP, now); wait > 0 {
+		i.metrics.rateLimited.WithLabelValues("ip").Inc()
+		return issuedPair{}, rateLimited("ip", wait)
+	}
+	var parent store.Token
+	err := i.call(ctx, "get_token", func(ctx context.Context) (err error) { parent, err = i.store.GetToken(ctx, hash); return })
+	if errors.Is(err, store.ErrNotFound) {
+		return issuedPair{}, i.refused(c, "", "unknown", now)
+	} else if err != nil {
+		return issuedPair{}, unavailable("get_token", err)
+	}
+	var sess store.Session
+	err = i.call(ctx, "get_session", func(ctx context.Context) (err error) { sess, err = i.store.GetSession(ctx, parent.SessionID); return })
+	if errors.Is(err, store.ErrNotFound) {
+		return issuedPair{}, i.refused(c, "", "unknown", now)
+	} else if err != nil {
+		return issuedPair{}, unavailable("get_session", err)
+	}
+	if parent.RotatedAt.IsZero() {
+		// Only a would-be rotation spends the session's budget; a rotated
+		// parent is a replay or reuse, which the store decides below.
+		if wait := i.sidLim.wait(sess.ID, now); wait > 0 {
+			i.metrics.rateLimited.WithLabelValues("session").Inc()
+			return issuedPair{}, rateLimited("session", wait)
+		}
+	}
+	child, childHash := newRefreshToken()
+	childExp := minTime(now.Add(sess.IdleTTL), sess.ExpiresAt)
+	issued, err := i.mint(sess, child, childExp, now)
+	if err != nil {
+		return issuedPair{}, err
+	}
+	sealed, err := seal(token, hash, issued)
+	if err != nil {
+		return issuedPair{}, err
+	}
+	req := store.RotateRequest{
+		ParentHash: hash,
+		Child:      store.Token{Hash: childHash, IssuedAt: now, ExpiresAt: childExp},
+		Sealed:     sealed, Now: now, Grace: i.cfg.ReuseGrace,
+		RevokeUntil: now.Add(i.cfg.AccessTTL),
+	}
+	var res store.RotateResult
+	err = i.call(ctx, "rotate", func(ctx context.Context) (err error) { res, err = i.store.Rotate(ctx, req); return })
+	if err != nil {
+		return issuedPair{}, unavailable("rotate", err)
+	}
+	switch res.Outcome {
+	case store.Rotated:
+		i.ipLimit.count(c.IP, now)
+		i.sidLim.count(res.Session.ID, now)
+		i.metrics.rotations.Inc()
+		i.recent.add(hash, recentEntry{sid: res.Session.ID, childHash: childHash, rotatedAt: now, sealed: sealed})
+		i.log.InfoContext(ctx, "refresh_rotated", "sid", res.Session.ID, "sub", res.Session.Subject,
+			"generation", res.Parent.Generation+1, "jti", issued.JTI)
+		return issued, nil
+	case store.Replayed:
+		p, err := unseal(token, hash, res.Sealed)
+		if err != nil {
+			// The sealed pair is gone or unreadable (e.g. replicas with
+			// different grace settings): the child cannot be handed out.
+			return issuedPair{}, i.refused(c, res.Session.ID, "replay_unavailable", now)
+		}
+		i.metrics.replays.WithLabelValues("store").Inc()
+		i.recent.add(hash, recentEntry{sid: res.Session.ID, childHash: res.Parent.ChildHash, rotatedAt: res.Parent.RotatedAt, sealed: res.Sealed})
+		return p, nil
+	case store.ReuseDetected:
+		i.recent.forgetSession(res.Session.ID)
+		i.metrics.reuse.Inc()
+		i.metrics.revocations.WithLabelValues("reuse_detected").Inc()
+		i.log.WarnContext(ctx, "refresh_reuse_detected", "sid", res.Session.ID, "sub", res.Session.Subject,
+			"generation", res.Parent.Generation, "current_generation", res.Session.Generation,
+			"client_ip", c.IP, "user_agent", c.UserAgent)
+		return issuedPair{}, i.refused(c, res.Session.ID, "reuse_detected", now)
+	case store.Expired:
+		return issuedPair{}, i.refused(c, res.Session.ID, "expired", now)
+	case store.Revoked:
+		return issuedPair{}, i.refused(c, res.Session.ID, "revoked", now)
+	}
+	return issuedPair{}, i.refused(c, res.Session.ID, "unknown", now)
+}
+
+var grantDescriptions = map[string]string{
+	"unknown":            "refresh token unknown",
+	"expired":            "refresh token or session expired",
+	"revoked":            "session revoked",
+	"reuse_detected":     "refresh token reuse detected; the session is revoked",
+	"replay_unavailable": "refresh token already used",
+}
+
+// refused counts a failed attempt against the limits and answers invalid_grant.
+func (i *Issuer) refused(c Client, sid, reason string, now time.Time) error {
+	i.ipLimit.count(c.IP, now)
+	i.sidLim.count(sid, now)
+	i.metrics.failures.WithLabelValues(reason).Inc()
+	return invalidGrant(reason, grantDescriptions[reason])
+}
+
+// revokeUntil is when every access token issued up to now has expired.
+func (i *Issuer) revokeUntil(now time.Time) time.Time { return now.Add(i.cfg.AccessTTL) }
+
+// RevokeToken signs out the session of a refresh token (RFC 7009). Unknown
+// or malformed tokens are not an error: the answer is the same either way.
+func (i *Issuer) RevokeToken(ctx context.Context, token string) error {
+	if !wellFormed(token) {
+		return nil
+	}
+	var t store.Token
+	err := i.call(ctx, "get_token", func(ctx context.Context) (err error) { t, err = i.store.GetToken(ctx, hashToken(token)); return })
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return unavailable("get_token", err)
+	}
+	_, err = i.revokeSession(ctx, t.SessionID, "sign_out")
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// RevokeSession revokes one session (admin sign-out). It reports whether
+// this call revoked it; a *Error with 404 if the session does not exist.
+func (i *Issuer) RevokeSession(ctx context.Context, sid string) (bool, error) {
+	ok, err := i.revokeSession(ctx, sid, "admin")
+	if errors.Is(err, store.ErrNotFound) {
+		return false, notFound("session " + sid + " not found")
+	}
+	return ok, err
+}
+
+func (i *Issuer) revokeSession(ctx context.Context, sid, reason string) (bool, error) {
+	now := i.now()
+	var revoked bool
+	err := i.call(ctx, "revoke_session", func(ctx context.Context) (err error) {
+		revoked, err = i.store.RevokeSession(ctx, sid, now, i.revokeUntil(now))
+		return
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return false, err
+	} else if err != nil {
+		return false, unavailable("revoke_session", err)
+	}
+	i.recent.forgetSession(sid)
+	if revoked {
+		i.metrics.revocations.WithLabelValues(reason).Inc()
+		i.log.InfoContext(ctx, "session_revoked", "sid", sid, "reason", reason)
+	}
+	return revoked, nil
+}
+
+// RevokeSubject signs a subject out everywhere and returns the revoked sids.
+func (i *Issuer) RevokeSubject(ctx context.Context, sub string) ([]string, error) {
+	now := i.now()
+	var ids []string
+	err := i.call(ctx, "revoke_subject", func(ctx context.Context) (err error) {
+		ids, err = i.store.RevokeSubject(ctx, sub, now, i.revokeUntil(now))
+		return
+	})
+	if err != nil {
+		return nil, unavailable("revoke_subject", err)
+	}
+	for _, sid := range ids {
+		i.recent.forgetSession(sid)
+	}
+	i.metrics.revocations.WithLabelValues("subject").Add(float64(len(ids)))
+	i.log.InfoContext(ctx, "subject_revoked", "sub", sub, "sessions", len(ids))
+	return ids, nil
+}
+
+// PatchClaims replaces a session's custom claims; the next refresh carries
+// them. Pairs already issued (and replays of them) keep the old claims.
+func (i *Issuer) PatchClaims(ctx context.Context, sid string, raw json.RawMessage) (store.Session, error) {
+	claims, err := checkClaims(raw)
+	if err != nil {
+		return store.Session{}, err
+	}
+	now := i.now()
+	var s store.Session
+	err = i.call(ctx, "patch_claims", func(ctx context.Context) (err error) { s, err = i.store.PatchClaims(ctx, sid, claims, now); return })
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Session{}, notFound("session " + sid + " not found or no longer active")
+	} else if err != nil {
+		return store.Session{}, unavailable("patch_claims", err)
+	}
+	i.log.InfoContext(ctx, "session_claims_replaced", "sid", sid)
+	return s, nil
+}

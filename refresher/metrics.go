@@ -1,0 +1,65 @@
+package refresher
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the refresher's Prometheus series. The reason labels use the
+// same vocabulary as the JSON error codes and the log fields.
+type metrics struct {
+	sessions     prometheus.Counter
+	rotations    prometheus.Counter
+	replays      *prometheus.CounterVec // source: lru, shared, store
+	reuse        prometheus.Counter
+	failures     *prometheus.CounterVec // reason: unknown, expired, revoked, malformed, reuse_detected
+	revocations  *prometheus.CounterVec // reason: sign_out, admin, subject, reuse_detected
+	rateLimited  *prometheus.CounterVec // scope: ip, session
+	storeLatency *prometheus.HistogramVec
+	storeErrors  *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		sessions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokengate_refresher_sessions_created_total", Help: "Sessions started (POST /v1/sessions).",
+		}),
+		rotations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokengate_refresher_rotations_total", Help: "Refresh tokens rotated into a new pair.",
+		}),
+		replays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_refresher_replays_total",
+			Help: "Refreshes answered with an already issued pair (source: lru, shared = joined a concurrent rotation, store = another replica's rotation).",
+		}, []string{"source"}),
+		reuse: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokengate_refresher_reuse_detections_total", Help: "Rotated refresh tokens presented after the grace window (session revoked).",
+		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_refresher_refresh_failures_total", Help: "Refreshes answered invalid_grant, by reason.",
+		}, []string{"reason"}),
+		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_refresher_revocations_total", Help: "Sessions revoked, by reason.",
+		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_refresher_rate_limited_total", Help: "Refreshes answered 429, by limit.",
+		}, []string{"scope"}),
+		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokengate_refresher_store_latency_seconds",
+			Help:    "Store call latency by operation.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"op"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_refresher_store_errors_total", Help: "Store calls that failed (answered 503), by operation.",
+		}, []string{"op"}),
+	}
+	reg.MustRegister(m.sessions, m.rotations, m.replays, m.reuse, m.failures, m.revocations, m.rateLimited, m.storeLatency, m.storeErrors)
+	return m
+}
+
+func (m *metrics) observeStore(op string, start time.Time, err error) {
+	m.storeLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil {
+		m.storeErrors.WithLabelValues(op).Inc()
+	}
+}

@@ -1,0 +1,74 @@
+package refresher
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// defaultRevocationsWait is the long-poll wait when the client names none:
+// below the 30 s idle timeout common in proxies and load balancers.
+const defaultRevocationsWait = 25 * time.Second
+
+type revocationJSON struct {
+	SessionID string    `json:"sid"`
+	Until     time.Time `json:"until"`
+}
+
+type revocationsJSON struct {
+	Cursor  string           `json:"cursor"`
+	Revoked []revocationJSON `json:"revoked"`
+}
+
+// Revocations returns the feed entries after cursor that still matter (their
+// until is in the future), waiting up to wait for one when there are none.
+func (i *Issuer) Revocations(ctx context.Context, cursor string, wait time.Duration) ([]revocationJSON, string, error) {
+	start := time.Now()
+	revs, next, err := i.store.Revocations(ctx, cursor, i.now(), wait)
+	// Latency of a long poll is mostly waiting, so only failures are recorded.
+	if err != nil {
+		i.metrics.observeStore("revocations", start, err)
+		return nil, "", unavailable("revocations", err)
+	}
+	out := make([]revocationJSON, 0, len(revs))
+	for _, r := range revs {
+		out = append(out, revocationJSON{SessionID: r.SessionID, Until: r.Until.UTC()})
+	}
+	return out, next, nil
+}
+
+// parseWait reads the wait query parameter: a Go duration ("10s") or whole
+// seconds ("10"); capped at max.
+func parseWait(v string, max time.Duration) (time.Duration, error) {
+	if v == "" {
+		return min(defaultRevocationsWait, max), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, nerr := strconv.Atoi(v)
+		if nerr != nil {
+			return 0, invalidRequest("wait: must be a duration like 20s or whole seconds, got %q", v)
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < 0 {
+		return 0, invalidRequest("wait: must not be negative")
+	}
+	return min(d, max), nil
+}
+
+func (s *Server) handleRevocations(w http.ResponseWriter, r *http.Request) {
+	wait, err := parseWait(r.URL.Query().Get("wait"), s.cfg.RevocationsMaxWait)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	revs, cursor, err := s.issuer.Revocations(r.Context(), r.URL.Query().Get("after"), wait)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	s.render(w, r, http.StatusOK, revocationsJSON{Cursor: cursor, Revoked: revs})
+}

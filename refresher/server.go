@@ -1,0 +1,307 @@
+package refresher
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokengate/tokengate/internal/keyset"
+	"github.com/tokengate/tokengate/refresher/store"
+)
+
+// Options are the parts a Server is wired with.
+type Options struct {
+	Store store.Store
+	Keys  *keyset.Keys
+	// Logger gets JSON audit and error logs; never token values.
+	Logger *slog.Logger
+	// Registry gets the metrics and is served on /metrics; nil makes one.
+	Registry *prometheus.Registry
+	// Now is the clock; nil is time.Now. Tests pass a fake one.
+	Now func() time.Time
+}
+
+// Server is the refresher's HTTP API.
+type Server struct {
+	cfg       Config
+	issuer    *Issuer
+	keys      *signingKeys
+	store     store.Store
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	adminHash [32]byte
+	cors      *cors
+}
+
+// NewServer validates cfg and wires a server.
+func NewServer(cfg Config, o Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Store == nil {
+		return nil, errors.New("refresher: no store")
+	}
+	keys := &signingKeys{}
+	if err := keys.set(o.Keys); err != nil {
+		return nil, fmt.Errorf("refresher: %w", err)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	m := newMetrics(o.Registry)
+	return &Server{
+		cfg:       cfg,
+		issuer:    newIssuer(cfg, o.Store, keys, m, o.Logger, o.Now),
+		keys:      keys,
+		store:     o.Store,
+		log:       o.Logger,
+		reg:       o.Registry,
+		adminHash: sha256.Sum256([]byte(cfg.AdminToken)),
+		cors:      newCORS(cfg.CORSAllowedOrigins),
+	}, nil
+}
+
+// Issuer returns the token logic behind the handlers.
+func (s *Server) Issuer() *Issuer { return s.issuer }
+
+// SetKeys switches the key set at run time: the new signer signs from the
+// next token on, and JWKS publishes the new public keys.
+func (s *Server) SetKeys(k *keyset.Keys) error { return s.keys.set(k) }
+
+// Routes returns the HTTP handler.
+func (s *Server) Routes() http.Handler {
+	mux := http.NewServeMux()
+	browser := func(h http.HandlerFunc) http.Handler { return s.cors.wrap(s.limitBody(h)) }
+	mux.Handle("POST /v1/token", browser(s.handleToken))
+	mux.Handle("OPTIONS /v1/token", browser(s.handleToken))
+	mux.Handle("POST /v1/revoke", browser(s.handleRevoke))
+	mux.Handle("OPTIONS /v1/revoke", browser(s.handleRevoke))
+	// The same revocation under the cookie's path, so a cookie-transport
+	// browser can sign out: the cookie is only sent to /v1/token and below.
+	mux.Handle("POST /v1/token/revoke", browser(s.handleRevoke))
+	mux.Handle("OPTIONS /v1/token/revoke", browser(s.handleRevoke))
+
+	mux.Handle("POST /v1/sessions", s.admin(s.handleCreateSession))
+	mux.Handle("PATCH /v1/sessions/{sid}", s.admin(s.handlePatchSession))
+	mux.Handle("DELETE /v1/sessions/{sid}", s.admin(s.handleDeleteSession))
+	mux.Handle("DELETE /v1/subjects/{sub}/sessions", s.admin(s.handleDeleteSubject))
+	mux.Handle("GET /v1/revocations", s.admin(s.handleRevocations))
+
+	mux.HandleFunc("GET /.well-known/jwks.json", s.handleJWKS)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		s.render(w, r, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func (s *Server) limitBody(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		h(w, r)
+	})
+}
+
+// admin requires the admin bearer token. Both sides are hashed first so the
+// constant-time comparison also hides the token's length.
+func (s *Server) admin(h http.HandlerFunc) http.Handler {
+	return s.limitBody(func(w http.ResponseWriter, r *http.Request) {
+		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(given)))
+		if !ok || subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tokengate-admin"`)
+			s.writeError(w, r, unauthorized())
+			return
+		}
+		h(w, r)
+	})
+}
+
+// tokenJSON is every token response (RFC 6749 §5.1 plus session_id).
+type tokenJSON struct {
+	AccessToken      string `json:"access_token"`
+	TokenType        string `json:"token_type"`
+	ExpiresIn        int64  `json:"expires_in"`
+	RefreshToken     string `json:"refresh_token,omitempty"`
+	RefreshExpiresIn int64  `json:"refresh_expires_in"`
+	SessionID        string `json:"session_id"`
+}
+
+func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
+	req, err := decodeSessionRequest(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p, err := s.issuer.StartSession(r.Context(), req)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	// The login backend always gets the refresh token in the body (it is a
+	// trusted server); with cookie transport it also gets the cookie to
+	// pass on to the browser.
+	if s.cfg.RefreshTokenTransport.cookie() {
+		http.SetCookie(w, refreshCookie(p.RefreshToken, p.RefreshExpiresAt))
+	}
+	s.render(w, r, http.StatusCreated, tokenBody(p, true))
+}
+
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
+	token, fromCookie, err := s.decodeTokenRequest(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	p, err := s.issuer.Refresh(r.Context(), token, s.client(r))
+	if err != nil {
+		if e := asError(err); fromCookie && e.Code == "invalid_grant" {
+			http.SetCookie(w, clearCookie())
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	if s.cfg.RefreshTokenTransport.cookie() {
+		http.SetCookie(w, refreshCookie(p.RefreshToken, p.RefreshExpiresAt))
+	}
+	s.render(w, r, http.StatusOK, tokenBody(p, s.cfg.RefreshTokenTransport.body()))
+}
+
+func tokenBody(p Pair, withRefresh bool) tokenJSON {
+	t := tokenJSON{AccessToken: p.AccessToken, TokenType: "Bearer", ExpiresIn: p.ExpiresIn,
+		RefreshExpiresIn: p.RefreshExpiresIn, SessionID: p.SessionID}
+	if withRefresh {
+		t.RefreshToken = p.RefreshToken
+	}
+	return t
+}
+
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
+	token, fromCookie, err := s.decodeRevokeRequest(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.issuer.RevokeToken(r.Context(), token); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if fromCookie || s.cfg.RefreshTokenTransport.cookie() {
+		http.SetCookie(w, clearCookie())
+	}
+	// RFC 7009 §2.2: 200 whether or not the token was known.
+	s.render(w, r, http.StatusOK, struct{}{})
+}
+
+func (s *Server) handleDeleteSession(w http.ResponseWriter, r *http.Request) {
+	sid := r.PathValue("sid")
+	revoked, err := s.issuer.RevokeSession(r.Context(), sid)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, map[string]any{"session_id": sid, "revoked": revoked})
+}
+
+func (s *Server) handleDeleteSubject(w http.ResponseWriter, r *http.Request) {
+	ids, err := s.issuer.RevokeSubject(r.Context(), r.PathValue("sub"))
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if ids == nil {
+		ids = []string{}
+	}
+	s.render(w, r, http.StatusOK, map[string]any{"sub": r.PathValue("sub"), "revoked": ids})
+}
+
+func (s *Server) handlePatchSession(w http.ResponseWriter, r *http.Request) {
+	claims, err := decodePatchRequest(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	sess, err := s.issuer.PatchClaims(r.Context(), r.PathValue("sid"), claims)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, map[string]any{"session_id": sess.ID, "sub": sess.Subject, "claims": sess.Claims})
+}
+
+func (s *Server) handleJWKS(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(int(s.cfg.JWKSMaxAge/time.Second)))
+	w.Write(s.keys.jwks())
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.WarnContext(r.Context(), "not_ready", "error", err.Error())
+		s.render(w, r, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": "unreachable"})
+		return
+	}
+	s.render(w, r, http.StatusOK, map[string]string{"status": "ok", "store": "ok"})
+}
+
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+}
+
+// render is the one JSON writer: it encodes into a buffer first, so an
+// encoding failure becomes a clean 500 instead of half a response.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		s.log.ErrorContext(r.Context(), "render", "path", r.URL.Path, "error", err.Error())
+		http.Error(w, `{"error":"server_error"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+type errorJSON struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description"`
+}
+
+// writeError maps any error to its JSON answer; technical causes are logged
+// (they never carry token values) and not sent.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := asError(err)
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(seconds(e.RetryAfter))))
+	}
+	if e.Status >= 500 {
+		s.log.ErrorContext(r.Context(), "request_failed", "path", r.URL.Path, "reason", e.Reason, "error", err.Error())
+	}
+	s.render(w, r, e.Status, errorJSON{Error: e.Code, Description: e.Description})
+}

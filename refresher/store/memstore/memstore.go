@@ -1,0 +1,247 @@
+// Package memstore is the in-memory Store: for tests and throwaway dev runs.
+// Everything is lost when the process exits; one mutex makes every call
+// atomic.
+package memstore
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tokengate/tokengate/refresher/store"
+)
+
+var _ store.Store = (*Store)(nil)
+
+type tokenRecord struct {
+	token       store.Token
+	sealed      []byte
+	sealedUntil time.Time
+}
+
+type feedEntry struct {
+	seq uint64
+	rev store.Revocation
+}
+
+// Store keeps sessions, tokens and the revocation feed in maps.
+type Store struct {
+	mu       sync.Mutex
+	sessions map[string]store.Session
+	tokens   map[string]*tokenRecord
+	feed     []feedEntry
+	seq      uint64
+	// changed is closed (and replaced) whenever the feed grows, waking
+	// long-polling Revocations calls.
+	changed chan struct{}
+	closed  bool
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{
+		sessions: map[string]store.Session{},
+		tokens:   map[string]*tokenRecord{},
+		changed:  make(chan struct{}),
+	}
+}
+
+// CreateSession implements store.Store.
+func (m *Store) CreateSession(_ context.Context, s store.Session, first store.Token) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.sessions[s.ID]; ok {
+		return store.ErrExists
+	}
+	if _, ok := m.tokens[first.Hash]; ok {
+		return store.ErrExists
+	}
+	first.SessionID = s.ID
+	first.Generation = s.Generation
+	m.sessions[s.ID] = s
+	m.tokens[first.Hash] = &tokenRecord{token: first}
+	return nil
+}
+
+// GetSession implements store.Store.
+func (m *Store) GetSession(_ context.Context, sid string) (store.Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[sid]
+	if !ok {
+		return store.Session{}, store.ErrNotFound
+	}
+	return s, nil
+}
+
+// GetToken implements store.Store.
+func (m *Store) GetToken(_ context.Context, hash string) (store.Token, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.tokens[hash]
+	if !ok {
+		return store.Token{}, store.ErrNotFound
+	}
+	return r.token, nil
+}
+
+// Rotate implements store.Store.
+func (m *Store) Rotate(_ context.Context, req store.RotateRequest) (store.RotateResult, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	parent, ok := m.tokens[req.ParentHash]
+	if !ok {
+		return store.RotateResult{Outcome: store.Unknown}, nil
+	}
+	s, ok := m.sessions[parent.token.SessionID]
+	if !ok {
+		// A token whose session has gone (pruned) is as good as unknown.
+		return store.RotateResult{Outcome: store.Unknown}, nil
+	}
+	res := store.RotateResult{Outcome: store.Decide(parent.token, s, req), Session: s, Parent: parent.token}
+	switch res.Outcome {
+	case store.Replayed:
+		if req.Now.Before(parent.sealedUntil) {
+			res.Sealed = slices.Clone(parent.sealed)
+		}
+	case store.ReuseDetected:
+		s.RevokedAt = req.Now
+		m.sessions[s.ID] = s
+		m.appendFeed(store.Revocation{SessionID: s.ID, Subject: s.Subject, Until: req.RevokeUntil})
+		res.Session = s
+	case store.Rotated:
+		if _, taken := m.tokens[req.Child.Hash]; taken {
+			return store.RotateResult{}, store.ErrExists
+		}
+		parent.token.RotatedAt = req.Now
+		parent.token.ChildHash = req.Child.Hash
+		parent.sealed = slices.Clone(req.Sealed)
+		parent.sealedUntil = req.Now.Add(req.Grace)
+		child := req.Child
+		child.SessionID = s.ID
+		child.Generation = parent.token.Generation + 1
+		m.tokens[child.Hash] = &tokenRecord{token: child}
+		s.Generation++
+		m.sessions[s.ID] = s
+		res.Session = s
+		res.Parent = parent.token
+	}
+	return res, nil
+}
+
+// PatchClaims implements store.Store.
+func (m *Store) PatchClaims(_ context.Context, sid string, claims json.RawMessage, now time.Time) (store.Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[sid]
+	if !ok || !s.Active(now) {
+		return store.Session{}, store.ErrNotFound
+	}
+	s.Claims = slices.Clone(claims)
+	m.sessions[sid] = s
+	return s, nil
+}
+
+// RevokeSession implements store.Store.
+func (m *Store) RevokeSession(_ context.Context, sid string, now, until time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[sid]
+	if !ok {
+		return false, store.ErrNotFound
+	}
+	if !s.RevokedAt.IsZero() {
+		return false, nil
+	}
+	s.RevokedAt = now
+	m.sessions[sid] = s
+	m.appendFeed(store.Revocation{SessionID: sid, Subject: s.Subject, Until: until})
+	return true, nil
+}
+
+// RevokeSubject implements store.Store.
+func (m *Store) RevokeSubject(_ context.Context, sub string, now, until time.Time) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ids []string
+	for id, s := range m.sessions {
+		if s.Subject != sub || !s.Active(now) {
+			continue
+		}
+		s.RevokedAt = now
+		m.sessions[id] = s
+		m.appendFeed(store.Revocation{SessionID: id, Subject: sub, Until: until})
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// appendFeed adds an entry and wakes waiters; m.mu must be held.
+func (m *Store) appendFeed(r store.Revocation) {
+	m.seq++
+	m.feed = append(m.feed, feedEntry{seq: m.seq, rev: r})
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// Revocations implements store.Store. Cursors are feed sequence numbers.
+func (m *Store) Revocations(ctx context.Context, cursor string, now time.Time, wait time.Duration) ([]store.Revocation, string, error) {
+	after, err := strconv.ParseUint(cursor, 10, 64)
+	if err != nil {
+		after = 0 // foreign or empty cursor: everything retained
+	}
+	var timer <-chan time.Time
+	for {
+		m.mu.Lock()
+		m.prune(now)
+		var out []store.Revocation
+		last := after
+		for _, e := range m.feed {
+			if e.seq > after && e.rev.Until.After(now) {
+				out = append(out, e.rev)
+			}
+			if e.seq > last {
+				last = e.seq
+			}
+		}
+		changed := m.changed
+		m.mu.Unlock()
+		next := strconv.FormatUint(last, 10)
+		if len(out) > 0 || wait <= 0 {
+			return out, next, nil
+		}
+		if timer == nil {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-changed:
+			after = last
+		case <-timer:
+			return nil, next, nil
+		case <-ctx.Done():
+			return nil, next, nil
+		}
+	}
+}
+
+// prune drops feed entries whose Until has passed; m.mu must be held.
+func (m *Store) prune(now time.Time) {
+	m.feed = slices.DeleteFunc(m.feed, func(e feedEntry) bool { return !e.rev.Until.After(now) })
+}
+
+// Ping implements store.Store.
+func (m *Store) Ping(context.Context) error { return nil }
+
+// Close implements store.Store.
+func (m *Store) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	return nil
+}
