@@ -53,6 +53,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tokengate_refresher_store_errors_total", Help: "Store calls that failed (answered 503), by operation.",
 		}, []string{"op"}),
 	}
+	// Every label value exists from the start, so dashboards and alerts see
+	// zeros instead of missing series.
+	for _, v := range []string{"lru", "shared", "store"} {
+		m.replays.WithLabelValues(v)
+	}
+	for _, v := range []string{"unknown", "expired", "revoked", "malformed", "reuse_detected", "replay_unavailable"} {
+		m.failures.WithLabelValues(v)
+	}
+	for _, v := range []string{"sign_out", "admin", "subject", "reuse_detected"} {
+		m.revocations.WithLabelValues(v)
+	}
+	for _, v := range []string{"ip", "session"} {
+		m.rateLimited.WithLabelValues(v)
+	}
 	reg.MustRegister(m.sessions, m.rotations, m.replays, m.reuse, m.failures, m.revocations, m.rateLimited, m.storeLatency, m.storeErrors)
 	return m
 }
