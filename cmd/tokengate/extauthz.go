@@ -2,10 +2,328 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/tokengate/tokengate/extauthz"
+	"github.com/tokengate/tokengate/internal/envflag"
+	"github.com/tokengate/tokengate/internal/keyset"
+	"github.com/tokengate/tokengate/internal/serve"
 )
 
-// runExtauthz is being built; see the open issues.
-func runExtauthz(_ context.Context, _ env) error {
-	return errors.New("not built yet")
+// extauthzFlags are the flags of `tokengate extauthz` (each also TOKENGATE_<FLAG>).
+type extauthzFlags struct {
+	grpcListen, httpListen string
+	config                 string
+	jwksURL, jwksFile      string
+	issuer, audience       string
+	reflection, dev        bool
+	logLevel               string
+	devJWKS                []byte // --dev: the dev key as inline JWKS
+}
+
+func (f *extauthzFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.grpcListen, "grpc-listen", ":9001", "gRPC address: envoy.service.auth.v3.Authorization and grpc.health.v1.Health")
+	fs.StringVar(&f.httpListen, "http-listen", ":9002", "HTTP address: forward-auth under /authz/, /healthz, /readyz, /metrics")
+	fs.StringVar(&f.config, "config", "", "YAML config file (docs/extauthz.md); reloaded on SIGHUP")
+	fs.StringVar(&f.jwksURL, "jwks-url", "", "one-provider shortcut: JWKS URL")
+	fs.StringVar(&f.jwksFile, "jwks-file", "", "one-provider shortcut: JWKS file (reloaded when it changes)")
+	fs.StringVar(&f.issuer, "issuer", "", "one-provider shortcut: required iss")
+	fs.StringVar(&f.audience, "audience", "", "one-provider shortcut: accepted aud values, comma-separated")
+	fs.BoolVar(&f.reflection, "grpc-reflection", false, "serve gRPC reflection (for grpcurl)")
+	fs.BoolVar(&f.dev, "dev", false, "generate a dev key under ./.tokengate/, trust it, print a sample token")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+func runExtauthz(ctx context.Context, e env) error {
+	fs := flag.NewFlagSet("extauthz", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	var f extauthzFlags
+	f.register(fs)
+	fs.Usage = envflag.Usage(fs, "TOKENGATE_")
+	if err := envflag.Parse(fs, e.args, "TOKENGATE_", e.getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	log, err := newExtauthzLogger(e.stderr, f.logLevel)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	var devToken string
+	if f.dev {
+		if devToken, err = f.setUpDev(); err != nil {
+			return err
+		}
+		f.reflection = true
+	}
+	load := f.loadConfig
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	run := extauthzRun{
+		GRPCListen: f.grpcListen, HTTPListen: f.httpListen, Reflection: f.reflection,
+		Logger: log, Registry: reg,
+	}
+	if f.config != "" {
+		run.Reload = load
+	}
+	if f.dev {
+		run.OnListening = func(grpcAddr, httpAddr net.Addr) {
+			printDevWalkthrough(e.stdout, devToken, grpcAddr, httpAddr)
+		}
+	}
+	return serveExtauthz(ctx, cfg, run)
+}
+
+// loadConfig builds the config from --config and the one-provider flags.
+// With --config, the flags may only fill in a provider the file lacks.
+func (f *extauthzFlags) loadConfig() (extauthz.Config, error) {
+	var cfg extauthz.Config
+	if f.config != "" {
+		var err error
+		if cfg, err = extauthz.LoadConfig(f.config); err != nil {
+			return cfg, err
+		}
+	}
+	shortcut := f.jwksURL != "" || f.jwksFile != "" || f.issuer != "" || f.audience != "" || f.devJWKS != nil
+	if shortcut {
+		if len(cfg.Providers) > 0 {
+			return cfg, fmt.Errorf("%w: --jwks-url/--jwks-file/--issuer/--audience describe the one provider; %s already lists providers", errUsage, f.config)
+		}
+		p := extauthz.Provider{Issuer: f.issuer, JWKSURL: f.jwksURL, JWKSFile: f.jwksFile, JWKS: f.devJWKS}
+		for _, a := range strings.Split(f.audience, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				p.Audiences = append(p.Audiences, a)
+			}
+		}
+		cfg.Providers = []extauthz.Provider{p}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
+// devKeyPath is where --dev keeps its key, so restarts keep tokens valid.
+var devKeyPath = filepath.Join(".tokengate", "extauthz-dev-key.json")
+
+// Dev defaults, used unless --issuer/--audience say otherwise.
+const (
+	devIssuer   = "http://localhost:8080"
+	devAudience = "tokengate"
+)
+
+// setUpDev loads or creates the dev key, makes it the inline JWKS of the one
+// provider, and signs a sample token valid for an hour.
+func (f *extauthzFlags) setUpDev() (string, error) {
+	if f.jwksURL != "" || f.jwksFile != "" || f.config != "" {
+		return "", fmt.Errorf("%w: --dev brings its own key; drop --jwks-url, --jwks-file and --config", errUsage)
+	}
+	keys, created, err := keyset.LoadOrCreate(devKeyPath, jwa.ES256())
+	if err != nil {
+		return "", fmt.Errorf("dev key: %w", err)
+	}
+	if created {
+		fmt.Fprintf(os.Stderr, "created dev signing key %s\n", devKeyPath)
+	}
+	if f.issuer == "" {
+		f.issuer = devIssuer
+	}
+	if f.audience == "" {
+		f.audience = devAudience
+	}
+	jwks, err := keys.PublicJSON()
+	if err != nil {
+		return "", err
+	}
+	f.devJWKS = jwks
+	aud := strings.Split(f.audience, ",")[0]
+	return signDevToken(keys, f.issuer, aud, time.Hour)
+}
+
+// signDevToken signs a sample access token like the refresher's (RFC 9068).
+func signDevToken(keys *keyset.Keys, issuer, audience string, ttl time.Duration) (string, error) {
+	now := time.Now()
+	sid := make([]byte, 8)
+	rand.Read(sid)
+	claims := map[string]any{
+		"iss": issuer, "aud": audience, "sub": "dev-user", "name": "Dev User",
+		"roles": []string{"user"}, "sid": "dev-" + hex.EncodeToString(sid), "jti": hex.EncodeToString(sid),
+		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(ttl).Unix(),
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	hdr := jws.NewHeaders()
+	hdr.Set(jws.KeyIDKey, keys.SignerKID())
+	hdr.Set(jws.TypeKey, "at+jwt")
+	tok, err := jws.Sign(payload, jws.WithKey(keys.SignerAlg(), keys.Signer, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		return "", fmt.Errorf("sign dev token: %w", err)
+	}
+	return string(tok), nil
+}
+
+func printDevWalkthrough(w io.Writer, token string, grpcAddr, httpAddr net.Addr) {
+	fmt.Fprintf(w, `tokengate extauthz (dev) is running.
+  gRPC ext_authz: %[1]s   HTTP forward-auth: http://%[2]s/authz/
+
+A sample access token (valid 1h, sub=dev-user):
+
+  export TOKEN=%[3]s
+
+Allowed (200, identity headers in the answer):
+  curl -i -H "Authorization: Bearer $TOKEN" http://%[2]s/authz/hello
+
+Denied (401 missing_token):
+  curl -i http://%[2]s/authz/hello
+
+Over gRPC (reflection is on in dev mode):
+  grpcurl -plaintext -d '{"attributes":{"request":{"http":{"method":"GET","host":"app","path":"/hello","headers":{"authorization":"Bearer '"$TOKEN"'"}}}}}' %[1]s envoy.service.auth.v3.Authorization/Check
+`, grpcAddr, httpAddr, token)
+}
+
+func newExtauthzLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// extauthzRun is how to serve extauthz; `tokengate dev` fills one in to run
+// extauthz in-process next to the refresher.
+type extauthzRun struct {
+	GRPCListen, HTTPListen string // ":9001", ":9002"; ":0" picks a free port
+	Reflection             bool
+	Logger                 *slog.Logger
+	Registry               *prometheus.Registry // metrics go here and /metrics serves it
+	Denylist               extauthz.Denylist    // nil: no revocation check
+	// Reload, when set, is called on SIGHUP for the new config; a config
+	// that fails is logged and the running one kept.
+	Reload func() (extauthz.Config, error)
+	// OnListening is called once both listeners are bound.
+	OnListening func(grpcAddr, httpAddr net.Addr)
+}
+
+// serveExtauthz serves extauthz until ctx ends, then shuts down gracefully:
+// health turns NOT_SERVING, the listeners stop accepting, and checks in
+// flight finish.
+func serveExtauthz(ctx context.Context, cfg extauthz.Config, run extauthzRun) error {
+	if run.Logger == nil {
+		run.Logger = slog.New(slog.DiscardHandler)
+	}
+	if run.Registry == nil {
+		run.Registry = prometheus.NewRegistry()
+	}
+	srv, err := extauthz.NewServer(cfg, extauthz.Options{Logger: run.Logger, Registry: run.Registry, Denylist: run.Denylist})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	grpcLn, err := net.Listen("tcp", run.GRPCListen)
+	if err != nil {
+		return fmt.Errorf("--grpc-listen: %w", err)
+	}
+	httpLn, err := net.Listen("tcp", run.HTTPListen)
+	if err != nil {
+		grpcLn.Close()
+		return fmt.Errorf("--http-listen: %w", err)
+	}
+	gs := newGRPCServer()
+	srv.RegisterGRPC(gs)
+	if run.Reflection {
+		reflection.Register(gs)
+	}
+	hs := &http.Server{Handler: srv.Routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	run.Logger.Info("extauthz listening", "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String(), "providers", len(cfg.Providers))
+	if run.OnListening != nil {
+		run.OnListening(grpcLn.Addr(), httpLn.Addr())
+	}
+
+	// The listeners stop only after health has turned NOT_SERVING.
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	g, gctx := errgroup.WithContext(serveCtx)
+	g.Go(func() error { return serve.GRPC(gctx, gs, grpcLn) })
+	g.Go(func() error { return serve.HTTP(gctx, hs, httpLn) })
+	g.Go(func() error {
+		hup := make(chan os.Signal, 1)
+		if run.Reload != nil {
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				run.Logger.Info("extauthz shutting down: health NOT_SERVING, finishing checks in flight")
+				srv.Shutdown()
+				stopServing()
+				return nil
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				reloadConfig(ctx, srv, run)
+			}
+		}
+	})
+	return g.Wait()
+}
+
+func reloadConfig(ctx context.Context, srv *extauthz.Server, run extauthzRun) {
+	cfg, err := run.Reload()
+	if err == nil {
+		err = srv.Reload(ctx, cfg)
+	}
+	if err != nil {
+		run.Logger.Error("config reload refused; keeping the running config", "error", err.Error())
+		return
+	}
+	run.Logger.Info("config reloaded", "providers", len(cfg.Providers))
+}
+
+// newGRPCServer has defaults for a sidecar-to-service hop under load:
+// Envoy keeps few long-lived HTTP/2 connections and multiplexes checks.
+func newGRPCServer() *grpc.Server {
+	return grpc.NewServer(
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.MaxConcurrentStreams(1024),
+		grpc.MaxRecvMsgSize(1<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+	)
 }

@@ -1,0 +1,67 @@
+package extauthz
+
+import "net/http"
+
+// Reason is the one vocabulary of outcomes: the JSON `error` of a denial, the
+// `reason` label of tokengate_extauthz_checks_total and the `reason` log
+// field are all this value.
+type Reason string
+
+// Denial reasons. A frontend refreshes on token_expired only; every other
+// 401 means "sign in again".
+const (
+	ReasonMissingToken      Reason = "missing_token"
+	ReasonTokenExpired      Reason = "token_expired"
+	ReasonInvalidToken      Reason = "invalid_token"
+	ReasonTokenRevoked      Reason = "token_revoked"
+	ReasonInsufficientScope Reason = "insufficient_scope"
+)
+
+// Allow reasons (metric label and log field only).
+const (
+	ReasonVerified  Reason = "verified"  // a valid token; identity injected
+	ReasonAnonymous Reason = "anonymous" // public/optional route without a usable token
+	ReasonPreflight Reason = "preflight" // CORS preflight let through
+)
+
+// ReasonUnavailable is the error outcome: the token's provider has never
+// loaded keys, so no decision is possible (gRPC UNAVAILABLE, HTTP 503).
+const ReasonUnavailable Reason = "keys_unavailable"
+
+// Decisions, the `decision` metric label.
+const (
+	decisionAllow = "allow"
+	decisionDeny  = "deny"
+	decisionError = "error"
+)
+
+// HTTPStatus is the status of a denial with this reason.
+func (r Reason) HTTPStatus() int {
+	switch r {
+	case ReasonInsufficientScope:
+		return http.StatusForbidden
+	case ReasonUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusUnauthorized
+	}
+}
+
+// denial is a refused token or request: not an error of ours, an answer.
+// description is safe to show the client (it never contains the token).
+type denial struct {
+	reason      Reason
+	description string
+	scope       string // insufficient_scope: what the route needs
+}
+
+func (d *denial) Error() string { return string(d.reason) + ": " + d.description }
+
+func deny(r Reason, description string) *denial { return &denial{reason: r, description: description} }
+
+// errUnavailable is a technical failure: a provider without keys.
+type errUnavailable struct{ provider string }
+
+func (e *errUnavailable) Error() string {
+	return "provider " + e.provider + " has not loaded any keys yet"
+}

@@ -1,0 +1,158 @@
+package extauthz
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// Routes is the HTTP side: forward-auth under /authz/ (any method),
+// /healthz, /readyz and /metrics.
+func (s *Server) Routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/authz", s.handleForwardAuth)
+	mux.HandleFunc("/authz/", s.handleForwardAuth)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	if s.gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	}
+	return mux
+}
+
+func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := s.state.Load()
+	in := fromForwardAuth(r)
+	out := st.decide(r.Context(), in)
+	s.observe(in, out, start)
+	st.writeHTTP(w, out)
+}
+
+// fromForwardAuth recovers the original request. The proxy MUST set (not
+// pass through) the headers it is read from, or a client could choose the
+// route policy applied to it:
+//   - nginx auth_request: X-Original-URI, X-Original-Method (and Host or X-Forwarded-Host);
+//   - Traefik forwardAuth, Caddy forward_auth: X-Forwarded-Uri, X-Forwarded-Method, X-Forwarded-Host;
+//   - Envoy HTTP ext_authz (path_prefix: /authz): the original path follows
+//     the prefix and the method and Host are the original ones.
+func fromForwardAuth(r *http.Request) *request {
+	in := &request{method: r.Method, host: r.Host, headers: make(map[string]string, len(r.Header))}
+	for k, vs := range r.Header {
+		sep := ","
+		if k == "Cookie" {
+			sep = "; "
+		}
+		in.headers[strings.ToLower(k)] = strings.Join(vs, sep)
+	}
+	in.path = strings.TrimPrefix(r.URL.RequestURI(), "/authz")
+	if in.path == "" || in.path[0] != '/' {
+		in.path = "/" + in.path
+	}
+	if u := r.Header.Get("X-Original-URI"); u != "" {
+		in.path = u
+		if m := r.Header.Get("X-Original-Method"); m != "" {
+			in.method = m
+		}
+	}
+	if u := r.Header.Get("X-Forwarded-Uri"); u != "" {
+		in.path = u
+	}
+	if m := r.Header.Get("X-Forwarded-Method"); m != "" {
+		in.method = m
+	}
+	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+		in.host = h
+	}
+	in.method = strings.ToUpper(in.method)
+	return in
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	st := s.state.Load()
+	var notReady []string
+	for _, p := range st.providers {
+		if !p.ready() {
+			notReady = append(notReady, "provider "+p.name+": keys not loaded")
+		}
+	}
+	if st.denylist != nil && !st.denylist.Ready() {
+		notReady = append(notReady, "revocation feed not ready")
+	}
+	if s.stopping.Load() {
+		notReady = append(notReady, "shutting down")
+	}
+	if len(notReady) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reasons": notReady})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// writeJSON encodes into a buffer first, so an answer is never half-written.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"error":"internal"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("content-type", "application/json")
+	w.Header().Set("cache-control", "no-store")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// healthServer is grpc.health.v1.Health computed from readiness, for the
+// empty service name and envoy.service.auth.v3.Authorization.
+type healthServer struct {
+	healthpb.UnimplementedHealthServer
+	s *Server
+}
+
+func (h *healthServer) status(service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
+	if service != "" && service != "envoy.service.auth.v3.Authorization" {
+		return healthpb.HealthCheckResponse_SERVICE_UNKNOWN, status.Error(codes.NotFound, "unknown service")
+	}
+	if h.s.Ready() {
+		return healthpb.HealthCheckResponse_SERVING, nil
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING, nil
+}
+
+func (h *healthServer) Check(_ context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	st, err := h.status(req.GetService())
+	if err != nil {
+		return nil, err
+	}
+	return &healthpb.HealthCheckResponse{Status: st}, nil
+}
+
+// Watch sends the status now and whenever it changes (checked every second).
+func (h *healthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	last := healthpb.HealthCheckResponse_ServingStatus(-1)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		st, _ := h.status(req.GetService())
+		if st != last {
+			if err := stream.Send(&healthpb.HealthCheckResponse{Status: st}); err != nil {
+				return err
+			}
+			last = st
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

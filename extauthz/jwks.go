@@ -1,0 +1,402 @@
+package extauthz
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lestrrat-go/httprc/v3"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+)
+
+// maxJWKSBytes bounds a JWKS document; real ones are a few KiB.
+const maxJWKSBytes = 1 << 20
+
+// verifyKey is one public key, exported once at load so the hot path never
+// converts keys.
+type verifyKey struct {
+	id  string // kid, or the RFC 7638 thumbprint when the JWK has none
+	kid string
+	// alg is set when the JWK names one: the key then verifies only that alg.
+	alg    string
+	family string // EC, RSA, OKP, oct
+	curve  string // EC/OKP curve
+	raw    any
+}
+
+// usableWith reports whether the key may verify alg. A JWK that names its
+// alg is bound to it; otherwise the key type and curve decide, so an RSA or
+// EC public key can never be used as an HMAC secret.
+func (k *verifyKey) usableWith(alg string) bool {
+	if k.alg != "" {
+		return k.alg == alg
+	}
+	switch alg {
+	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
+		return k.family == "RSA"
+	case "ES256":
+		return k.family == "EC" && k.curve == "P-256"
+	case "ES384":
+		return k.family == "EC" && k.curve == "P-384"
+	case "ES512":
+		return k.family == "EC" && k.curve == "P-521"
+	case "EdDSA":
+		return k.family == "OKP" && k.curve == "Ed25519"
+	}
+	return false
+}
+
+// keySet is an immutable snapshot of a provider's keys, swapped atomically.
+type keySet struct {
+	byKID map[string]*verifyKey
+	byID  map[string]*verifyKey
+	all   []*verifyKey
+}
+
+// candidates returns the keys that may verify a token with this kid and alg.
+// found reports whether the kid exists at all (so an alg mismatch is not
+// mistaken for an unknown kid).
+func (ks *keySet) candidates(kid, alg string) (keys []*verifyKey, found bool) {
+	if kid != "" {
+		k, ok := ks.byKID[kid]
+		if !ok {
+			return nil, false
+		}
+		if k.usableWith(alg) {
+			return []*verifyKey{k}, true
+		}
+		return nil, true
+	}
+	for _, k := range ks.all {
+		if k.usableWith(alg) {
+			keys = append(keys, k)
+		}
+	}
+	return keys, len(keys) > 0
+}
+
+func (ks *keySet) has(id string) bool {
+	_, ok := ks.byID[id]
+	return ok
+}
+
+// parseKeySet turns a JWKS document into a keySet. Symmetric keys, keys for
+// encryption and keys of unsupported types are skipped (logged by the caller
+// through the returned notes); a set with no usable key is an error, so a
+// bad fetch never replaces good keys.
+func parseKeySet(data []byte) (*keySet, []string, error) {
+	set, err := jwk.Parse(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse JWKS: %w", err)
+	}
+	ks := &keySet{byKID: map[string]*verifyKey{}, byID: map[string]*verifyKey{}}
+	var notes []string
+	for i := range set.Len() {
+		key, _ := set.Key(i)
+		vk, err := newVerifyKey(key)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("key %d skipped: %v", i, err))
+			continue
+		}
+		if vk.kid != "" {
+			if _, dup := ks.byKID[vk.kid]; dup {
+				notes = append(notes, fmt.Sprintf("key %d skipped: duplicate kid %q", i, vk.kid))
+				continue
+			}
+			ks.byKID[vk.kid] = vk
+		}
+		ks.byID[vk.id] = vk
+		ks.all = append(ks.all, vk)
+	}
+	if len(ks.all) == 0 {
+		return nil, notes, errors.New("JWKS holds no usable signature-verification key")
+	}
+	return ks, notes, nil
+}
+
+func newVerifyKey(key jwk.Key) (*verifyKey, error) {
+	if use, ok := key.KeyUsage(); ok && use != "" && use != jwk.ForSignature.String() {
+		return nil, fmt.Errorf("use is %q, not sig", use)
+	}
+	kty := key.KeyType().String()
+	if kty == "oct" {
+		return nil, errors.New("symmetric keys are never taken from a JWKS (configure hmac_secret instead)")
+	}
+	pub, err := jwk.PublicKeyOf(key)
+	if err != nil {
+		return nil, fmt.Errorf("public key: %w", err)
+	}
+	var raw any
+	if err := jwk.Export(pub, &raw); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	vk := &verifyKey{family: kty, raw: raw}
+	switch r := raw.(type) {
+	case *ecdsa.PublicKey:
+		vk.curve = r.Curve.Params().Name
+	case ed25519.PublicKey:
+		vk.curve = "Ed25519"
+	case *rsa.PublicKey:
+		if r.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("RSA key of %d bits is too small", r.N.BitLen())
+		}
+	default:
+		return nil, fmt.Errorf("unsupported key type %T", raw)
+	}
+	if alg, ok := key.Algorithm(); ok && alg.String() != "" {
+		if !supportedAlg(alg.String()) || strings.HasPrefix(alg.String(), "HS") {
+			return nil, fmt.Errorf("alg %q is not a supported signature algorithm", alg)
+		}
+		vk.alg = alg.String()
+	}
+	vk.kid, _ = key.KeyID()
+	vk.id = vk.kid
+	if vk.id == "" {
+		tp, err := pub.Thumbprint(crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("thumbprint: %w", err)
+		}
+		vk.id = "tp:" + base64.RawURLEncoding.EncodeToString(tp)
+	}
+	return vk, nil
+}
+
+// keySource keeps a provider's keys current: inline keys never change, a
+// file is polled, a URL is refreshed by httprc (the machinery behind
+// jwk.Cache) and refetched on demand.
+type keySource struct {
+	name    string
+	keys    atomic.Pointer[keySet]
+	metrics *metrics
+	log     *slog.Logger
+	clock   func() time.Time
+
+	// refetch loads the keys again now (URL or file); nil for inline keys.
+	refetch         func(ctx context.Context) error
+	refetchInterval time.Duration
+	refetchMu       sync.Mutex
+	lastRefetch     time.Time
+
+	readyOnce sync.Once
+	ready     chan struct{} // closed once keys first load
+}
+
+func newKeySource(name string, m *metrics, log *slog.Logger, clock func() time.Time, refetchInterval time.Duration) *keySource {
+	return &keySource{name: name, metrics: m, log: log, clock: clock, refetchInterval: refetchInterval, ready: make(chan struct{})}
+}
+
+func (s *keySource) loaded() bool { return s.keys.Load() != nil }
+
+func (s *keySource) store(ks *keySet, notes []string) {
+	for _, n := range notes {
+		s.log.Warn("jwks key skipped", "provider", s.name, "detail", n)
+	}
+	s.keys.Store(ks)
+	s.readyOnce.Do(func() { close(s.ready) })
+	s.metrics.jwksKeys.WithLabelValues(s.name).Set(float64(len(ks.all)))
+	s.metrics.jwksLastSuccess.WithLabelValues(s.name).Set(float64(s.clock().Unix()))
+}
+
+// refetchNow reloads the keys unless a refetch ran within refetchInterval;
+// callers waiting on the lock see the result of the refetch that held it.
+// It reports whether a refetch happened.
+func (s *keySource) refetchNow(ctx context.Context) bool {
+	if s.refetch == nil {
+		return false
+	}
+	s.refetchMu.Lock()
+	defer s.refetchMu.Unlock()
+	now := s.clock()
+	if !s.lastRefetch.IsZero() && now.Sub(s.lastRefetch) < s.refetchInterval {
+		return false
+	}
+	s.lastRefetch = now
+	if err := s.refetch(ctx); err != nil {
+		s.log.Warn("jwks refetch for unknown kid failed; keeping last good keys", "provider", s.name, "error", err)
+	}
+	return true
+}
+
+func newInlineSource(src *keySource, data []byte) error {
+	ks, notes, err := parseKeySet(data)
+	if err != nil {
+		return err
+	}
+	src.store(ks, notes)
+	return nil
+}
+
+// startFileSource loads the file now (an error fails the start, so a reload
+// to a missing file is refused) and polls it until ctx ends.
+func startFileSource(ctx context.Context, src *keySource, path string, every time.Duration) error {
+	var last []byte
+	var mu sync.Mutex
+	load := func() error {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			src.metrics.jwksFetches.WithLabelValues(src.name, "fetch_error").Inc()
+			return fmt.Errorf("read jwks_file: %w", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if last != nil && bytes.Equal(data, last) {
+			return nil
+		}
+		ks, notes, err := parseKeySet(data)
+		if err != nil {
+			src.metrics.jwksFetches.WithLabelValues(src.name, "invalid").Inc()
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		src.metrics.jwksFetches.WithLabelValues(src.name, "ok").Inc()
+		last = data
+		src.store(ks, notes)
+		src.log.Info("jwks file loaded", "provider", src.name, "path", path, "keys", len(ks.all))
+		return nil
+	}
+	if err := load(); err != nil {
+		return err
+	}
+	src.refetch = func(context.Context) error { return load() }
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := load(); err != nil {
+					src.log.Warn("jwks file reload failed; keeping last good keys", "provider", src.name, "error", err)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// countingClient records transport failures and non-200 answers; parse
+// results are recorded by the transformer.
+type countingClient struct {
+	inner *http.Client
+	src   *keySource
+}
+
+func (c countingClient) Do(req *http.Request) (*http.Response, error) {
+	resp, err := c.inner.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		c.src.metrics.jwksFetches.WithLabelValues(c.src.name, "fetch_error").Inc()
+	}
+	return resp, err
+}
+
+// urlSource is a JWKS URL kept fresh by an httprc client: the same
+// machinery as jwk.Cache (background refresh within min/max intervals,
+// honouring Cache-Control max-age and Expires, last good value kept on
+// failure), used directly so every fetch result reaches our metrics and the
+// key snapshot is rebuilt once per fetch rather than per check.
+type urlSource struct {
+	ctrl httprc.Controller
+	url  string
+}
+
+// startURLSource registers the URL and retries the first fetch with
+// exponential backoff (from firstBackoff, capped at 30s) until it succeeds
+// or ctx ends. It does not wait for the keys.
+func startURLSource(ctx context.Context, src *keySource, p Provider, client *http.Client, firstBackoff time.Duration) (*urlSource, error) {
+	if client == nil {
+		client = &http.Client{Timeout: p.FetchTimeout.Duration}
+	}
+	transform := httprc.TransformFunc[jwk.Set](func(_ context.Context, res *http.Response) (jwk.Set, error) {
+		data, err := io.ReadAll(io.LimitReader(res.Body, maxJWKSBytes+1))
+		if err != nil {
+			src.metrics.jwksFetches.WithLabelValues(src.name, "fetch_error").Inc()
+			return nil, fmt.Errorf("read JWKS: %w", err)
+		}
+		if len(data) > maxJWKSBytes {
+			src.metrics.jwksFetches.WithLabelValues(src.name, "invalid").Inc()
+			return nil, fmt.Errorf("JWKS larger than %d bytes", maxJWKSBytes)
+		}
+		ks, notes, err := parseKeySet(data)
+		if err != nil {
+			src.metrics.jwksFetches.WithLabelValues(src.name, "invalid").Inc()
+			return nil, err
+		}
+		src.metrics.jwksFetches.WithLabelValues(src.name, "ok").Inc()
+		src.store(ks, notes)
+		return jwk.NewSet(), nil // the snapshot above is what checks use
+	})
+	res, err := httprc.NewResource[jwk.Set](p.JWKSURL, transform,
+		httprc.WithHTTPClient(countingClient{inner: client, src: src}),
+		httprc.WithMinInterval(p.RefreshMinInterval.Duration),
+		httprc.WithMaxInterval(p.RefreshMaxInterval.Duration))
+	if err != nil {
+		return nil, fmt.Errorf("jwks_url: %w", err)
+	}
+	ctrl, err := httprc.NewClient(httprc.WithWorkers(1), httprc.WithErrorSink(errorSink{src})).Start(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("start JWKS refresher: %w", err)
+	}
+	if err := ctrl.Add(ctx, res, httprc.WithWaitReady(false)); err != nil {
+		ctrl.ShutdownContext(context.Background())
+		return nil, fmt.Errorf("jwks_url: %w", err)
+	}
+	u := &urlSource{ctrl: ctrl, url: p.JWKSURL}
+	timeout := p.FetchTimeout.Duration
+	src.refetch = func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return ctrl.Refresh(ctx, p.JWKSURL)
+	}
+	go u.initialRetry(ctx, src, firstBackoff)
+	return u, nil
+}
+
+// initialRetry keeps fetching until the first success: httprc alone would
+// wait refresh_min_interval after a failed first fetch, far too long for a
+// pod that cannot serve without keys.
+func (u *urlSource) initialRetry(ctx context.Context, src *keySource, backoff time.Duration) {
+	const maxBackoff = 30 * time.Second
+	for !src.loaded() {
+		// Jitter spreads the retries of many replicas restarting together.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if src.loaded() {
+			return
+		}
+		if err := src.refetch(ctx); err != nil && ctx.Err() == nil {
+			src.log.Warn("jwks fetch failed; retrying", "provider", src.name, "url", u.url, "retry_in", min(2*backoff, maxBackoff).String(), "error", err)
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+func (u *urlSource) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = u.ctrl.ShutdownContext(ctx)
+}
+
+type errorSink struct{ src *keySource }
+
+func (e errorSink) Put(_ context.Context, err error) {
+	e.src.log.Warn("jwks background refresh failed; keeping last good keys", "provider", e.src.name, "error", err)
+}

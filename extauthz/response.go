@@ -1,0 +1,248 @@
+package extauthz
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+)
+
+// outcome is a decision, rendered as a CheckResponse or an HTTP answer.
+type outcome struct {
+	reason      Reason
+	denial      *denial  // deny
+	entry       *entry   // allow with identity (or deny after verification)
+	unavailable error    // error: no decision possible
+	set         []header // allow: identity headers to set upstream
+	remove      []string // allow: headers to strip upstream
+	response    []header // allow: headers for the client (x-token-expires-in, CORS)
+	deny        []header // deny: headers of the denial
+	body        []byte   // deny: JSON body
+	status      int      // deny: HTTP status
+}
+
+func (o *outcome) decision() string {
+	switch {
+	case o.unavailable != nil:
+		return decisionError
+	case o.denial != nil:
+		return decisionDeny
+	}
+	return decisionAllow
+}
+
+// anonymous allows without identity: every mapped header is removed, so a
+// client can never smuggle one upstream.
+func (st *state) anonymous(in *request, r Reason, src tokenSource) *outcome {
+	o := &outcome{reason: r, remove: st.mapper.names}
+	if st.removeAuth && src == fromHeader {
+		o.remove = append(append([]string(nil), o.remove...), "authorization")
+	}
+	return o
+}
+
+// allowed sets the identity headers from the verified token (each either
+// set, overwriting client copies, or removed — never both) and tells the
+// client how long its token has left.
+func (st *state) allowed(in *request, e *entry, src tokenSource) *outcome {
+	o := &outcome{reason: ReasonVerified, entry: e, set: e.set, remove: e.unset}
+	if st.removeAuth && src == fromHeader {
+		o.remove = append(append([]string(nil), o.remove...), "authorization")
+	}
+	left := int64(e.v.exp.Sub(st.clock()) / time.Second)
+	o.response = []header{{st.expiresHeader, strconv.FormatInt(max(left, 0), 10)}}
+	if st.originAllowed(in.header("origin")) {
+		// Appended to the app's own expose list, so the browser can read it.
+		o.response = append(o.response, header{"access-control-expose-headers", st.expiresHeader})
+	}
+	return o
+}
+
+// denied renders a refusal: status, RFC 6750 WWW-Authenticate, JSON body,
+// no-store, and CORS headers when the Origin is allowed (or the browser
+// could not read the 401 at all).
+func (st *state) denied(in *request, d *denial, _ tokenSource) *outcome {
+	o := &outcome{reason: d.reason, denial: d, status: d.reason.HTTPStatus()}
+	o.deny = []header{
+		{"www-authenticate", st.wwwAuthenticate(d)},
+		{"content-type", "application/json"},
+		{"cache-control", "no-store"},
+	}
+	if origin := in.header("origin"); st.originAllowed(origin) {
+		o.deny = append(o.deny,
+			header{"access-control-allow-origin", origin},
+			header{"access-control-expose-headers", "www-authenticate, " + st.expiresHeader},
+			header{"vary", "Origin"})
+		if st.corsCreds {
+			o.deny = append(o.deny, header{"access-control-allow-credentials", "true"})
+		}
+	}
+	o.body = errorBody(d)
+	return o
+}
+
+func (st *state) originAllowed(origin string) bool {
+	return origin != "" && (st.corsAny || st.corsOrigins[origin])
+}
+
+// wwwAuthenticate follows RFC 6750 §3: no error attribute when no token was
+// sent; invalid_token for a token refused (expired and revoked included);
+// insufficient_scope with the scope needed.
+func (st *state) wwwAuthenticate(d *denial) string {
+	var b strings.Builder
+	b.WriteString(`Bearer realm="`)
+	b.WriteString(st.realm)
+	b.WriteByte('"')
+	if d.reason == ReasonMissingToken {
+		return b.String()
+	}
+	code := "invalid_token"
+	if d.reason == ReasonInsufficientScope {
+		code = "insufficient_scope"
+	}
+	b.WriteString(`, error="` + code + `", error_description="` + quoteSafe(d.description) + `"`)
+	if d.reason == ReasonInsufficientScope && d.scope != "" {
+		b.WriteString(`, scope="` + quoteSafe(d.scope) + `"`)
+	}
+	return b.String()
+}
+
+func quoteSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// errorBody is the one JSON renderer for denials.
+func errorBody(d *denial) []byte {
+	var buf bytes.Buffer
+	_ = json.NewEncoder(&buf).Encode(struct {
+		Error       Reason `json:"error"`
+		Description string `json:"error_description"`
+	}{d.reason, d.description})
+	return buf.Bytes()
+}
+
+// checkResponse renders an outcome for Envoy's gRPC ext_authz.
+func (st *state) checkResponse(o *outcome) *authv3.CheckResponse {
+	if o.denial != nil {
+		c := code.Code_UNAUTHENTICATED
+		if o.status == http.StatusForbidden {
+			c = code.Code_PERMISSION_DENIED
+		}
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(c), Message: string(o.reason)},
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+				Status:  &typev3.HttpStatus{Code: typev3.StatusCode(o.status)},
+				Headers: headerOptions(o.deny, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+				Body:    string(o.body),
+			}},
+		}
+	}
+	ok := &authv3.OkHttpResponse{
+		// OVERWRITE_IF_EXISTS_OR_ADD replaces every client-supplied value.
+		Headers:         headerOptions(o.set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+		HeadersToRemove: o.remove,
+	}
+	if len(o.response) > 0 {
+		ok.ResponseHeadersToAdd = headerOptions(o.response[:1], corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+		if len(o.response) > 1 {
+			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, headerOptions(o.response[1:], corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD)...)
+		}
+	}
+	return &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(code.Code_OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+	}
+}
+
+func headerOptions(hs []header, action corev3.HeaderValueOption_HeaderAppendAction) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*corev3.HeaderValueOption, len(hs))
+	for i, h := range hs {
+		out[i] = &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.name, Value: h.value}, AppendAction: action}
+	}
+	return out
+}
+
+// writeHTTP renders an outcome for HTTP forward-auth: an allow is 200 with
+// the identity headers (the proxy copies them upstream), a deny has the same
+// status, headers and body as over gRPC, and an error is 503.
+func (st *state) writeHTTP(w http.ResponseWriter, o *outcome) {
+	h := w.Header()
+	switch {
+	case o.unavailable != nil:
+		h.Set("content-type", "application/json")
+		h.Set("cache-control", "no-store")
+		h.Set("retry-after", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"token keys are not loaded yet"}` + "\n"))
+	case o.denial != nil:
+		for _, x := range o.deny {
+			h.Set(x.name, x.value)
+		}
+		h.Set("content-length", strconv.Itoa(len(o.body)))
+		w.WriteHeader(o.status)
+		w.Write(o.body)
+	default:
+		for _, x := range o.set {
+			h.Set(x.name, x.value)
+		}
+		for _, x := range o.response {
+			h.Add(x.name, x.value)
+		}
+		h.Set("cache-control", "no-store")
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// fromCheckRequest reads what a decision needs from Envoy's request. With
+// encode_raw_headers Envoy sends header_map instead of headers; both work.
+func fromCheckRequest(req *authv3.CheckRequest) *request {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	in := &request{method: h.GetMethod(), host: h.GetHost(), path: h.GetPath(), headers: h.GetHeaders()}
+	if len(in.headers) == 0 && h.GetHeaderMap() != nil {
+		in.headers = map[string]string{}
+		for _, kv := range h.GetHeaderMap().GetHeaders() {
+			k := strings.ToLower(kv.GetKey())
+			v := kv.GetValue()
+			if v == "" {
+				v = string(kv.GetRawValue())
+			}
+			if prev, ok := in.headers[k]; ok {
+				sep := ","
+				if k == "cookie" {
+					sep = "; "
+				}
+				v = prev + sep + v
+			}
+			in.headers[k] = v
+		}
+	}
+	if in.headers == nil {
+		in.headers = map[string]string{}
+	}
+	if in.host == "" {
+		in.host = in.headers[":authority"]
+	}
+	if in.path == "" {
+		in.path = in.headers[":path"]
+	}
+	if in.method == "" {
+		in.method = in.headers[":method"]
+	}
+	return in
+}

@@ -1,0 +1,419 @@
+// Package extauthz is the Envoy ext_authz decision service: for every
+// request it finds the token, matches the route policy, verifies the token
+// (cached), checks revocation, authorises, and answers — over gRPC
+// (envoy.service.auth.v3.Authorization) or HTTP forward-auth (Envoy HTTP
+// mode, nginx auth_request, Traefik forwardAuth, Caddy forward_auth).
+package extauthz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+var _ authv3.AuthorizationServer = (*Server)(nil)
+
+// Denylist is the revocation hook: Revoked reports whether a session (the
+// token's `sid`) has been revoked. It is consulted on every check that has
+// a verified token, cache hits included. Ready is part of /readyz and gRPC
+// health. Nil in Options means no revocation check.
+type Denylist interface {
+	Revoked(sid string) bool
+	Ready() bool
+}
+
+// Options are the things a Server needs besides its Config.
+type Options struct {
+	// Logger for JSON logs; nil discards.
+	Logger *slog.Logger
+	// Registry receives the metrics; nil uses a private registry.
+	Registry prometheus.Registerer
+	// Gatherer serves /metrics; nil serves Registry when it is a
+	// *prometheus.Registry, else /metrics is not routed.
+	Gatherer prometheus.Gatherer
+	// Clock is the time used for token validity and the cache; nil is time.Now.
+	Clock func() time.Time
+	// Denylist, when set, refuses tokens of revoked sessions (token_revoked).
+	Denylist Denylist
+	// HTTPClient fetches jwks_url; nil builds one per provider with its fetch_timeout.
+	HTTPClient *http.Client
+	// FetchBackoff is the first retry delay for a JWKS that fails at start
+	// (doubling up to 30s). Default 500ms.
+	FetchBackoff time.Duration
+	// ReloadTimeout bounds how long Reload waits for a new config's keys.
+	// Default 30s.
+	ReloadTimeout time.Duration
+}
+
+// Server answers checks. It is safe for concurrent use; Reload swaps the
+// whole configuration atomically while checks in flight finish on the old one.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+	opts     Options
+	log      *slog.Logger
+	metrics  *metrics
+	gatherer prometheus.Gatherer
+	state    atomic.Pointer[state]
+	reloadMu sync.Mutex
+	stopping atomic.Bool
+}
+
+// NewServer builds a server from cfg. It starts fetching keys but does not
+// wait for them: until a provider has keys, its tokens get UNAVAILABLE and
+// /readyz answers 503. Close stops the background work.
+func NewServer(cfg Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.FetchBackoff <= 0 {
+		opts.FetchBackoff = 500 * time.Millisecond
+	}
+	if opts.ReloadTimeout <= 0 {
+		opts.ReloadTimeout = 30 * time.Second
+	}
+	reg := opts.Registry
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg, opts.Gatherer = r, r
+	}
+	if opts.Gatherer == nil {
+		if r, ok := reg.(*prometheus.Registry); ok {
+			opts.Gatherer = r
+		}
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	s := &Server{opts: opts, log: opts.Logger, metrics: m, gatherer: opts.Gatherer}
+	st, err := s.buildState(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.state.Store(st)
+	return s, nil
+}
+
+// Check is the ext_authz gRPC method.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	st := s.state.Load()
+	in := fromCheckRequest(req)
+	out := st.decide(ctx, in)
+	s.observe(in, out, start)
+	if out.unavailable != nil {
+		return nil, status.Error(codes.Unavailable, out.unavailable.Error())
+	}
+	return st.checkResponse(out), nil
+}
+
+// decide is the pipeline: find the token → match the route policy →
+// verify (cached) → check revocation → authorise → answer.
+func (st *state) decide(ctx context.Context, in *request) *outcome {
+	if st.policy.isPreflight(in) {
+		return st.anonymous(in, ReasonPreflight, fromNowhere)
+	}
+	route := st.policy.match(in)
+	token, src, refused := st.tokens.find(in)
+	if refused == nil && token == "" {
+		if route.action == ActionRequired {
+			return st.denied(in, deny(ReasonMissingToken, "a bearer token is required"), src)
+		}
+		return st.anonymous(in, ReasonAnonymous, src)
+	}
+	var e *entry
+	if refused == nil {
+		var err error
+		e, err = st.verify(ctx, token)
+		if unavailable := (*errUnavailable)(nil); errors.As(err, &unavailable) {
+			if route.action == ActionPublic {
+				return st.anonymous(in, ReasonAnonymous, src)
+			}
+			return &outcome{reason: ReasonUnavailable, unavailable: unavailable}
+		}
+		refused, _ = err.(*denial)
+	}
+	if refused == nil {
+		refused = st.checkRevoked(e)
+	}
+	if refused == nil {
+		refused = route.authorize(e)
+	}
+	if refused != nil {
+		if route.action == ActionPublic {
+			return st.anonymous(in, ReasonAnonymous, src) // a bad token on a public route is ignored
+		}
+		return st.denied(in, refused, src)
+	}
+	return st.allowed(in, e, src)
+}
+
+// verify answers from the cache or verifies and caches.
+func (st *state) verify(ctx context.Context, token string) (*entry, error) {
+	now := st.clock()
+	if e := st.cache.get(token, now); e != nil {
+		return e, nil
+	}
+	v, err := st.verifier.verify(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	set, unset := st.mapper.headers(v.claims, v.payload)
+	e := &entry{v: v, set: set, unset: unset}
+	if rv, ok := lookupClaim(v.claims, st.rolesPath); ok {
+		e.roles = stringList(rv)
+	}
+	if sv, ok := lookupClaim(v.claims, st.scopesPath); ok {
+		e.scopes = stringList(sv)
+	}
+	st.cache.add(token, e)
+	return e, nil
+}
+
+func (st *state) checkRevoked(e *entry) *denial {
+	if st.denylist != nil && e.v.sid != "" && st.denylist.Revoked(e.v.sid) {
+		return deny(ReasonTokenRevoked, "the session has been revoked")
+	}
+	return nil
+}
+
+func (s *Server) observe(in *request, o *outcome, start time.Time) {
+	s.metrics.duration.Observe(time.Since(start).Seconds())
+	s.metrics.checks.WithLabelValues(o.decision(), string(o.reason)).Inc()
+	switch {
+	case o.unavailable != nil:
+		s.log.Warn("check failed", "decision", decisionError, "reason", o.reason, "error", o.unavailable.Error(), "method", in.method, "host", in.host, "path", pathOnly(in.path))
+	case o.denial != nil:
+		attrs := []any{"decision", decisionDeny, "reason", o.reason, "detail", o.denial.description, "method", in.method, "host", in.host, "path", pathOnly(in.path)}
+		if o.entry != nil {
+			attrs = append(attrs, "sub", o.entry.v.sub, "sid", o.entry.v.sid, "jti", o.entry.v.jti, "kid", o.entry.v.kid)
+		}
+		s.log.Info("check denied", attrs...)
+	default:
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			attrs := []any{"decision", decisionAllow, "reason", o.reason, "method", in.method, "host", in.host, "path", pathOnly(in.path)}
+			if o.entry != nil {
+				attrs = append(attrs, "sub", o.entry.v.sub, "sid", o.entry.v.sid, "jti", o.entry.v.jti, "kid", o.entry.v.kid)
+			}
+			s.log.Debug("check allowed", attrs...)
+		}
+	}
+}
+
+// pathOnly drops the query: it may carry a token (query_param).
+func pathOnly(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// state is one configuration turned into ready-made values.
+type state struct {
+	policy        *policy
+	tokens        tokenFinder
+	verifier      verifier
+	providers     []*provider
+	mapper        *identityMapper
+	cache         *tokenCache
+	denylist      Denylist
+	rolesPath     []string
+	scopesPath    []string
+	removeAuth    bool
+	corsOrigins   map[string]bool
+	corsAny       bool
+	corsCreds     bool
+	realm         string
+	expiresHeader string
+	clock         func() time.Time
+	cancel        context.CancelFunc
+}
+
+func (s *Server) buildState(cfg Config) (st *state, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config:\n%w", err)
+	}
+	cfg = cfg.WithDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	st = &state{
+		policy:        newPolicy(cfg),
+		tokens:        tokenFinder{cookie: cfg.Token.Cookie, queryParam: cfg.Token.QueryParam, maxBytes: cfg.MaxTokenBytes},
+		verifier:      verifier{byIssuer: map[string]*provider{}, clock: s.opts.Clock},
+		mapper:        newIdentityMapper(cfg.Headers),
+		denylist:      s.opts.Denylist,
+		rolesPath:     strings.Split(cfg.Authorization.RolesClaim, "."),
+		scopesPath:    strings.Split(cfg.Authorization.ScopesClaim, "."),
+		removeAuth:    cfg.Token.RemoveAuthorizationHeader,
+		corsOrigins:   map[string]bool{},
+		corsCreds:     *cfg.CORS.AllowCredentials,
+		realm:         cfg.Realm,
+		expiresHeader: strings.ToLower(cfg.Headers.ExpiresInHeader),
+		clock:         s.opts.Clock,
+		cancel:        cancel,
+	}
+	defer func() {
+		if err != nil {
+			st.close()
+		}
+	}()
+	for _, o := range cfg.CORS.AllowedOrigins {
+		if o == "*" {
+			st.corsAny = true
+		}
+		st.corsOrigins[strings.TrimSuffix(o, "/")] = true
+	}
+	if !cfg.Cache.Disabled {
+		if st.cache, err = newTokenCache(cfg.Cache.Size, s.metrics); err != nil {
+			return st, fmt.Errorf("cache: %w", err)
+		}
+	}
+	for i, pc := range cfg.Providers {
+		p, err := s.buildProvider(ctx, pc)
+		if p != nil {
+			st.providers = append(st.providers, p)
+		}
+		if err != nil {
+			return st, fmt.Errorf("providers[%d]: %w", i, err)
+		}
+		st.verifier.byIssuer[p.issuer] = p
+	}
+	return st, nil
+}
+
+func (s *Server) buildProvider(ctx context.Context, pc Provider) (*provider, error) {
+	p := &provider{
+		name: pc.Name, issuer: pc.Issuer, audiences: pc.Audiences,
+		algs:   map[string]jwa.SignatureAlgorithm{},
+		leeway: pc.Leeway.Duration, maxLifetime: pc.MaxLifetime.Duration, requireTyp: pc.RequireTypATJWT,
+	}
+	for _, a := range pc.Algorithms {
+		p.algs[a] = supportedAlgs[a]
+	}
+	secret := pc.HMACSecret
+	if pc.HMACSecretFile != "" {
+		b, err := os.ReadFile(pc.HMACSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("hmac_secret_file: %w", err)
+		}
+		secret = strings.TrimRight(string(b), "\r\n")
+		if len(secret) < 32 {
+			return nil, errors.New("hmac_secret_file: the secret must be at least 32 bytes")
+		}
+	}
+	if secret != "" {
+		p.hmac = &verifyKey{id: "hmac", alg: "HS256", family: "oct", raw: []byte(secret)}
+	}
+	log := s.log.With("provider", pc.Name)
+	src := newKeySource(pc.Name, s.metrics, log, s.opts.Clock, pc.KidRefetchInterval.Duration)
+	switch {
+	case len(pc.JWKS) > 0:
+		if err := newInlineSource(src, pc.JWKS); err != nil {
+			return nil, fmt.Errorf("jwks: %w", err)
+		}
+	case pc.JWKSFile != "":
+		if err := startFileSource(ctx, src, pc.JWKSFile, pc.FilePollInterval.Duration); err != nil {
+			return nil, err
+		}
+	case pc.JWKSURL != "":
+		u, err := startURLSource(ctx, src, pc, s.opts.HTTPClient, s.opts.FetchBackoff)
+		if err != nil {
+			return nil, err
+		}
+		p.url = u
+	default:
+		return p, nil // HMAC only
+	}
+	p.keys = src
+	return p, nil
+}
+
+func (st *state) ready() bool {
+	for _, p := range st.providers {
+		if !p.ready() {
+			return false
+		}
+	}
+	return st.denylist == nil || st.denylist.Ready()
+}
+
+// waitKeys waits until every provider has keys.
+func (st *state) waitKeys(ctx context.Context) error {
+	for _, p := range st.providers {
+		if p.keys == nil {
+			continue
+		}
+		select {
+		case <-p.keys.ready:
+		case <-ctx.Done():
+			return fmt.Errorf("provider %s: no keys loaded: %w", p.name, ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (st *state) close() {
+	st.cancel()
+	for _, p := range st.providers {
+		p.close()
+	}
+}
+
+// Ready reports whether every provider has loaded keys and the denylist
+// (if any) is ready, and the server is not shutting down.
+func (s *Server) Ready() bool { return !s.stopping.Load() && s.state.Load().ready() }
+
+// WaitReady blocks until every provider has keys or ctx ends.
+func (s *Server) WaitReady(ctx context.Context) error { return s.state.Load().waitKeys(ctx) }
+
+// Reload replaces the configuration. The new one must validate, build and
+// load its keys (within Options.ReloadTimeout); otherwise it is refused, the
+// old one stays, and the error says why. Checks in flight finish on the
+// configuration they started with.
+func (s *Server) Reload(ctx context.Context, cfg Config) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	st, err := s.buildState(cfg)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.opts.ReloadTimeout)
+	defer cancel()
+	if err := st.waitKeys(wctx); err != nil {
+		st.close()
+		return err
+	}
+	old := s.state.Swap(st)
+	old.close()
+	return nil
+}
+
+// Shutdown marks the server as stopping: /readyz and gRPC health answer
+// NOT_SERVING from now on, so load balancers drain it before the listeners close.
+func (s *Server) Shutdown() { s.stopping.Store(true) }
+
+// Close stops background key refreshes.
+func (s *Server) Close() { s.state.Load().close() }
+
+// RegisterGRPC registers the Authorization and Health services on g.
+func (s *Server) RegisterGRPC(g *grpc.Server) {
+	authv3.RegisterAuthorizationServer(g, s)
+	healthpb.RegisterHealthServer(g, &healthServer{s: s})
+}

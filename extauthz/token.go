@@ -1,0 +1,120 @@
+package extauthz
+
+import (
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// request is what a decision needs from a check, whichever protocol it
+// came by (gRPC CheckRequest or an HTTP forward-auth request).
+type request struct {
+	method string
+	host   string
+	path   string // as sent: path and query
+	// headers has lower-case names; repeated headers are joined with ","
+	// (cookies with "; "), as Envoy does.
+	headers map[string]string
+}
+
+func (r *request) header(name string) string { return r.headers[name] }
+
+// tokenSource says where a token was found.
+type tokenSource int
+
+const (
+	fromNowhere tokenSource = iota
+	fromHeader
+	fromCookie
+	fromQuery
+)
+
+// tokenFinder looks for a token: `Authorization: Bearer` first, then the
+// cookie, then (only when configured) the query parameter.
+type tokenFinder struct {
+	cookie     string
+	queryParam string
+	maxBytes   int
+}
+
+// find returns the token ("" when there is none) or a denial for a token
+// that is refused before parsing (too long, empty Bearer).
+func (f *tokenFinder) find(r *request) (string, tokenSource, *denial) {
+	tok, src := f.locate(r)
+	if src == fromNowhere {
+		return "", src, nil
+	}
+	if tok == "" {
+		return "", src, deny(ReasonInvalidToken, "the bearer token is empty")
+	}
+	if len(tok) > f.maxBytes {
+		return "", src, deny(ReasonInvalidToken, "the token is longer than "+strconv.Itoa(f.maxBytes)+" bytes")
+	}
+	return tok, src, nil
+}
+
+func (f *tokenFinder) locate(r *request) (string, tokenSource) {
+	if tok, ok := bearer(r.header("authorization")); ok {
+		return tok, fromHeader
+	}
+	if f.cookie != "" {
+		if tok, ok := cookieValue(r.header("cookie"), f.cookie); ok {
+			return tok, fromCookie
+		}
+	}
+	if f.queryParam != "" {
+		if i := strings.IndexByte(r.path, '?'); i >= 0 {
+			q := r.path[i+1:]
+			if j := strings.IndexByte(q, '#'); j >= 0 {
+				q = q[:j]
+			}
+			if vals, err := url.ParseQuery(q); err == nil && vals.Has(f.queryParam) {
+				return vals.Get(f.queryParam), fromQuery
+			}
+		}
+	}
+	return "", fromNowhere
+}
+
+// bearer extracts the credentials of an `Authorization: Bearer <token>`
+// header; the scheme is case-insensitive (RFC 9110 §11.1). Other schemes
+// (Basic, …) are not ours: ok is false and the request is treated as
+// carrying no token.
+func bearer(h string) (string, bool) {
+	h = strings.TrimLeft(h, " \t")
+	if len(h) < 6 || !strings.EqualFold(h[:6], "bearer") {
+		return "", false
+	}
+	rest := h[6:]
+	if rest != "" && rest[0] != ' ' && rest[0] != '\t' {
+		return "", false // e.g. "Bearerfoo"
+	}
+	return strings.Trim(rest, " \t"), true
+}
+
+// cookieValue finds a cookie in a Cookie header (several headers arrive
+// joined by "; " or ",").
+func cookieValue(h, name string) (string, bool) {
+	for h != "" {
+		var part string
+		part, h, _ = cutAny(h, ";,")
+		part = strings.TrimSpace(part)
+		k, v, ok := strings.Cut(part, "=")
+		if !ok || k != name {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		return v, true
+	}
+	return "", false
+}
+
+func cutAny(s, seps string) (before, after string, found bool) {
+	if i := strings.IndexAny(s, seps); i >= 0 {
+		return s[:i], s[i+1:], true
+	}
+	return s, "", false
+}

@@ -1,0 +1,305 @@
+package extauthz
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jws"
+)
+
+// supportedAlgs are the signature algorithms a provider may allow.
+var supportedAlgs = map[string]jwa.SignatureAlgorithm{
+	"ES256": jwa.ES256(), "ES384": jwa.ES384(), "ES512": jwa.ES512(),
+	"RS256": jwa.RS256(), "RS384": jwa.RS384(), "RS512": jwa.RS512(),
+	"PS256": jwa.PS256(), "PS384": jwa.PS384(), "PS512": jwa.PS512(),
+	"EdDSA": jwa.EdDSA(), "HS256": jwa.HS256(),
+}
+
+func supportedAlg(name string) bool { _, ok := supportedAlgs[name]; return ok }
+
+// provider verifies the tokens of one issuer.
+type provider struct {
+	name        string
+	issuer      string
+	audiences   []string
+	algs        map[string]jwa.SignatureAlgorithm
+	leeway      time.Duration
+	maxLifetime time.Duration
+	requireTyp  bool
+	hmac        *verifyKey // HS256 secret, when configured
+	keys        *keySource // nil when only an HMAC secret is configured
+	url         *urlSource
+}
+
+// ready reports whether the provider can verify anything.
+func (p *provider) ready() bool { return p.keys == nil || p.keys.loaded() }
+
+// hasKey reports whether the key that verified a cached token is still in
+// the set; a key that left the set (rotated out, revoked) drops its tokens.
+func (p *provider) hasKey(id string) bool {
+	if p.hmac != nil && id == p.hmac.id {
+		return true
+	}
+	if p.keys == nil {
+		return false
+	}
+	ks := p.keys.keys.Load()
+	return ks != nil && ks.has(id)
+}
+
+func (p *provider) close() {
+	if p.url != nil {
+		p.url.close()
+	}
+}
+
+// verified is what a successful verification yields.
+type verified struct {
+	provider *provider
+	keyID    string
+	kid      string
+	claims   map[string]any
+	payload  []byte
+	exp      time.Time
+	sub      string
+	sid      string
+	jti      string
+}
+
+// jwsHeader holds the protected-header fields we act on. jku, x5u, jwk and
+// x5c are deliberately not read: keys named inside a token are never used.
+type jwsHeader struct {
+	Alg  string   `json:"alg"`
+	Kid  string   `json:"kid"`
+	Typ  string   `json:"typ"`
+	Crit []string `json:"crit"`
+}
+
+// verifier picks the provider by the token's iss and checks the signature
+// and the registered claims.
+type verifier struct {
+	byIssuer map[string]*provider
+	clock    func() time.Time
+}
+
+// verify returns the verified token, or a denial, or an *errUnavailable
+// when the provider has never loaded keys.
+func (v *verifier) verify(ctx context.Context, token string) (*verified, error) {
+	h, p, ok := splitCompact(token)
+	if !ok {
+		return nil, deny(ReasonInvalidToken, "the token is not a compact JWS")
+	}
+	var hdr jwsHeader
+	if err := decodeSegment(h, &hdr); err != nil {
+		return nil, deny(ReasonInvalidToken, "the token header is malformed")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(p)
+	if err != nil {
+		return nil, deny(ReasonInvalidToken, "the token payload is malformed")
+	}
+	claims, err := decodeClaims(payload)
+	if err != nil {
+		return nil, deny(ReasonInvalidToken, "the token payload is not a JSON object")
+	}
+	iss, _ := claims["iss"].(string)
+	prov := v.byIssuer[iss]
+	if prov == nil {
+		return nil, deny(ReasonInvalidToken, "the issuer is not accepted")
+	}
+	if err := prov.checkHeader(&hdr); err != nil {
+		return nil, err
+	}
+	key, err := prov.verifySignature(ctx, token, &hdr)
+	if err != nil {
+		return nil, err
+	}
+	out := &verified{provider: prov, keyID: key.id, kid: hdr.Kid, claims: claims, payload: payload}
+	if d := prov.checkClaims(claims, v.clock(), out); d != nil {
+		return nil, d
+	}
+	out.sub, _ = claims["sub"].(string)
+	out.sid, _ = claims["sid"].(string)
+	out.jti, _ = claims["jti"].(string)
+	return out, nil
+}
+
+func splitCompact(token string) (header, payload string, ok bool) {
+	i := strings.IndexByte(token, '.')
+	if i <= 0 {
+		return "", "", false
+	}
+	rest := token[i+1:]
+	j := strings.IndexByte(rest, '.')
+	if j <= 0 || j == len(rest)-1 || strings.IndexByte(rest[j+1:], '.') >= 0 {
+		return "", "", false
+	}
+	return token[:i], rest[:j], true
+}
+
+func decodeSegment(seg string, dst any) error {
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, dst)
+}
+
+// decodeClaims decodes the payload keeping numbers exact (json.Number).
+func decodeClaims(payload []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var claims map[string]any
+	if err := dec.Decode(&claims); err != nil {
+		return nil, err
+	}
+	if claims == nil || dec.More() {
+		return nil, fmt.Errorf("not a single JSON object")
+	}
+	return claims, nil
+}
+
+func (p *provider) checkHeader(h *jwsHeader) error {
+	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
+		return deny(ReasonInvalidToken, "unsigned tokens are refused")
+	}
+	if _, ok := p.algs[h.Alg]; !ok {
+		return deny(ReasonInvalidToken, "the signing algorithm is not allowed")
+	}
+	if len(h.Crit) > 0 {
+		// We implement no JWS extension, so every crit entry is unknown.
+		return deny(ReasonInvalidToken, "the token has an unsupported critical header")
+	}
+	if p.requireTyp && !isATJWT(h.Typ) {
+		return deny(ReasonInvalidToken, "the token is not an access token (typ at+jwt)")
+	}
+	return nil
+}
+
+func isATJWT(typ string) bool {
+	t := strings.ToLower(typ)
+	return t == "at+jwt" || t == "application/at+jwt"
+}
+
+// plausibleKID: printable ASCII, bounded; anything else cannot be one of
+// our keys and must not trigger a refetch.
+func plausibleKID(kid string) bool {
+	if len(kid) > 256 {
+		return false
+	}
+	for i := 0; i < len(kid); i++ {
+		if kid[i] < 0x21 || kid[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// verifySignature finds the key (refetching the JWKS once, rate-limited, for
+// an unknown kid) and checks the signature with it.
+func (p *provider) verifySignature(ctx context.Context, token string, h *jwsHeader) (*verifyKey, error) {
+	alg := p.algs[h.Alg]
+	var keys []*verifyKey
+	if strings.HasPrefix(h.Alg, "HS") {
+		// Only the configured secret: never a JWKS key, so a public key can
+		// never be used as an HMAC secret.
+		if p.hmac != nil {
+			keys = []*verifyKey{p.hmac}
+		}
+	} else {
+		if p.keys == nil {
+			return nil, deny(ReasonInvalidToken, "no key matches the token")
+		}
+		ks := p.keys.keys.Load()
+		if ks == nil {
+			return nil, &errUnavailable{provider: p.name}
+		}
+		var found bool
+		keys, found = ks.candidates(h.Kid, h.Alg)
+		if !found && h.Kid != "" && plausibleKID(h.Kid) && p.keys.refetchNow(ctx) {
+			keys, _ = p.keys.keys.Load().candidates(h.Kid, h.Alg)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, deny(ReasonInvalidToken, "no key matches the token")
+	}
+	for _, k := range keys {
+		if _, err := jws.VerifyCompactFast(k.raw, []byte(token), alg); err == nil {
+			return k, nil
+		}
+	}
+	return nil, deny(ReasonInvalidToken, "the signature is invalid")
+}
+
+// checkClaims checks iss (already matched), aud, exp, nbf, iat and the
+// optional maximum lifetime, with leeway, and sets out.exp.
+func (p *provider) checkClaims(c map[string]any, now time.Time, out *verified) *denial {
+	if !p.audienceOK(c["aud"]) {
+		return deny(ReasonInvalidToken, "the audience is not accepted")
+	}
+	exp, ok, valid := numericDate(c, "exp")
+	if !ok || !valid {
+		return deny(ReasonInvalidToken, "the token has no valid exp")
+	}
+	out.exp = exp
+	if !now.Before(exp.Add(p.leeway)) {
+		return deny(ReasonTokenExpired, "the token has expired")
+	}
+	if nbf, ok, valid := numericDate(c, "nbf"); ok {
+		if !valid || now.Add(p.leeway).Before(nbf) {
+			return deny(ReasonInvalidToken, "the token is not valid yet")
+		}
+	}
+	iat, hasIAT, valid := numericDate(c, "iat")
+	if hasIAT && (!valid || now.Add(p.leeway).Before(iat)) {
+		return deny(ReasonInvalidToken, "the token was issued in the future")
+	}
+	if p.maxLifetime > 0 {
+		if !hasIAT {
+			return deny(ReasonInvalidToken, "the token has no iat")
+		}
+		if exp.Sub(iat) > p.maxLifetime {
+			return deny(ReasonInvalidToken, "the token lives longer than allowed")
+		}
+	}
+	return nil
+}
+
+func (p *provider) audienceOK(aud any) bool {
+	switch a := aud.(type) {
+	case string:
+		return contains(p.audiences, a)
+	case []any:
+		for _, v := range a {
+			if s, ok := v.(string); ok && contains(p.audiences, s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// numericDate reads an RFC 7519 NumericDate: present reports whether the
+// claim exists, valid whether it is a finite number.
+func numericDate(c map[string]any, name string) (t time.Time, present, valid bool) {
+	v, ok := c[name]
+	if !ok {
+		return time.Time{}, false, false
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return time.Time{}, true, false
+	}
+	f, err := n.Float64()
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1e11 {
+		return time.Time{}, true, false
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true, true
+}
