@@ -82,6 +82,8 @@ func jsonError(err error) *Error {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
+	case errors.As(err, &typeErr) && typeErr.Field == "":
+		return invalidRequest("body: must be a JSON object")
 	case errors.As(err, &typeErr):
 		return invalidRequest("%s: must be %s", typeErr.Field, typeErr.Type)
 	case errors.As(err, &syntaxErr):

@@ -1,0 +1,113 @@
+package refresher_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/tokengate/tokengate/refresher"
+)
+
+func cookieOf(t *testing.T, r response) *http.Cookie {
+	t.Helper()
+	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+		if c.Name == refresher.CookieName {
+			return c
+		}
+	}
+	return nil
+}
+
+func TestCookieTransport(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, withConfig(func(c *refresher.Config) { c.RefreshTokenTransport = refresher.TransportCookie }))
+	first := rg.startSession("")
+	c := cookieOf(t, first)
+	if c == nil {
+		t.Fatalf("POST /v1/sessions set no cookie: %v", first.Header)
+	}
+	if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/v1/token" || c.Value != first.str("refresh_token") {
+		t.Errorf("cookie = %+v; want HttpOnly, Secure, SameSite=Strict, Path=/v1/token, the refresh token", c)
+	}
+
+	// The browser sends only the cookie; the answer's body carries no refresh token.
+	req := rg.request("POST", "/v1/token", "", "")
+	req.AddCookie(&http.Cookie{Name: refresher.CookieName, Value: c.Value})
+	got := rg.do(req)
+	if got.Status != http.StatusOK || got.str("access_token") == "" {
+		t.Fatalf("cookie refresh = %d %s", got.Status, got.Raw)
+	}
+	if _, ok := got.Body["refresh_token"]; ok {
+		t.Error("cookie transport leaked the refresh token into the body")
+	}
+	next := cookieOf(t, got)
+	if next == nil || next.Value == c.Value || !strings.HasPrefix(next.Value, "tgr1_") {
+		t.Fatalf("refresh did not set the rotated cookie: %+v", next)
+	}
+
+	// A body token is refused when the body transport is off.
+	if r := rg.refresh(next.Value); r.Status != http.StatusBadRequest || r.str("error") != "invalid_request" {
+		t.Errorf("body token with cookie transport = %d %s", r.Status, r.Raw)
+	}
+
+	// Sign-out under the cookie's path revokes the session and clears the cookie.
+	out := rg.request("POST", "/v1/token/revoke", "", "")
+	out.AddCookie(&http.Cookie{Name: refresher.CookieName, Value: next.Value})
+	r := rg.do(out)
+	if r.Status != http.StatusOK {
+		t.Fatalf("cookie revoke = %d %s", r.Status, r.Raw)
+	}
+	if cl := cookieOf(t, r); cl == nil || cl.MaxAge >= 0 {
+		t.Errorf("revoke did not clear the cookie: %+v", cl)
+	}
+	if rg.session(first.str("session_id")).RevokedAt.IsZero() {
+		t.Error("cookie revoke did not revoke the session")
+	}
+}
+
+func TestBothTransports(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, withConfig(func(c *refresher.Config) { c.RefreshTokenTransport = refresher.TransportBoth }))
+	tok := rg.startSession("").str("refresh_token")
+	got := rg.refresh(tok)
+	if got.Status != http.StatusOK || got.str("refresh_token") == "" || cookieOf(t, got) == nil {
+		t.Fatalf("both: %d body token %q cookie %v", got.Status, got.str("refresh_token"), cookieOf(t, got))
+	}
+}
+
+func TestCORS(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, withConfig(func(c *refresher.Config) { c.CORSAllowedOrigins = []string{"https://app.example"} }))
+	tests := []struct {
+		name, method, path, origin string
+		wantStatus                 int
+		wantAllow                  string
+	}{
+		{"preflight allowed", "OPTIONS", "/v1/token", "https://app.example", http.StatusNoContent, "https://app.example"},
+		{"preflight revoke allowed", "OPTIONS", "/v1/revoke", "https://app.example", http.StatusNoContent, "https://app.example"},
+		{"preflight other origin", "OPTIONS", "/v1/token", "https://evil.example", http.StatusForbidden, ""},
+		{"request allowed", "POST", "/v1/token", "https://app.example", http.StatusBadRequest, "https://app.example"},
+		{"request other origin", "POST", "/v1/token", "https://evil.example", http.StatusBadRequest, ""},
+		{"admin endpoint never CORS", "OPTIONS", "/v1/sessions", "https://app.example", http.StatusMethodNotAllowed, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := rg.request(tc.method, tc.path, "application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token=x",
+				"Origin", tc.origin, "Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "content-type")
+			r := rg.do(req)
+			if r.Status != tc.wantStatus {
+				t.Errorf("status = %d, want %d", r.Status, tc.wantStatus)
+			}
+			if got := r.Header.Get("Access-Control-Allow-Origin"); got != tc.wantAllow {
+				t.Errorf("Allow-Origin = %q, want %q", got, tc.wantAllow)
+			}
+			if tc.wantAllow != "" && r.Header.Get("Access-Control-Allow-Credentials") != "true" {
+				t.Error("no Allow-Credentials")
+			}
+			if tc.method == "OPTIONS" && tc.wantAllow != "" && !strings.Contains(r.Header.Get("Access-Control-Allow-Headers"), "Content-Type") {
+				t.Errorf("Allow-Headers = %q", r.Header.Get("Access-Control-Allow-Headers"))
+			}
+		})
+	}
+}
