@@ -1,0 +1,516 @@
+import { TokenGateError, type DenialReason, type RefreshError, type SignOutReason } from './errors.js';
+import { withLock, type LockManagerLike } from './lock.js';
+import { callRefresher, type RefreshTransport } from './refresh.js';
+import { decodeClaims, isSession, sessionFromResponse, type Session, type TokenInfo, type TokenResponse } from './session.js';
+import { memoryStorage, webStorage, type TokenStorage } from './storage.js';
+
+/** The part of BroadcastChannel the client uses. */
+export interface ChannelLike {
+  postMessage(message: unknown): void;
+  addEventListener(type: 'message', listener: (ev: { data: unknown }) => void): void;
+  close(): void;
+}
+
+/** Tells whether the page is visible and when that changes (document.visibilityState by default). */
+export interface VisibilitySource {
+  visible(): boolean;
+  subscribe(onChange: () => void): () => void;
+}
+
+export interface TokenClientOptions {
+  /** The refresher's token endpoint as the browser reaches it. Default `/v1/token`. */
+  refreshUrl?: string;
+  /** The refresher's revocation endpoint, used by signOut(). Default `/v1/revoke`. */
+  revokeUrl?: string;
+  /**
+   * `body` (default): the refresh token comes in the token response and is sent in the form body.
+   * `cookie`: the refresher keeps it in an HttpOnly cookie (`--refresh-token-transport=cookie`);
+   * the client never sees it and sends the refresh request with credentials.
+   */
+  transport?: RefreshTransport;
+  /** Where this tab keeps the session. Default `memory` (mirrored to other tabs over BroadcastChannel). */
+  storage?: 'memory' | 'sessionStorage' | 'localStorage' | TokenStorage;
+  /** Refresh before a request (and on a timer) when the access token expires within this many seconds. Default 60. */
+  refreshAhead?: number;
+  /** Refresh on a timer, refreshAhead before expiry, while the page is visible. Default true; false refreshes only around requests. */
+  autoRefresh?: boolean;
+  /** Coordinate with other tabs (Web Locks + BroadcastChannel) when the browser has them. Default true. */
+  crossTab?: boolean;
+  /** Name of the Web Lock and the BroadcastChannel. Default `tokengate`. */
+  name?: string;
+  /** Seconds to wait for another tab's refresh before stealing the lock. Default 10. */
+  lockTimeout?: number;
+  /** Seconds before one refresh attempt is abandoned. Default 10. */
+  refreshTimeout?: number;
+  /** Attempts per refresh for 503/429 and network failures. Default 4. */
+  refreshAttempts?: number;
+  /** Upper bound of one backoff wait (seconds), also caps Retry-After. Default 30. */
+  maxBackoff?: number;
+  /** Extra headers on the refresh request (e.g. a CSRF header your proxy requires). */
+  refreshHeaders?: Record<string, string>;
+  /**
+   * Whether a request to url gets the access token. Default: relative URLs and
+   * the page's own origin only, so the token never leaks to third parties.
+   */
+  authorize?: (url: string) => boolean;
+  /** A new access token: after sign-in, a refresh here, or a refresh in another tab. */
+  onTokens?: (tokens: TokenInfo) => void;
+  /** The session ended; called once per session, in every tab. */
+  onSignOut?: (reason: SignOutReason) => void;
+  /** One refresh attempt failed (whether or not it is retried). */
+  onRefreshError?: (error: RefreshError) => void;
+
+  // Process edges, replaceable for tests and unusual hosts.
+  /** Used for refresh and revoke calls. Default globalThis.fetch. */
+  fetch?: typeof fetch;
+  /** Default navigator.locks; null disables cross-tab locking. */
+  locks?: LockManagerLike | null;
+  /** Default `new BroadcastChannel(name)`; null disables cross-tab messages. */
+  channel?: ChannelLike | null;
+  /** Default from document.visibilityState; null means always visible. */
+  visibility?: VisibilitySource | null;
+  /** Clock, epoch milliseconds. Default Date.now. */
+  now?: () => number;
+}
+
+type Message =
+  | { type: 'tokens'; session: Session }
+  | { type: 'signout'; reason: SignOutReason }
+  | { type: 'hello' };
+
+/** What an adapter does with a 401/403: retry once with the current token, or leave the answer alone. */
+export type UnauthorizedAction = 'retry' | 'pass';
+
+/**
+ * TokenClient holds one session and keeps its access token usable. The axios
+ * interceptor and the fetch wrapper are thin adapters over it; one client can
+ * serve both.
+ */
+export class TokenClient {
+  private readonly o: Required<Pick<TokenClientOptions, 'refreshUrl' | 'revokeUrl' | 'transport' | 'name'>> & TokenClientOptions;
+  private readonly storage: TokenStorage;
+  private readonly fetchFn: typeof fetch;
+  private readonly locks: LockManagerLike | undefined;
+  private readonly channel: ChannelLike | undefined;
+  private readonly visibility: VisibilitySource | undefined;
+  private readonly now: () => number;
+  private readonly aheadMs: number;
+  private current: Session | null = null;
+  private inflight: Promise<Session> | undefined;
+  private signedOut = false;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private unsubscribeVisibility: (() => void) | undefined;
+  private lastRefreshAt: number | undefined;
+  private closed = false;
+  private readonly ready: Promise<void>;
+
+  constructor(options: TokenClientOptions = {}) {
+    this.o = { refreshUrl: '/v1/token', revokeUrl: '/v1/revoke', transport: 'body', name: 'tokengate', ...options };
+    this.storage = pickStorage(options.storage, this.o.name);
+    const f = options.fetch ?? globalThis.fetch;
+    if (!f) throw new Error('@tokengate/client: no fetch available; pass options.fetch');
+    this.fetchFn = f.bind(globalThis);
+    this.now = options.now ?? (() => Date.now());
+    this.aheadMs = (options.refreshAhead ?? 60) * 1000;
+    const crossTab = options.crossTab ?? true;
+    this.locks = crossTab ? (options.locks === undefined ? defaultLocks() : options.locks ?? undefined) : undefined;
+    this.channel = crossTab ? (options.channel === undefined ? defaultChannel(this.o.name) : options.channel ?? undefined) : undefined;
+    this.visibility = options.visibility === undefined ? defaultVisibility() : options.visibility ?? undefined;
+    this.channel?.addEventListener('message', (ev) => this.onMessage(ev.data));
+    this.unsubscribeVisibility = this.visibility?.subscribe(() => this.schedule());
+    this.ready = Promise.resolve(this.storage.get()).then((s) => {
+      if (s && !this.current) {
+        this.current = s;
+        this.schedule();
+      }
+      // Memory storage starts empty in a new tab: ask the open tabs for the session.
+      if (!this.current) this.post({ type: 'hello' });
+    });
+  }
+
+  /** Store the token response of a sign-in (what your login backend got from POST /v1/sessions). */
+  async setTokens(res: TokenResponse, init: { date?: string | null } = {}): Promise<void> {
+    await this.ready;
+    const s = sessionFromResponse(res, init.date, this.now());
+    await this.adopt(s, 'sign-in', true);
+  }
+
+  /** The current access token (refreshing first if it is about to expire), or null when signed out. */
+  async getAccessToken(): Promise<string | null> {
+    return (await this.beforeRequest()) ?? null;
+  }
+
+  /** Refresh now (single flight in this tab and across tabs) and return the new access token. */
+  async refresh(): Promise<string> {
+    await this.ready;
+    return (await this.refreshOnce(this.current?.accessToken)).accessToken;
+  }
+
+  /** The session as far as the page may know it (no refresh token), or null. */
+  get session(): { accessToken: string; expiresAt: Date; sessionId?: string; claims: Record<string, unknown> } | null {
+    const s = this.current;
+    if (!s) return null;
+    return { accessToken: s.accessToken, expiresAt: new Date(s.expiresAt), sessionId: s.sessionId, claims: decodeClaims(s.accessToken) };
+  }
+
+  /** When this tab last refreshed successfully. */
+  get lastRefresh(): Date | undefined {
+    return this.lastRefreshAt === undefined ? undefined : new Date(this.lastRefreshAt);
+  }
+
+  /** Whether a refresh is running in this tab. */
+  get refreshing(): boolean {
+    return this.inflight !== undefined;
+  }
+
+  /**
+   * Sign out: revoke the refresh token at the refresher (RFC 7009), forget the
+   * session here and in every other tab, and call onSignOut('signed_out').
+   */
+  async signOut(): Promise<void> {
+    await this.ready;
+    const s = this.current ?? (await this.storage.get());
+    const body = new URLSearchParams();
+    if (this.o.transport === 'body' && s?.refreshToken) {
+      body.set('token', s.refreshToken);
+      body.set('token_type_hint', 'refresh_token');
+    }
+    if (body.has('token') || this.o.transport === 'cookie') {
+      try {
+        await this.fetchFn(this.o.revokeUrl, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', ...this.o.refreshHeaders },
+          body: body.toString(),
+          credentials: this.o.transport === 'cookie' ? 'include' : 'same-origin',
+          cache: 'no-store',
+        });
+      } catch {
+        // Signing out locally must not depend on the network.
+      }
+    }
+    await this.endSession('signed_out', true);
+  }
+
+  /** Stop timers and listeners. The client is unusable afterwards. */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.unsubscribeVisibility?.();
+    this.channel?.close();
+  }
+
+  // ----- adapter hooks -----
+
+  /** Whether a request to url should carry the token. */
+  shouldAuthorize(url: string): boolean {
+    if (sameUrl(url, this.o.refreshUrl) || sameUrl(url, this.o.revokeUrl)) return false;
+    return this.o.authorize ? this.o.authorize(url) : sameOrigin(url);
+  }
+
+  /**
+   * beforeRequest returns the token to send: it waits for a running refresh,
+   * refreshes first when the token expires within refreshAhead, and with the
+   * cookie transport obtains a first token for a fresh tab. undefined = send
+   * without a token. Rejects with TokenGateError when the session ended.
+   */
+  async beforeRequest(): Promise<string | undefined> {
+    await this.ready;
+    if (this.inflight) {
+      try {
+        await this.inflight;
+      } catch (e) {
+        // A transient refresher failure does not stop a request whose token still works.
+        const cur = this.current;
+        if (!(e instanceof TokenGateError && e.code === 'temporarily_unavailable' && cur && cur.expiresAt > this.now())) throw e;
+      }
+    }
+    let s = await this.load();
+    if (!s) {
+      if (this.o.transport === 'cookie' && !this.signedOut) {
+        s = await this.refreshOnce(undefined);
+        return s.accessToken;
+      }
+      return undefined;
+    }
+    if (this.expiringSoon(s)) {
+      try {
+        s = await this.refreshOnce(s.accessToken);
+      } catch (e) {
+        // The refresher is briefly unavailable but the token still works: use it.
+        if (e instanceof TokenGateError && e.code === 'temporarily_unavailable' && s.expiresAt > this.now()) return s.accessToken;
+        throw e;
+      }
+    }
+    return s.accessToken;
+  }
+
+  /** afterResponse lets a successful answer correct the expiry estimate (`x-token-expires-in`). */
+  afterResponse(tokenUsed: string | undefined, expiresInHeader: string | null | undefined): void {
+    if (!tokenUsed || !expiresInHeader || !this.current || this.current.accessToken !== tokenUsed) return;
+    const secs = Number(expiresInHeader.trim());
+    if (!Number.isFinite(secs) || secs < 0) return;
+    const expiresAt = this.now() + secs * 1000;
+    // Sub-second jitter is noise; only move the estimate for a real difference.
+    if (Math.abs(expiresAt - this.current.expiresAt) < 1000) return;
+    this.current = { ...this.current, expiresAt, obtainedAt: Math.min(this.current.obtainedAt, expiresAt) };
+    this.schedule();
+  }
+
+  /**
+   * onUnauthorized decides what to do with a refused request. token_expired:
+   * refresh (joining a running one) and retry once. invalid_token,
+   * token_revoked, missing_token: sign out and reject with a TokenGateError —
+   * unless the request went out with an older token than the one the client
+   * now holds, in which case it is retried once with the newer one.
+   * insufficient_scope and answers that are not tokengate's pass through.
+   */
+  async onUnauthorized(reason: DenialReason | undefined, tokenUsed: string | undefined, retried: boolean): Promise<UnauthorizedAction> {
+    await this.ready;
+    if (reason === undefined || reason === 'insufficient_scope') return 'pass';
+    if (reason === 'token_expired') {
+      if (retried) {
+        throw new TokenGateError('token_expired', 'the request was refused as expired again after a refresh', { status: 401 });
+      }
+      if (this.inflight) {
+        await this.inflight;
+        return 'retry';
+      }
+      const s = await this.load();
+      if (s && s.accessToken !== tokenUsed && s.expiresAt > this.now()) return 'retry';
+      await this.refreshOnce(tokenUsed);
+      return 'retry';
+    }
+    if (!retried) {
+      if (this.inflight) await this.inflight.catch(() => undefined);
+      const s = this.current;
+      if (s && s.accessToken !== tokenUsed) return 'retry';
+    }
+    await this.endSession(reason, true);
+    throw new TokenGateError(reason, `signed out: ${reason}`, { status: 401 });
+  }
+
+  // ----- internals -----
+
+  /** load re-reads storage, keeping this tab's expiry estimate for the same token. */
+  private async load(): Promise<Session | null> {
+    const stored = await this.storage.get();
+    if (!stored) {
+      // Storage shared with other tabs (localStorage) may have been cleared by a sign-out there.
+      this.current = this.current && this.storageIsMemory() ? this.current : null;
+      return this.current;
+    }
+    if (this.current && this.current.accessToken === stored.accessToken) return this.current;
+    if (!this.current || stored.obtainedAt >= this.current.obtainedAt) {
+      this.current = stored;
+      this.signedOut = false;
+      this.schedule();
+    }
+    return this.current;
+  }
+
+  private storageIsMemory(): boolean {
+    return this.o.storage === undefined || this.o.storage === 'memory';
+  }
+
+  /** refreshAheadMs is refreshAhead, but never more than half the token's life, so a large refreshAhead does not refresh on every request. */
+  private aheadFor(s: Session): number {
+    return Math.min(this.aheadMs, Math.max(0, (s.expiresAt - s.obtainedAt) / 2));
+  }
+
+  private expiringSoon(s: Session): boolean {
+    return s.expiresAt - this.now() <= this.aheadFor(s);
+  }
+
+  /** refreshOnce is the in-tab single flight: every caller during a refresh shares its outcome. */
+  private refreshOnce(stale: string | undefined): Promise<Session> {
+    if (this.inflight) return this.inflight;
+    const p = this.doRefresh(stale).finally(() => {
+      if (this.inflight === p) this.inflight = undefined;
+    });
+    this.inflight = p;
+    return p;
+  }
+
+  private doRefresh(stale: string | undefined): Promise<Session> {
+    return withLock(this.locks, `${this.o.name}:refresh`, (this.o.lockTimeout ?? 10) * 1000, async () => {
+      // Another tab may have refreshed while we waited for the lock; its
+      // session is in shared storage or arrived over BroadcastChannel. Give
+      // already-delivered messages a turn before deciding.
+      if (this.channel) await macrotask();
+      const s = await this.load();
+      if (s && s.accessToken !== stale && !this.expiringSoon(s)) return s;
+      if (!s && this.o.transport === 'body') {
+        await this.endSession('missing_token', true);
+        throw new TokenGateError('missing_token', 'no session to refresh');
+      }
+      const r = await callRefresher({
+        url: this.o.refreshUrl,
+        transport: this.o.transport,
+        refreshToken: s?.refreshToken,
+        fetch: this.fetchFn,
+        maxAttempts: this.o.refreshAttempts ?? 4,
+        backoffBaseMs: 500,
+        backoffMaxMs: (this.o.maxBackoff ?? 30) * 1000,
+        timeoutMs: (this.o.refreshTimeout ?? 10) * 1000,
+        headers: this.o.refreshHeaders,
+        now: this.now,
+        onError: (e) => this.emit(() => this.o.onRefreshError?.(e)),
+      });
+      if (r.ok) {
+        const next = sessionFromResponse(r.body, r.date, r.receivedAt, s ?? undefined);
+        this.lastRefreshAt = r.receivedAt;
+        await this.adopt(next, 'refresh', true);
+        return next;
+      }
+      if (r.fatal) {
+        const reason: SignOutReason = r.error === 'invalid_grant' ? 'invalid_grant' : 'refresh_failed';
+        await this.endSession(reason, true);
+        throw new TokenGateError(reason, `refresh failed: ${r.error}`, { status: r.status || undefined });
+      }
+      throw new TokenGateError('temporarily_unavailable', `refresher unavailable: ${r.error}`, { status: r.status });
+    });
+  }
+
+  private async adopt(s: Session, source: TokenInfo['source'], broadcast: boolean): Promise<void> {
+    this.current = s;
+    this.signedOut = false;
+    await this.storage.set(s);
+    if (broadcast) this.post({ type: 'tokens', session: s });
+    this.schedule();
+    this.emit(() =>
+      this.o.onTokens?.({ accessToken: s.accessToken, expiresAt: new Date(s.expiresAt), sessionId: s.sessionId, claims: decodeClaims(s.accessToken), source }),
+    );
+  }
+
+  private async endSession(reason: SignOutReason, broadcast: boolean): Promise<void> {
+    const wasSignedOut = this.signedOut;
+    this.signedOut = true;
+    this.current = null;
+    clearTimeout(this.timer);
+    await this.storage.clear();
+    if (wasSignedOut) return;
+    if (broadcast) this.post({ type: 'signout', reason });
+    this.emit(() => this.o.onSignOut?.(reason));
+  }
+
+  private onMessage(data: unknown): void {
+    if (this.closed || typeof data !== 'object' || data === null) return;
+    const m = data as Message;
+    switch (m.type) {
+      case 'hello':
+        if (this.current) this.post({ type: 'tokens', session: this.current });
+        return;
+      case 'tokens': {
+        if (!isSession(m.session)) return;
+        const cur = this.current;
+        if (cur && (cur.accessToken === m.session.accessToken || cur.obtainedAt > m.session.obtainedAt)) return;
+        void this.adopt(m.session, 'other-tab', false);
+        return;
+      }
+      case 'signout':
+        if (typeof m.reason === 'string') void this.endSession(m.reason, false);
+        return;
+    }
+  }
+
+  /** schedule arms the proactive refresh timer, only while the page is visible. */
+  private schedule(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const s = this.current;
+    if (this.closed || !s || this.o.autoRefresh === false || (this.visibility && !this.visibility.visible())) return;
+    const delay = Math.max(0, s.expiresAt - this.aheadFor(s) - this.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (this.visibility && !this.visibility.visible()) return;
+      this.refreshOnce(s.accessToken).catch((e) => {
+        // Errors reached onRefreshError/onSignOut already. A transient one is retried later while the token lasts.
+        if (e instanceof TokenGateError && e.code === 'temporarily_unavailable' && this.current === s) {
+          this.timer = setTimeout(() => this.schedule(), 5000);
+        }
+      });
+    }, delay);
+  }
+
+  private post(m: Message): void {
+    try {
+      this.channel?.postMessage(m);
+    } catch {
+      // A closed channel (page unloading) is not worth failing a request over.
+    }
+  }
+
+  /** emit runs an app callback; its exceptions must not break the client. */
+  private emit(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      queueMicrotask(() => {
+        throw e;
+      });
+    }
+  }
+}
+
+function pickStorage(s: TokenClientOptions['storage'], name: string): TokenStorage {
+  if (s === undefined || s === 'memory') return memoryStorage();
+  if (s === 'sessionStorage') return webStorage(globalThis.sessionStorage, `${name}.session`);
+  if (s === 'localStorage') return webStorage(globalThis.localStorage, `${name}.session`);
+  return s;
+}
+
+function defaultLocks(): LockManagerLike | undefined {
+  const n = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator;
+  return n?.locks ?? undefined;
+}
+
+function defaultChannel(name: string): ChannelLike | undefined {
+  if (typeof BroadcastChannel === 'undefined') return undefined;
+  try {
+    return new BroadcastChannel(name) as unknown as ChannelLike;
+  } catch {
+    return undefined;
+  }
+}
+
+function defaultVisibility(): VisibilitySource | undefined {
+  const d = (globalThis as { document?: Document }).document;
+  if (!d || typeof d.addEventListener !== 'function') return undefined;
+  return {
+    visible: () => d.visibilityState !== 'hidden',
+    subscribe: (cb) => {
+      d.addEventListener('visibilitychange', cb);
+      return () => d.removeEventListener('visibilitychange', cb);
+    },
+  };
+}
+
+function baseHref(): string | undefined {
+  const loc = (globalThis as { location?: { href?: string } }).location;
+  return loc?.href;
+}
+
+function sameOrigin(url: string): boolean {
+  const base = baseHref();
+  if (!base) return true;
+  try {
+    return new URL(url, base).origin === new URL(base).origin;
+  } catch {
+    return false;
+  }
+}
+
+function sameUrl(a: string, b: string): boolean {
+  const base = baseHref() ?? 'http://localhost/';
+  try {
+    const x = new URL(a, base);
+    const y = new URL(b, base);
+    return x.origin === y.origin && x.pathname === y.pathname;
+  } catch {
+    return false;
+  }
+}
+
+function macrotask(): Promise<void> {
+  return new Promise((r) => setTimeout(r, 0));
+}

@@ -1,0 +1,121 @@
+import type { DenialReason } from './errors.js';
+
+const KNOWN: ReadonlySet<string> = new Set<DenialReason>([
+  'missing_token',
+  'token_expired',
+  'invalid_token',
+  'token_revoked',
+  'insufficient_scope',
+]);
+
+/**
+ * parseWwwAuthenticate reads the `error` (and `error_description`) of a
+ * `Bearer` challenge (RFC 6750 §3). Other schemes in the same header are
+ * skipped. It returns undefined when there is no Bearer challenge with an
+ * error.
+ */
+export function parseWwwAuthenticate(header: string | null | undefined): { error: string; description?: string } | undefined {
+  if (!header) return undefined;
+  let challenge: { scheme: string; params: Record<string, string> } | undefined;
+  const challenges: { scheme: string; params: Record<string, string> }[] = [];
+  for (const item of splitOutsideQuotes(header)) {
+    // "Scheme param=value" starts a challenge; "param=value" continues one.
+    const m = /^([A-Za-z0-9!#$%&'*+.^_`|~-]+)(?:\s+(.*))?$/s.exec(item);
+    let rest = item;
+    if (m && !/^\s*=/.test(item.slice(m[1].length))) {
+      challenge = { scheme: m[1].toLowerCase(), params: {} };
+      challenges.push(challenge);
+      rest = m[2] ?? '';
+    }
+    const p = /^([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|(\S*))$/s.exec(rest.trim());
+    if (p && challenge) {
+      const key = p[1].toLowerCase();
+      if (!(key in challenge.params)) challenge.params[key] = p[2] !== undefined ? p[2].replace(/\\(.)/gs, '$1') : p[3];
+    }
+  }
+  for (const c of challenges) {
+    if (c.scheme === 'bearer' && c.params.error) return { error: c.params.error, description: c.params.error_description };
+  }
+  return undefined;
+}
+
+/** splitOutsideQuotes splits a header value at commas that are not inside a quoted string. */
+function splitOutsideQuotes(s: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i];
+    if (quoted && c === '\\' && i + 1 < s.length) {
+      cur += c + s[++i];
+      continue;
+    }
+    if (c === '"') quoted = !quoted;
+    if (c === ',' && !quoted) {
+      if (cur.trim() !== '') out.push(cur.trim());
+      cur = '';
+      continue;
+    }
+    cur += c;
+  }
+  if (cur.trim() !== '') out.push(cur.trim());
+  return out;
+}
+
+/**
+ * denialReason decides why a 401/403 happened, from what the answer carries:
+ * the JSON body's `error` first; when the body is unreadable (HTML error page
+ * of a proxy, binary, empty), the `www-authenticate` Bearer challenge.
+ *
+ * RFC 6750 only defines `invalid_token`, so a challenge of
+ * `error="invalid_token"` whose description says the token expired is read as
+ * `token_expired`. Anything unrecognised returns undefined: the answer is not
+ * tokengate's, and the client leaves it alone.
+ *
+ * body may be a parsed object (axios), a string, or anything else (treated as
+ * unreadable).
+ */
+export function denialReason(status: number, wwwAuthenticate: string | null | undefined, body: unknown): DenialReason | undefined {
+  if (status !== 401 && status !== 403) return undefined;
+  const fromBody = bodyError(body);
+  if (fromBody !== undefined) return KNOWN.has(fromBody) ? (fromBody as DenialReason) : undefined;
+  const challenge = parseWwwAuthenticate(wwwAuthenticate);
+  if (!challenge) {
+    // A bare "Bearer" challenge without an error is RFC 6750's "no credentials".
+    if (status === 401 && wwwAuthenticate && /^\s*bearer\b/i.test(wwwAuthenticate)) return 'missing_token';
+    return undefined;
+  }
+  if (KNOWN.has(challenge.error)) {
+    if (challenge.error === 'invalid_token' && challenge.description && /\bexpired\b/i.test(challenge.description)) {
+      return 'token_expired';
+    }
+    return challenge.error as DenialReason;
+  }
+  return undefined;
+}
+
+/** bodyError returns the JSON `error` string of body, or undefined when body is not such JSON. */
+function bodyError(body: unknown): string | undefined {
+  let obj: unknown = body;
+  if (typeof body === 'string') {
+    const t = body.trim();
+    if (!t.startsWith('{')) return undefined;
+    try {
+      obj = JSON.parse(t);
+    } catch {
+      return undefined;
+    }
+  }
+  if (typeof obj === 'object' && obj !== null && !Array.isArray(obj) && !isBinary(obj)) {
+    const e = (obj as { error?: unknown }).error;
+    if (typeof e === 'string' && e !== '') return e;
+  }
+  return undefined;
+}
+
+function isBinary(o: object): boolean {
+  return (
+    (typeof ArrayBuffer !== 'undefined' && (o instanceof ArrayBuffer || ArrayBuffer.isView(o))) ||
+    (typeof Blob !== 'undefined' && o instanceof Blob)
+  );
+}

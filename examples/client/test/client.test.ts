@@ -1,0 +1,422 @@
+import axios, { type AxiosAdapter, type AxiosInstance } from 'axios';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { TokenClient, TokenGateError, attachTokenRefresh, createFetch, type SignOutReason, type TokenClientOptions } from '../src/index.js';
+import { ChannelHub, FakeLocks, FakeTokengate, Visibility } from './harness.js';
+
+const API = 'http://app.test/api/items';
+
+/** settle runs due fake timers until p settles (the cross-tab path yields one macrotask before deciding; fake timers delay a zero timeout set during a tick by 1 ms). */
+async function settle<T>(p: Promise<T>): Promise<T> {
+  let done = false;
+  const q = p.finally(() => {
+    done = true;
+  });
+  for (let i = 0; i < 1000 && !done; i++) await vi.advanceTimersByTimeAsync(1);
+  if (!done) throw new Error('did not settle');
+  return q;
+}
+
+/** axiosAdapter sends axios requests through the fake server's fetch: the process edge. */
+function axiosAdapter(fake: FakeTokengate): AxiosAdapter {
+  return async (config) => {
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(config.headers.toJSON())) if (v != null) headers.set(k, String(v));
+    const res = await fake.fetch(new URL(config.url!, config.baseURL).toString(), { method: config.method?.toUpperCase(), headers, body: config.data });
+    const text = await res.text();
+    let data: unknown = text;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      /* keep text */
+    }
+    const response = { data, status: res.status, statusText: res.statusText, headers: Object.fromEntries(res.headers), config, request: {} };
+    if (res.status >= 200 && res.status < 300) return response;
+    throw new axios.AxiosError(`Request failed with status code ${res.status}`, 'ERR_BAD_REQUEST', config, {}, response);
+  };
+}
+
+interface Api {
+  name: string;
+  /** get performs one API call, resolving to the JSON body. */
+  get(): Promise<{ ok: boolean; token: string }>;
+  client: TokenClient;
+}
+
+type Maker = (fake: FakeTokengate, o: TokenClientOptions) => Api;
+
+const makers: Record<string, Maker> = {
+  fetch: (fake, o) => {
+    const f = createFetch({ ...o, fetch: fake.fetch });
+    return {
+      name: 'fetch',
+      client: f.client,
+      get: async () => {
+        const r = await f(API);
+        if (!r.ok) throw Object.assign(new Error(`status ${r.status}`), { status: r.status });
+        return r.json();
+      },
+    };
+  },
+  axios: (fake, o) => {
+    const inst: AxiosInstance = axios.create({ baseURL: 'http://app.test', adapter: axiosAdapter(fake) });
+    const { client } = attachTokenRefresh(inst, { ...o, fetch: fake.fetch });
+    return { name: 'axios', client, get: async () => (await inst.get('/api/items')).data };
+  },
+};
+
+function baseOptions(extra: Partial<TokenClientOptions> = {}): TokenClientOptions & { signOuts: SignOutReason[] } {
+  const signOuts: SignOutReason[] = [];
+  return {
+    refreshUrl: 'http://app.test/v1/token',
+    revokeUrl: 'http://app.test/v1/revoke',
+    locks: null,
+    channel: null,
+    visibility: null,
+    autoRefresh: false,
+    refreshAhead: 0,
+    onSignOut: (r) => signOuts.push(r),
+    ...extra,
+    signOuts,
+  };
+}
+
+for (const [kind, make] of Object.entries(makers)) {
+  describe(`${kind}: single flight and retries`, () => {
+    let fake: FakeTokengate;
+    beforeEach(() => {
+      vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+      fake = new FakeTokengate();
+    });
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    it('queues 10 requests refused as expired behind one refresh and retries each once', async () => {
+      const o = baseOptions();
+      const api = make(fake, o);
+      const s = fake.signIn();
+      await api.client.setTokens(s.body as never, { date: s.date });
+      fake.expireAll(); // the server says expired while the client still believes the token is fresh
+      const results = await Promise.all(Array.from({ length: 10 }, () => api.get()));
+      expect(fake.count('/v1/token')).toBe(1);
+      expect(results.every((r) => r.ok)).toBe(true);
+      const newToken = api.client.session!.accessToken;
+      expect(results.every((r) => r.token === newToken)).toBe(true);
+      expect(fake.count('/api/items')).toBe(20); // ten refused, ten retried, no more
+      expect(o.signOuts).toEqual([]);
+    });
+
+    it('rejects a request refused as expired again instead of looping', async () => {
+      const o = baseOptions();
+      const api = make(fake, o);
+      const s = fake.signIn();
+      await api.client.setTokens(s.body as never, { date: s.date });
+      fake.refuseAll = 'token_expired'; // even a freshly refreshed token is refused as expired
+      const err = await api.get().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TokenGateError);
+      expect((err as TokenGateError).code).toBe('token_expired');
+      expect(fake.count('/v1/token')).toBe(1);
+      expect(fake.count('/api/items')).toBe(2);
+      expect(o.signOuts).toEqual([]);
+    });
+
+    for (const reason of ['invalid_token', 'token_revoked'] as const) {
+      it(`signs out once on ${reason} and rejects every request with a typed error, without refreshing`, async () => {
+        const o = baseOptions();
+        const api = make(fake, o);
+        const s = fake.signIn();
+        await api.client.setTokens(s.body as never, { date: s.date });
+        fake.refuse.set(s.body.access_token as string, reason);
+        const results = await Promise.allSettled(Array.from({ length: 5 }, () => api.get()));
+        for (const r of results) {
+          expect(r.status).toBe('rejected');
+          const e = (r as PromiseRejectedResult).reason as TokenGateError;
+          expect(e).toBeInstanceOf(TokenGateError);
+          expect(e.code).toBe(reason);
+          expect(e.signedOut).toBe(true);
+        }
+        expect(o.signOuts).toEqual([reason]);
+        expect(fake.count('/v1/token')).toBe(0);
+        expect(api.client.session).toBeNull();
+      });
+    }
+
+    it('reads the reason from www-authenticate when the body is an HTML page', async () => {
+      fake.jsonDenials = false;
+      const o = baseOptions();
+      const api = make(fake, o);
+      const s = fake.signIn();
+      await api.client.setTokens(s.body as never, { date: s.date });
+      fake.expireAll();
+      await expect(api.get()).resolves.toMatchObject({ ok: true });
+      expect(fake.count('/v1/token')).toBe(1);
+    });
+
+    it('signs out on invalid_grant and rejects the queued requests', async () => {
+      const o = baseOptions();
+      const api = make(fake, o);
+      const s = fake.signIn();
+      await api.client.setTokens(s.body as never, { date: s.date });
+      fake.expireAll();
+      fake.tokenFailures.push({ status: 400, body: { error: 'invalid_grant' } });
+      const results = await Promise.allSettled(Array.from({ length: 4 }, () => api.get()));
+      expect(results.map((r) => r.status === 'rejected' && (r.reason as TokenGateError).code)).toEqual(Array(4).fill('invalid_grant'));
+      expect(o.signOuts).toEqual(['invalid_grant']);
+      expect(fake.count('/v1/token')).toBe(1);
+    });
+
+    it('retries a 503 from the refresher after Retry-After', async () => {
+      const errors: string[] = [];
+      const o = baseOptions({ onRefreshError: (e) => errors.push(`${e.status} ${e.error} retry=${e.willRetry} in=${e.retryInMs}`) });
+      const api = make(fake, o);
+      const s = fake.signIn();
+      await api.client.setTokens(s.body as never, { date: s.date });
+      fake.expireAll();
+      fake.tokenFailures.push({ status: 503, body: { error: 'temporarily_unavailable' }, headers: { 'retry-after': '7' } });
+      let done = false;
+      const p = api.get().then((r) => {
+        done = true;
+        return r;
+      });
+      await vi.advanceTimersByTimeAsync(6900);
+      expect(done).toBe(false);
+      expect(fake.count('/v1/token')).toBe(1);
+      await vi.advanceTimersByTimeAsync(200);
+      await expect(p).resolves.toMatchObject({ ok: true });
+      expect(fake.count('/v1/token')).toBe(2);
+      expect(errors).toEqual(['503 temporarily_unavailable retry=true in=7000']);
+      expect(o.signOuts).toEqual([]);
+    });
+
+    it('keeps the session when the refresher stays unavailable', async () => {
+      const o = baseOptions({ refreshAttempts: 2 });
+      const api = make(fake, o);
+      const s = fake.signIn();
+      await api.client.setTokens(s.body as never, { date: s.date });
+      fake.expireAll();
+      fake.tokenFailures.push(
+        { status: 503, body: { error: 'temporarily_unavailable' }, headers: { 'retry-after': '1' } },
+        { status: 503, body: { error: 'temporarily_unavailable' }, headers: { 'retry-after': '1' } },
+      );
+      const p = api.get().catch((e: unknown) => e);
+      await vi.advanceTimersByTimeAsync(1000);
+      const err = (await p) as TokenGateError;
+      expect(err.code).toBe('temporarily_unavailable');
+      expect(o.signOuts).toEqual([]);
+      expect(api.client.session).not.toBeNull();
+    });
+
+    it('signs out with refresh_failed when the network fails through every attempt', async () => {
+      const o = baseOptions({ refreshAttempts: 2 });
+      const api = make(fake, o);
+      const s = fake.signIn();
+      await api.client.setTokens(s.body as never, { date: s.date });
+      fake.expireAll();
+      fake.tokenFailures.push({ status: 0, network: true }, { status: 0, network: true });
+      const p = api.get().catch((e: unknown) => e);
+      await vi.advanceTimersByTimeAsync(5000);
+      expect(((await p) as TokenGateError).code).toBe('refresh_failed');
+      expect(o.signOuts).toEqual(['refresh_failed']);
+    });
+
+    it('refreshes ahead of expiry before a request, so the request never sees a 401', async () => {
+      const o = baseOptions({ refreshAhead: 60 });
+      fake.ttlSeconds = 120;
+      const api = make(fake, o);
+      const s = fake.signIn();
+      await api.client.setTokens(s.body as never, { date: s.date });
+      await api.get();
+      expect(fake.count('/v1/token')).toBe(0);
+      vi.setSystemTime(Date.now() + 61_000); // 59 s left < refreshAhead
+      await api.get();
+      expect(fake.count('/v1/token')).toBe(1);
+      expect(fake.calls.filter((c) => c.path === '/api/items').length).toBe(2);
+    });
+
+    it('uses the server clock: a client clock one hour behind still refreshes in time', async () => {
+      fake.serverOffsetMs = 3_600_000;
+      fake.ttlSeconds = 120;
+      const o = baseOptions({ refreshAhead: 30 });
+      const api = make(fake, o);
+      const s = fake.signIn();
+      await api.client.setTokens(s.body as never, { date: s.date });
+      expect(api.client.session!.expiresAt.getTime()).toBe(Date.now() + 120_000);
+      vi.setSystemTime(Date.now() + 100_000); // 20 s left
+      await api.get();
+      expect(fake.count('/v1/token')).toBe(1);
+      expect(fake.count('/api/items')).toBe(1); // no 401 first
+    });
+  });
+}
+
+describe('x-token-expires-in', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('updates the expiry estimate from a successful answer', async () => {
+    const fake = new FakeTokengate();
+    fake.ttlSeconds = 300;
+    const f = createFetch({ ...baseOptions(), fetch: fake.fetch });
+    const s = fake.signIn();
+    await f.client.setTokens({ ...(s.body as never), access_token: s.body.access_token as string }, { date: null });
+    // The server says the token has less left than the client believes (e.g. it was minted a while ago).
+    fake.serverOffsetMs = 200_000;
+    await f(API);
+    expect(f.client.session!.expiresAt.getTime()).toBe(Date.now() + 100_000);
+  });
+});
+
+describe('proactive timer', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('refreshes while visible and never in a hidden tab', async () => {
+    const fake = new FakeTokengate();
+    fake.ttlSeconds = 120;
+    const vis = new Visibility();
+    const client = new TokenClient({ ...baseOptions({ refreshAhead: 60, autoRefresh: true, visibility: vis }), fetch: fake.fetch });
+    const s = fake.signIn();
+    await client.setTokens(s.body as never, { date: s.date });
+    vis.set(false);
+    await vi.advanceTimersByTimeAsync(110_000);
+    expect(fake.count('/v1/token')).toBe(0);
+    vis.set(true); // 10 s left: refresh at once
+    await vi.advanceTimersByTimeAsync(10);
+    expect(fake.count('/v1/token')).toBe(1);
+    await vi.advanceTimersByTimeAsync(59_000);
+    expect(fake.count('/v1/token')).toBe(1);
+    await vi.advanceTimersByTimeAsync(2_000); // the new token's refresh point (60 s ahead of its 120 s life)
+    expect(fake.count('/v1/token')).toBe(2);
+    client.close();
+  });
+
+  it('never refreshes in the first half of a token’s life, even with refreshAhead above the TTL', async () => {
+    const fake = new FakeTokengate();
+    fake.ttlSeconds = 4;
+    const client = new TokenClient({ ...baseOptions({ refreshAhead: 600, autoRefresh: true }), fetch: fake.fetch });
+    const s = fake.signIn();
+    await client.setTokens(s.body as never, { date: s.date });
+    await vi.advanceTimersByTimeAsync(1900);
+    expect(fake.count('/v1/token')).toBe(0);
+    await vi.advanceTimersByTimeAsync(200);
+    expect(fake.count('/v1/token')).toBe(1);
+    client.close();
+  });
+});
+
+describe('across tabs', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  function tabs(fake: FakeTokengate, n: number, extra: Partial<TokenClientOptions> = {}) {
+    const locks = new FakeLocks();
+    const hub = new ChannelHub();
+    const signOuts: SignOutReason[][] = [];
+    const list = Array.from({ length: n }, (_, i) => {
+      signOuts.push([]);
+      return createFetch({ ...baseOptions(), locks, channel: hub.channel(), onSignOut: (r) => signOuts[i].push(r), fetch: fake.fetch, ...extra });
+    });
+    return { locks, list, signOuts };
+  }
+
+  it('a new tab gets the session from an open tab', async () => {
+    const fake = new FakeTokengate();
+    const locks = new FakeLocks();
+    const hub = new ChannelHub();
+    const a = createFetch({ ...baseOptions(), locks, channel: hub.channel(), fetch: fake.fetch });
+    const s = fake.signIn();
+    await a.client.setTokens(s.body as never, { date: s.date });
+    const b = createFetch({ ...baseOptions(), locks, channel: hub.channel(), fetch: fake.fetch });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(b.client.session?.accessToken).toBe(s.body.access_token);
+  });
+
+  it('two tabs refused as expired refresh once in total', async () => {
+    const fake = new FakeTokengate();
+    const { list, signOuts } = tabs(fake, 2);
+    const s = fake.signIn();
+    await list[0].client.setTokens(s.body as never, { date: s.date });
+    await vi.advanceTimersByTimeAsync(0);
+    fake.expireAll();
+    const all = await settle(Promise.all(list.flatMap((f) => [f(API), f(API), f(API)])));
+    expect(all.map((r) => r.status)).toEqual(Array(6).fill(200));
+    expect(fake.count('/v1/token')).toBe(1);
+    expect(list[0].client.session!.accessToken).toBe(list[1].client.session!.accessToken);
+    expect(signOuts).toEqual([[], []]);
+  });
+
+  it('a tab whose lock holder hangs steals the lock after lockTimeout and refreshes', async () => {
+    const fake = new FakeTokengate();
+    const { locks, list } = tabs(fake, 1, { lockTimeout: 5 });
+    const s = fake.signIn();
+    await list[0].client.setTokens(s.body as never, { date: s.date });
+    fake.expireAll();
+    const release = locks.hold('tokengate:refresh');
+    let status = 0;
+    const p = list[0](API).then((r) => (status = r.status));
+    await vi.advanceTimersByTimeAsync(4900);
+    expect(status).toBe(0);
+    await vi.advanceTimersByTimeAsync(200);
+    await p;
+    expect(status).toBe(200);
+    expect(locks.steals).toBe(1);
+    release();
+  });
+
+  it('sign-out in one tab reaches the others', async () => {
+    const fake = new FakeTokengate();
+    const { list, signOuts } = tabs(fake, 3);
+    const s = fake.signIn();
+    await list[0].client.setTokens(s.body as never, { date: s.date });
+    await vi.advanceTimersByTimeAsync(0);
+    await list[1].client.signOut();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(signOuts).toEqual([['signed_out'], ['signed_out'], ['signed_out']]);
+    expect(list.map((f) => f.client.session)).toEqual([null, null, null]);
+    const revoke = fake.calls.find((c) => c.path === '/v1/revoke');
+    expect(new URLSearchParams(revoke!.body).get('token')).toBe(s.body.refresh_token);
+  });
+
+  it('without Web Locks and BroadcastChannel a tab still single-flights', async () => {
+    const fake = new FakeTokengate();
+    const f = createFetch({ ...baseOptions(), crossTab: false, fetch: fake.fetch });
+    const s = fake.signIn();
+    await f.client.setTokens(s.body as never, { date: s.date });
+    fake.expireAll();
+    const all = await Promise.all(Array.from({ length: 5 }, () => f(API)));
+    expect(all.every((r) => r.status === 200)).toBe(true);
+    expect(fake.count('/v1/token')).toBe(1);
+  });
+});
+
+describe('requests that are not ours', () => {
+  it('never sends the token to another origin and never to the refresh endpoint', async () => {
+    const fake = new FakeTokengate();
+    vi.stubGlobal('location', { href: 'http://app.test/page' });
+    try {
+      const f = createFetch({ ...baseOptions(), fetch: fake.fetch });
+      const s = fake.signIn();
+      await f.client.setTokens(s.body as never, { date: s.date });
+      await f('http://elsewhere.test/x');
+      await f('http://app.test/api/items');
+      expect(fake.calls.map((c) => [c.path, c.auth !== null])).toEqual([
+        ['/x', false],
+        ['/api/items', true],
+      ]);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+});

@@ -1,0 +1,225 @@
+// Test edges: a fake tokengate (refresher + extauthz-protected API) behind a
+// fetch function, an in-process Web Locks manager and BroadcastChannel hub.
+// Everything inside the client runs for real.
+import type { ChannelLike, LockManagerLike } from '../src/index.js';
+
+function b64url(s: string): string {
+  return Buffer.from(s, 'utf8').toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
+}
+
+/** jwt makes an unsigned-looking JWS with the given claims (the client never verifies). */
+export function jwt(claims: Record<string, unknown>): string {
+  return `${b64url(JSON.stringify({ alg: 'ES256', typ: 'at+jwt', kid: 'k1' }))}.${b64url(JSON.stringify(claims))}.c2ln`;
+}
+
+export interface Call {
+  path: string;
+  auth: string | null;
+  body: string;
+}
+
+/**
+ * FakeTokengate answers like the refresher and an extauthz-protected API.
+ * Its clock is the (fake) Date.now() plus serverOffsetMs.
+ */
+export class FakeTokengate {
+  ttlSeconds = 10;
+  serverOffsetMs = 0;
+  /** Answers to return from /v1/token before the normal behaviour (status, body, headers). */
+  tokenFailures: { status: number; body?: unknown; headers?: Record<string, string>; network?: boolean }[] = [];
+  /** How extauthz answers a denial: JSON body (true) or an HTML page with only www-authenticate (false). */
+  jsonDenials = true;
+  /** When set, the API refuses every token with this reason. */
+  refuseAll: string | undefined;
+  /** Tokens the API refuses with this reason regardless of expiry. */
+  refuse = new Map<string, string>();
+  calls: Call[] = [];
+  private seq = 0;
+  private access = new Map<string, number>(); // token -> exp (server ms)
+  private refresh = new Map<string, 'active' | 'rotated'>();
+
+  serverNow(): number {
+    return Date.now() + this.serverOffsetMs;
+  }
+
+  /** signIn issues a pair like POST /v1/sessions. */
+  signIn(): { body: Record<string, unknown>; date: string } {
+    return { body: this.issue(), date: new Date(this.serverNow()).toUTCString() };
+  }
+
+  /** expireAll makes every issued access token expired on the server. */
+  expireAll(): void {
+    for (const k of this.access.keys()) this.access.set(k, this.serverNow() - 1000);
+  }
+
+  count(path: string): number {
+    return this.calls.filter((c) => c.path === path).length;
+  }
+
+  private issue(): Record<string, unknown> {
+    this.seq++;
+    const now = this.serverNow();
+    const exp = Math.floor(now / 1000) + this.ttlSeconds;
+    const token = jwt({ sub: 'u1', sid: 's1', exp, iat: Math.floor(now / 1000), jti: `j${this.seq}` });
+    this.access.set(token, exp * 1000);
+    const rt = `rt${this.seq}`;
+    this.refresh.set(rt, 'active');
+    return { access_token: token, token_type: 'Bearer', expires_in: this.ttlSeconds, refresh_token: rt, refresh_expires_in: 3600, session_id: 's1' };
+  }
+
+  fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    const req = new Request(input, init);
+    const url = new URL(req.url);
+    const body = await req.text();
+    this.calls.push({ path: url.pathname, auth: req.headers.get('authorization'), body });
+    const date = new Date(this.serverNow()).toUTCString();
+    if (url.pathname === '/v1/token') {
+      const f = this.tokenFailures.shift();
+      if (f?.network) throw new TypeError('fetch failed');
+      if (f) return json(f.status, f.body ?? {}, { date, ...f.headers });
+      const rt = new URLSearchParams(body).get('refresh_token') ?? '';
+      if (this.refresh.get(rt) !== 'active') return json(400, { error: 'invalid_grant', error_description: 'refresh token is not active' }, { date });
+      this.refresh.set(rt, 'rotated');
+      return json(200, this.issue(), { date, 'cache-control': 'no-store' });
+    }
+    if (url.pathname === '/v1/revoke') return new Response(null, { status: 200, headers: { date } });
+    // The protected API.
+    const auth = req.headers.get('authorization');
+    const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
+    let reason: string | undefined;
+    if (!token) reason = 'missing_token';
+    else if (this.refuseAll) reason = this.refuseAll;
+    else if (this.refuse.has(token)) reason = this.refuse.get(token);
+    else if (!this.access.has(token)) reason = 'invalid_token';
+    else if (this.access.get(token)! <= this.serverNow()) reason = 'token_expired';
+    if (reason) {
+      const challenge = `Bearer realm="api", error="${reason}", error_description="${reason.replace('_', ' ')}"`;
+      if (this.jsonDenials) return json(401, { error: reason, error_description: reason }, { date, 'www-authenticate': challenge });
+      return new Response('<html><body>401 Authorization Required</body></html>', {
+        status: 401,
+        headers: { date, 'content-type': 'text/html', 'www-authenticate': challenge },
+      });
+    }
+    const left = Math.floor((this.access.get(token!)! - this.serverNow()) / 1000);
+    return json(200, { ok: true, path: url.pathname, token }, { date, 'x-token-expires-in': String(left) });
+  };
+}
+
+function json(status: number, body: unknown, headers: Record<string, string>): Response {
+  return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', ...headers } });
+}
+
+/**
+ * FakeLocks implements the Web Locks request() semantics the client relies
+ * on: exclusive FIFO grant, AbortSignal while waiting, steal.
+ */
+export class FakeLocks implements LockManagerLike {
+  private held = new Map<string, { release: () => void } | undefined>();
+  private queues = new Map<string, { grant: () => void; signal?: AbortSignal }[]>();
+  steals = 0;
+
+  request<T>(name: string, options: { signal?: AbortSignal; steal?: boolean }, callback: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const run = () => {
+        let released = false;
+        const release = () => {
+          if (released) return;
+          released = true;
+          if (this.held.get(name) === holder) this.held.delete(name);
+          this.next(name);
+        };
+        const holder = { release };
+        this.held.set(name, holder);
+        callback().then(
+          (v) => {
+            release();
+            resolve(v);
+          },
+          (e) => {
+            release();
+            reject(e);
+          },
+        );
+      };
+      if (options.steal) {
+        this.steals++;
+        this.held.delete(name); // the old holder keeps running but no longer excludes
+        run();
+        return;
+      }
+      if (options.signal?.aborted) return reject(abortError());
+      if (!this.held.has(name)) return run();
+      const q = this.queues.get(name) ?? [];
+      const entry = { grant: run, signal: options.signal };
+      q.push(entry);
+      this.queues.set(name, q);
+      options.signal?.addEventListener('abort', () => {
+        const i = q.indexOf(entry);
+        if (i >= 0) {
+          q.splice(i, 1);
+          reject(abortError());
+        }
+      });
+    });
+  }
+
+  /** hold takes the lock and never lets go (a hung tab) until the returned function is called. */
+  hold(name: string): () => void {
+    let release!: () => void;
+    void this.request(name, {}, () => new Promise<void>((r) => (release = r)));
+    return () => release();
+  }
+
+  private next(name: string): void {
+    if (this.held.has(name)) return;
+    const q = this.queues.get(name);
+    const e = q?.shift();
+    e?.grant();
+  }
+}
+
+function abortError(): Error {
+  const e = new Error('The request was aborted.');
+  e.name = 'AbortError';
+  return e;
+}
+
+/** ChannelHub connects fake BroadcastChannels of one name; delivery is asynchronous, never to the sender. */
+export class ChannelHub {
+  private members = new Set<FakeChannel>();
+  channel(): ChannelLike {
+    const c = new FakeChannel(this.members);
+    this.members.add(c);
+    return c;
+  }
+}
+
+class FakeChannel implements ChannelLike {
+  private listeners: ((ev: { data: unknown }) => void)[] = [];
+  constructor(private members: Set<FakeChannel>) {}
+  postMessage(message: unknown): void {
+    const data = structuredClone(message);
+    for (const m of this.members) if (m !== this) queueMicrotask(() => m.listeners.forEach((l) => l({ data })));
+  }
+  addEventListener(_type: 'message', listener: (ev: { data: unknown }) => void): void {
+    this.listeners.push(listener);
+  }
+  close(): void {
+    this.members.delete(this);
+  }
+}
+
+/** Visibility is a switchable page visibility. */
+export class Visibility {
+  private v = true;
+  private subs = new Set<() => void>();
+  visible = (): boolean => this.v;
+  subscribe = (cb: () => void): (() => void) => {
+    this.subs.add(cb);
+    return () => this.subs.delete(cb);
+  };
+  set(v: boolean): void {
+    this.v = v;
+    this.subs.forEach((cb) => cb());
+  }
+}

@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { denialReason, parseWwwAuthenticate } from '../src/index.js';
+
+describe('denialReason', () => {
+  const cases: { name: string; status: number; www?: string; body?: unknown; want: string | undefined }[] = [
+    { name: 'json token_expired', status: 401, body: { error: 'token_expired' }, want: 'token_expired' },
+    { name: 'json string body', status: 401, body: '{"error":"token_revoked","error_description":"x"}', want: 'token_revoked' },
+    { name: 'json wins over header', status: 401, body: { error: 'invalid_token' }, www: 'Bearer error="token_expired"', want: 'invalid_token' },
+    { name: 'json unknown error is not ours', status: 401, body: { error: 'something_else' }, www: 'Bearer error="token_expired"', want: undefined },
+    { name: 'html body falls back to header', status: 401, body: '<html>401</html>', www: 'Bearer realm="api", error="token_expired"', want: 'token_expired' },
+    { name: 'empty body falls back to header', status: 401, body: '', www: 'Bearer error="missing_token"', want: 'missing_token' },
+    { name: 'binary body falls back to header', status: 401, body: new ArrayBuffer(4), www: 'Bearer error="token_revoked"', want: 'token_revoked' },
+    { name: 'RFC 6750 invalid_token that says expired', status: 401, www: 'Bearer error="invalid_token", error_description="The access token expired"', want: 'token_expired' },
+    { name: 'RFC 6750 invalid_token otherwise', status: 401, www: 'Bearer error="invalid_token", error_description="bad signature"', want: 'invalid_token' },
+    { name: 'bare Bearer challenge means no credentials', status: 401, www: 'Bearer realm="api"', want: 'missing_token' },
+    { name: 'other scheme first', status: 401, www: 'Basic realm="x", Bearer error="token_expired"', want: 'token_expired' },
+    { name: 'basic only is not ours', status: 401, www: 'Basic realm="x"', want: undefined },
+    { name: 'nothing at all', status: 401, want: undefined },
+    { name: '403 insufficient_scope', status: 403, body: { error: 'insufficient_scope' }, want: 'insufficient_scope' },
+    { name: 'a 500 is never a denial', status: 500, body: { error: 'token_expired' }, want: undefined },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      expect(denialReason(c.status, c.www, c.body)).toBe(c.want);
+    });
+  }
+});
+
+describe('parseWwwAuthenticate', () => {
+  it('reads quoted values with commas and escapes', () => {
+    expect(parseWwwAuthenticate('Bearer realm="a, b", error="token_expired", error_description="said \\"expired\\", twice"')).toEqual({
+      error: 'token_expired',
+      description: 'said "expired", twice',
+    });
+  });
+  it('reads unquoted values and odd spacing', () => {
+    expect(parseWwwAuthenticate('bearer error = invalid_token ,error_description="x"')).toEqual({ error: 'invalid_token', description: 'x' });
+  });
+  it('ignores the error of another scheme', () => {
+    expect(parseWwwAuthenticate('DPoP error="use_dpop_nonce", Bearer realm="x"')).toBeUndefined();
+  });
+});
