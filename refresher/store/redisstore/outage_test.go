@@ -1,0 +1,71 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/tokengate/tokengate/internal/proctest"
+	"github.com/tokengate/tokengate/refresher/store"
+	"github.com/tokengate/tokengate/refresher/store/redisstore"
+)
+
+// TestOutage stops redis-server (by its PID) under an open store: every call
+// fails with an error that is not ErrNotFound and not a decision (so the
+// refresher answers 503, never invalid_grant); after a restart the same
+// store serves again and the session (persisted with appendfsync always)
+// is intact.
+func TestOutage(t *testing.T) {
+	aof := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	r := proctest.StartRedis(t, aof...)
+	ctx := context.Background()
+	s, err := redisstore.Open(ctx, "redis://"+r.Addr, redisstore.Options{Timeout: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	now := time.Now().UTC().Truncate(time.Second)
+	sess := store.Session{ID: "outage-sid", Subject: "u1", Claims: []byte(`{}`), CreatedAt: now, IdleTTL: time.Hour, ExpiresAt: now.Add(24 * time.Hour)}
+	first := store.Token{Hash: "aa11", SessionID: sess.ID, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.CreateSession(ctx, sess, first); err != nil {
+		t.Fatal(err)
+	}
+
+	r.Stop()
+	req := store.RotateRequest{ParentHash: first.Hash, Child: store.Token{Hash: "bb22", IssuedAt: now, ExpiresAt: now.Add(time.Hour)},
+		Sealed: []byte("x"), Now: now.Add(time.Minute), Grace: 30 * time.Second, RevokeUntil: now.Add(16 * time.Minute)}
+	res, err := s.Rotate(ctx, req)
+	if err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Rotate during outage = %v, %v; want a store error", res.Outcome, err)
+	}
+	if _, err := s.GetSession(ctx, sess.ID); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetSession during outage: %v; want a store error, not ErrNotFound", err)
+	}
+	if _, err := s.GetToken(ctx, first.Hash); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetToken during outage: %v; want a store error, not ErrNotFound", err)
+	}
+	if _, err := s.RevokeSession(ctx, sess.ID, now, now.Add(time.Minute)); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RevokeSession during outage: %v; want a store error", err)
+	}
+	if _, _, err := s.Revocations(ctx, "", now, 100*time.Millisecond); err == nil {
+		t.Error("Revocations during outage: no error")
+	}
+	if err := s.Ping(ctx); err == nil {
+		t.Error("Ping during outage: no error")
+	}
+
+	r.Restart(aof...)
+	got, err := s.GetSession(ctx, sess.ID)
+	if err != nil {
+		t.Fatalf("GetSession after restart: %v", err)
+	}
+	if !got.RevokedAt.IsZero() || got.Generation != 0 {
+		t.Errorf("session after the outage = %+v, want active at generation 0", got)
+	}
+	if res, err := s.Rotate(ctx, req); err != nil || res.Outcome != store.Rotated {
+		t.Fatalf("Rotate after restart = %v, %v; want rotated", res.Outcome, err)
+	}
+}

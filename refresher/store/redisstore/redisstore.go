@@ -1,0 +1,519 @@
+// Package redisstore is the store.Store for many refresher replicas: Redis
+// standalone, Sentinel or Cluster through go-redis's UniversalClient.
+//
+// Layout (P = key prefix, "tokengate:" by default):
+//
+//	P s:{sid}          hash   session (sub, claims, created, idle, exp, rev, gen, cur)
+//	P t:{sid}:HASH     hash   refresh-token record (sid, gen, iat, exp, rot, child)
+//	P p:{sid}:HASH     string sealed pair the rotation of HASH issued (grace window)
+//	P h:HASH           string token hash → sid (the lookup a refresh starts from)
+//	P u:SUB            set    sids of a subject (for revoke-all)
+//	P feed             stream revocation feed (sid, sub, until)
+//
+// Every key of a session carries the hash tag {sid}, so each atomic step (a
+// Lua script, see scripts.go) touches one Cluster slot. Every key expires:
+// session, token records and index at the session's absolute expiry, the
+// sealed pair after the grace window, subject sets with their longest
+// session, and the feed stream when its newest entry's until passes.
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tokengate/tokengate/refresher/store"
+)
+
+// sealedSlack keeps the sealed pair a little beyond the grace window, so a
+// replica whose clock is slightly behind the rotating one can still replay
+// it; the decision itself uses the request's Now, never Redis's clock.
+const sealedSlack = 2 * time.Second
+
+// maxWaitChunk bounds one blocking XREAD, so a cancelled long-poll frees
+// its connection within about a second.
+const maxWaitChunk = time.Second
+
+// feedPage is the most entries one Revocations call returns; the cursor
+// continues from there.
+const feedPage = 1000
+
+// Store is a store.Store on Redis.
+type Store struct {
+	rdb     redis.UniversalClient
+	prefix  string
+	timeout time.Duration
+	// split: keys outside a session's slot (token index, subject index,
+	// feed) are written by separate commands, as Redis Cluster requires.
+	split bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to Redis at rawURL (redis:// or rediss://; see parseURL for
+// Sentinel and Cluster) and checks that it answers.
+func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
+	p, err := parseURL(rawURL, o)
+	if err != nil {
+		return nil, err
+	}
+	if o.Logger != nil {
+		redis.SetLogger(redisLogger{o.Logger})
+	}
+	s := &Store{
+		rdb:     redis.NewUniversalClient(&p.opts),
+		prefix:  p.prefix,
+		timeout: p.opts.ReadTimeout,
+		split:   p.cluster,
+	}
+	if err := s.Ping(ctx); err != nil {
+		s.rdb.Close()
+		return nil, fmt.Errorf("redis %s: %w", redact(rawURL), err)
+	}
+	return s, nil
+}
+
+// Client returns the underlying go-redis client (benchmarks, sizing).
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+func (s *Store) sessionKey(sid string) string     { return s.prefix + "s:{" + sid + "}" }
+func (s *Store) tokenKey(sid, hash string) string { return s.prefix + "t:{" + sid + "}:" + hash }
+func (s *Store) sealedKey(sid, hash string) string {
+	return s.prefix + "p:{" + sid + "}:" + hash
+}
+func (s *Store) indexKey(hash string) string  { return s.prefix + "h:" + hash }
+func (s *Store) subjectKey(sub string) string { return s.prefix + "u:" + sub }
+func (s *Store) feedKey() string              { return s.prefix + "feed" }
+
+func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+// timeLayout is fixed-width, so the scripts compare times as strings.
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+func encodeTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(timeLayout)
+}
+
+func decodeTime(v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(timeLayout, v)
+}
+
+// millis is a TTL in whole milliseconds, at least one second so a key is
+// never written already expired.
+func millis(d time.Duration) int64 {
+	return max(d.Milliseconds(), 1000)
+}
+
+func (s *Store) CreateSession(ctx context.Context, sess store.Session, first store.Token) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	ttl := millis(sess.ExpiresAt.Sub(sess.CreatedAt))
+	claims := string(sess.Claims)
+	args := []any{sess.ID, sess.Subject, claims, encodeTime(sess.CreatedAt), int64(sess.IdleTTL),
+		encodeTime(sess.ExpiresAt), first.Hash, encodeTime(first.IssuedAt), encodeTime(first.ExpiresAt), ttl}
+	keys := []string{s.sessionKey(sess.ID), s.tokenKey(sess.ID, first.Hash)}
+	if !s.split {
+		keys = append(keys, s.indexKey(first.Hash), s.subjectKey(sess.Subject))
+		n, err := createScript.Run(ctx, s.rdb, keys, args...).Int()
+		if err != nil {
+			return fmt.Errorf("redisstore: create session: %w", err)
+		}
+		if n == 0 {
+			return store.ErrExists
+		}
+		return nil
+	}
+
+	// Cluster: claim the token hash first (refusing a taken one), then
+	// index the subject (a dangling entry is harmless, a missing one would
+	// let a session escape revoke-all), then create the session.
+	idx := s.indexKey(first.Hash)
+	claimed, err := s.rdb.SetNX(ctx, idx, sess.ID, time.Duration(ttl)*time.Millisecond).Result()
+	if err != nil {
+		return fmt.Errorf("redisstore: create session: %w", err)
+	}
+	if !claimed {
+		owner, err := s.rdb.Get(ctx, idx).Result()
+		if err != nil || owner != sess.ID {
+			return store.ErrExists
+		}
+	}
+	if err := indexScript.Run(ctx, s.rdb, []string{s.subjectKey(sess.Subject)}, sess.ID, ttl).Err(); err != nil {
+		return fmt.Errorf("redisstore: index subject: %w", err)
+	}
+	n, err := createScript.Run(ctx, s.rdb, keys, args...).Int()
+	if err != nil {
+		return fmt.Errorf("redisstore: create session: %w", err)
+	}
+	if n == 0 {
+		if claimed {
+			s.rdb.Del(ctx, idx)
+		}
+		return store.ErrExists
+	}
+	return nil
+}
+
+func (s *Store) GetSession(ctx context.Context, sid string) (store.Session, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	m, err := s.rdb.HGetAll(ctx, s.sessionKey(sid)).Result()
+	if err != nil {
+		return store.Session{}, fmt.Errorf("redisstore: get session: %w", err)
+	}
+	if len(m) == 0 {
+		return store.Session{}, store.ErrNotFound
+	}
+	return decodeSession(sid, m)
+}
+
+func (s *Store) GetToken(ctx context.Context, hash string) (store.Token, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	sid, err := s.rdb.Get(ctx, s.indexKey(hash)).Result()
+	if errors.Is(err, redis.Nil) {
+		return store.Token{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Token{}, fmt.Errorf("redisstore: get token: %w", err)
+	}
+	m, err := s.rdb.HGetAll(ctx, s.tokenKey(sid, hash)).Result()
+	if err != nil {
+		return store.Token{}, fmt.Errorf("redisstore: get token: %w", err)
+	}
+	if len(m) == 0 {
+		return store.Token{}, store.ErrNotFound
+	}
+	return decodeToken(hash, m)
+}
+
+func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.RotateResult, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	sid, err := s.rdb.Get(ctx, s.indexKey(req.ParentHash)).Result()
+	if errors.Is(err, redis.Nil) {
+		return store.RotateResult{Outcome: store.Unknown}, nil
+	}
+	if err != nil {
+		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
+	}
+	keys := []string{s.sessionKey(sid), s.tokenKey(sid, req.ParentHash),
+		s.tokenKey(sid, req.Child.Hash), s.sealedKey(sid, req.ParentHash)}
+	if !s.split {
+		keys = append(keys, s.feedKey(), s.indexKey(req.Child.Hash))
+	}
+	feedTTL := millis(req.RevokeUntil.Sub(req.Now))
+	reply, err := rotateScript.Run(ctx, s.rdb, keys,
+		encodeTime(req.Now), encodeTime(req.Now.Add(-req.Grace)), req.Child.Hash,
+		encodeTime(req.Child.IssuedAt), encodeTime(req.Child.ExpiresAt), req.Sealed,
+		millis(req.Grace+sealedSlack), encodeTime(req.RevokeUntil), feedTTL,
+	).Slice()
+	if err != nil {
+		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
+	}
+	res, pttl, err := decodeRotate(sid, req.ParentHash, reply)
+	if err != nil {
+		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
+	}
+	if !s.split {
+		return res, nil
+	}
+	// Cluster: the steps outside the session's slot, after the decision.
+	// If one fails the caller answers 503 and the client retries; the
+	// retry is a replay (which re-indexes the child) or finds the session
+	// revoked, so nothing is lost.
+	switch res.Outcome {
+	case store.Rotated, store.Replayed:
+		if pttl > 0 {
+			if err := s.rdb.Set(ctx, s.indexKey(res.Parent.ChildHash), sid, time.Duration(pttl)*time.Millisecond).Err(); err != nil {
+				return store.RotateResult{}, fmt.Errorf("redisstore: index child token: %w", err)
+			}
+		}
+	case store.ReuseDetected:
+		if err := s.appendFeed(ctx, sid, res.Session.Subject, req.Now, req.RevokeUntil); err != nil {
+			return store.RotateResult{}, err
+		}
+	}
+	return res, nil
+}
+
+func (s *Store) appendFeed(ctx context.Context, sid, sub string, now, until time.Time) error {
+	err := appendScript.Run(ctx, s.rdb, []string{s.feedKey()},
+		sid, sub, encodeTime(until), millis(until.Sub(now)), encodeTime(now)).Err()
+	if err != nil {
+		return fmt.Errorf("redisstore: append revocation feed: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) PatchClaims(ctx context.Context, sid string, claims json.RawMessage, now time.Time) (store.Session, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	reply, err := patchScript.Run(ctx, s.rdb, []string{s.sessionKey(sid)}, string(claims), encodeTime(now)).Slice()
+	if errors.Is(err, redis.Nil) {
+		return store.Session{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Session{}, fmt.Errorf("redisstore: patch claims: %w", err)
+	}
+	m, err := flatMap(reply)
+	if err != nil {
+		return store.Session{}, fmt.Errorf("redisstore: patch claims: %w", err)
+	}
+	return decodeSession(sid, m)
+}
+
+func (s *Store) RevokeSession(ctx context.Context, sid string, now, until time.Time) (bool, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	code, err := s.revoke(ctx, sid, now, until, false)
+	if err != nil {
+		return false, err
+	}
+	if code < 0 {
+		return false, store.ErrNotFound
+	}
+	return code == 1, nil
+}
+
+// revoke runs revokeScript and, on Cluster, appends to the feed after it.
+// It returns the script's code (-1 unknown, 0 unchanged, 1 revoked).
+func (s *Store) revoke(ctx context.Context, sid string, now, until time.Time, onlyActive bool) (int64, error) {
+	keys := []string{s.sessionKey(sid)}
+	if !s.split {
+		keys = append(keys, s.feedKey())
+	}
+	active := "0"
+	if onlyActive {
+		active = "1"
+	}
+	reply, err := revokeScript.Run(ctx, s.rdb, keys, encodeTime(now), encodeTime(until),
+		millis(until.Sub(now)), active, sid).Slice()
+	if err != nil {
+		return 0, fmt.Errorf("redisstore: revoke session: %w", err)
+	}
+	if len(reply) != 2 {
+		return 0, fmt.Errorf("redisstore: revoke session: unexpected reply %v", reply)
+	}
+	code, _ := reply[0].(int64)
+	sub, _ := reply[1].(string)
+	if code == 1 && s.split {
+		if err := s.appendFeed(ctx, sid, sub, now, until); err != nil {
+			return 0, err
+		}
+	}
+	return code, nil
+}
+
+func (s *Store) RevokeSubject(ctx context.Context, sub string, now, until time.Time) ([]string, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	key := s.subjectKey(sub)
+	sids, err := s.rdb.SMembers(ctx, key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: revoke subject: %w", err)
+	}
+	var revoked []string
+	for _, sid := range sids {
+		code, err := s.revoke(ctx, sid, now, until, true)
+		if err != nil {
+			return revoked, err
+		}
+		switch code {
+		case 1:
+			revoked = append(revoked, sid)
+		case -1:
+			// The session expired away (or its creation failed after
+			// indexing): prune the index.
+			s.rdb.SRem(ctx, key, sid)
+		}
+	}
+	return revoked, nil
+}
+
+// streamID matches a Redis stream ID, the feed's cursor.
+var streamID = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
+
+func (s *Store) Revocations(ctx context.Context, cursor string, now time.Time, wait time.Duration) ([]store.Revocation, string, error) {
+	if !streamID.MatchString(cursor) {
+		cursor = "" // another backend's cursor, or none: everything retained
+	}
+	start := "-"
+	if cursor != "" {
+		start = "(" + cursor
+	}
+	octx, cancel := s.op(ctx)
+	msgs, err := s.rdb.XRangeN(octx, s.feedKey(), start, "+", feedPage).Result()
+	cancel()
+	if err != nil {
+		return nil, cursor, fmt.Errorf("redisstore: read revocation feed: %w", err)
+	}
+	if len(msgs) > 0 || wait <= 0 {
+		return s.entries(msgs, cursor, now)
+	}
+	from := cursor
+	if from == "" {
+		from = "0-0"
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		remaining := time.Until(deadline)
+		if remaining <= 0 || ctx.Err() != nil {
+			return nil, cursor, nil
+		}
+		block := max(min(remaining, maxWaitChunk), time.Millisecond)
+		wctx, cancel := context.WithTimeout(ctx, block+s.timeout)
+		streams, err := s.rdb.XRead(wctx, &redis.XReadArgs{
+			Streams: []string{s.feedKey(), from}, Count: feedPage, Block: block,
+		}).Result()
+		cancel()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, cursor, nil
+			}
+			return nil, cursor, fmt.Errorf("redisstore: wait on revocation feed: %w", err)
+		}
+		if len(streams) == 1 && len(streams[0].Messages) > 0 {
+			return s.entries(streams[0].Messages, cursor, now)
+		}
+	}
+}
+
+// entries turns stream messages into feed entries whose until is after now,
+// and returns the cursor after the last message.
+func (s *Store) entries(msgs []redis.XMessage, cursor string, now time.Time) ([]store.Revocation, string, error) {
+	var out []store.Revocation
+	for _, m := range msgs {
+		cursor = m.ID
+		sid, _ := m.Values["sid"].(string)
+		sub, _ := m.Values["sub"].(string)
+		u, _ := m.Values["until"].(string)
+		until, err := decodeTime(u)
+		if err != nil {
+			return nil, cursor, fmt.Errorf("redisstore: feed entry %s: until %q: %w", m.ID, u, err)
+		}
+		if until.After(now) {
+			out = append(out, store.Revocation{SessionID: sid, Subject: sub, Until: until})
+		}
+	}
+	return out, cursor, nil
+}
+
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	return s.rdb.Ping(ctx).Err()
+}
+
+func (s *Store) Close() error { return s.rdb.Close() }
+
+func flatMap(v []any) (map[string]string, error) {
+	if len(v)%2 != 0 {
+		return nil, fmt.Errorf("odd field list of %d", len(v))
+	}
+	m := make(map[string]string, len(v)/2)
+	for i := 0; i < len(v); i += 2 {
+		k, ok1 := v[i].(string)
+		val, ok2 := v[i+1].(string)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("non-string field %v", v[i])
+		}
+		m[k] = val
+	}
+	return m, nil
+}
+
+// decodeRotate reads rotateScript's reply.
+func decodeRotate(sid, parent string, reply []any) (store.RotateResult, int64, error) {
+	if len(reply) == 0 {
+		return store.RotateResult{}, 0, errors.New("empty reply")
+	}
+	code, _ := reply[0].(int64)
+	if code == codeUnknown {
+		return store.RotateResult{Outcome: store.Unknown}, 0, nil
+	}
+	if code < codeRotated || code > codeRevoked || len(reply) != 5 {
+		return store.RotateResult{}, 0, fmt.Errorf("unexpected reply %v", reply)
+	}
+	res := store.RotateResult{Outcome: store.Outcome(code)}
+	sf, _ := reply[1].([]any)
+	pf, _ := reply[2].([]any)
+	sm, err := flatMap(sf)
+	if err != nil {
+		return res, 0, err
+	}
+	pm, err := flatMap(pf)
+	if err != nil {
+		return res, 0, err
+	}
+	if res.Session, err = decodeSession(sid, sm); err != nil {
+		return res, 0, err
+	}
+	if res.Parent, err = decodeToken(parent, pm); err != nil {
+		return res, 0, err
+	}
+	if sealed, ok := reply[3].(string); ok && code == codeReplayed {
+		res.Sealed = []byte(sealed)
+	}
+	pttl, _ := reply[4].(int64)
+	return res, pttl, nil
+}
+
+func decodeSession(sid string, m map[string]string) (store.Session, error) {
+	s := store.Session{ID: sid, Subject: m["sub"]}
+	if c := m["claims"]; c != "" {
+		s.Claims = json.RawMessage(c)
+	}
+	var errs []error
+	var err error
+	s.CreatedAt, err = decodeTime(m["created"])
+	errs = append(errs, err)
+	s.ExpiresAt, err = decodeTime(m["exp"])
+	errs = append(errs, err)
+	s.RevokedAt, err = decodeTime(m["rev"])
+	errs = append(errs, err)
+	idle, err := strconv.ParseInt(m["idle"], 10, 64)
+	errs = append(errs, err)
+	s.IdleTTL = time.Duration(idle)
+	s.Generation, err = strconv.ParseUint(m["gen"], 10, 64)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return store.Session{}, fmt.Errorf("session %s: corrupt record: %w", sid, err)
+	}
+	return s, nil
+}
+
+func decodeToken(hash string, m map[string]string) (store.Token, error) {
+	t := store.Token{Hash: hash, SessionID: m["sid"], ChildHash: m["child"]}
+	var errs []error
+	var err error
+	t.Generation, err = strconv.ParseUint(m["gen"], 10, 64)
+	errs = append(errs, err)
+	t.IssuedAt, err = decodeTime(m["iat"])
+	errs = append(errs, err)
+	t.ExpiresAt, err = decodeTime(m["exp"])
+	errs = append(errs, err)
+	t.RotatedAt, err = decodeTime(m["rot"])
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return store.Token{}, fmt.Errorf("token of session %s: corrupt record: %w", t.SessionID, err)
+	}
+	return t, nil
+}

@@ -1,0 +1,150 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts below are the store's atomic steps. Every script touches
+// only keys of one session (hash tag {sid}), so it runs on Redis Cluster.
+// On a single primary (standalone or Sentinel) the scripts also take the
+// keys outside the session's slot (token index, subject index, feed) as
+// optional trailing KEYS, so each operation is one atomic script there;
+// on Cluster those keys are written by separate commands, in an order that
+// never loses a session or a revocation (see the Store methods).
+//
+// Times are fixed-width UTC strings (see encodeTime), so Lua compares them
+// as strings, exactly, without float rounding; "" is the zero time.
+
+// feedLua appends one revocation to the feed stream, keeps the stream alive
+// at least until the entry's until, and drops entries from the head whose
+// until has passed (the feed is ordered by revocation time, and until is
+// revocation time plus the same access-token lifetime, so the head is the
+// oldest).
+const feedLua = `
+local function feed_append(key, sid, sub, untl, ttl, now)
+  redis.call('XADD', key, '*', 'sid', sid, 'sub', sub, 'until', untl)
+  if redis.call('PTTL', key) < tonumber(ttl) then
+    redis.call('PEXPIRE', key, ttl)
+  end
+  local head = redis.call('XRANGE', key, '-', '+', 'COUNT', 100)
+  for _, e in ipairs(head) do
+    local f = e[2]
+    local u = ''
+    for i = 1, #f, 2 do if f[i] == 'until' then u = f[i+1] end end
+    if u > now then break end
+    redis.call('XDEL', key, e[1])
+  end
+end
+`
+
+// createScript: KEYS session, first token, [index of first token, subject
+// set]. ARGV sid, sub, claims, created, idle, exp, token hash, iat, token
+// exp, ttl ms. Returns 1 created, 0 exists. Creating the same session with
+// the same first token again is success, so a retried call is harmless.
+var createScript = redis.NewScript(`
+local s = redis.call('HMGET', KEYS[1], 'cur', 'created')
+if s[1] then
+  if s[1] == ARGV[7] and s[2] == ARGV[4] then return 1 end
+  return 0
+end
+if KEYS[3] then
+  if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[10]) then return 0 end
+  redis.call('SADD', KEYS[4], ARGV[1])
+  if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[10]) then redis.call('PEXPIRE', KEYS[4], ARGV[10]) end
+end
+redis.call('HSET', KEYS[1], 'sub', ARGV[2], 'claims', ARGV[3], 'created', ARGV[4], 'idle', ARGV[5],
+  'exp', ARGV[6], 'rev', '', 'gen', '0', 'cur', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[10])
+redis.call('HSET', KEYS[2], 'sid', ARGV[1], 'gen', '0', 'iat', ARGV[8], 'exp', ARGV[9], 'rot', '', 'child', '')
+redis.call('PEXPIRE', KEYS[2], ARGV[10])
+return 1
+`)
+
+// Outcome codes returned by rotateScript (store.Outcome values).
+const (
+	codeRotated  = 1
+	codeReplayed = 2
+	codeReuse    = 3
+	codeUnknown  = 4
+	codeExpired  = 5
+	codeRevoked  = 6
+)
+
+// rotateScript is the whole Rotate decision table (store.Store.Rotate) in
+// one step. KEYS session, parent token, child token, parent's sealed pair,
+// [feed, child's index]. ARGV now, grace cutoff (now-grace), child hash,
+// child iat, child exp, sealed, sealed ttl ms, revoke until, feed ttl ms.
+// Returns {code, session fields, parent fields, sealed or false, session
+// pttl ms}.
+var rotateScript = redis.NewScript(feedLua + `
+local now = ARGV[1]
+local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'cur', 'sub')
+local p = redis.call('HMGET', KEYS[2], 'rot', 'child', 'exp', 'gen', 'sid')
+if not s[2] or not p[3] then return {4} end
+local code
+local sealed = false
+if s[1] ~= '' then
+  code = 6
+elseif now >= s[2] then
+  code = 5
+elseif p[1] ~= '' then
+  if ARGV[2] < p[1] and p[2] == s[3] then
+    code = 2
+    sealed = redis.call('GET', KEYS[4])
+  else
+    code = 3
+    redis.call('HSET', KEYS[1], 'rev', now)
+    if KEYS[5] then feed_append(KEYS[5], p[5], s[4], ARGV[8], ARGV[9], now) end
+  end
+elseif now >= p[3] then
+  code = 5
+else
+  code = 1
+  local ttl = redis.call('PTTL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'rot', now, 'child', ARGV[3])
+  redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7])
+  redis.call('HSET', KEYS[3], 'sid', p[5], 'gen', tostring(tonumber(p[4]) + 1), 'iat', ARGV[4],
+    'exp', ARGV[5], 'rot', '', 'child', '')
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('HINCRBY', KEYS[1], 'gen', 1)
+  redis.call('HSET', KEYS[1], 'cur', ARGV[3])
+  if KEYS[6] then redis.call('SET', KEYS[6], p[5], 'PX', ttl) end
+end
+return {code, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), sealed, redis.call('PTTL', KEYS[1])}
+`)
+
+// revokeScript: KEYS session, [feed]. ARGV now, until, feed ttl ms,
+// only-if-active ("1"/"0"), sid. Returns {code, subject}: -1 no such session,
+// 0 already revoked (or, with only-if-active, expired), 1 revoked now.
+var revokeScript = redis.NewScript(feedLua + `
+local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'sub')
+if not s[2] then return {-1, ''} end
+if s[1] ~= '' then return {0, s[3]} end
+if ARGV[4] == '1' and ARGV[1] >= s[2] then return {0, s[3]} end
+redis.call('HSET', KEYS[1], 'rev', ARGV[1])
+if KEYS[2] then feed_append(KEYS[2], ARGV[5], s[3], ARGV[2], ARGV[3], ARGV[1]) end
+return {1, s[3]}
+`)
+
+// appendScript: the feed append on its own (Cluster, where the feed lives
+// in another slot than the session). KEYS feed. ARGV sid, sub, until, ttl
+// ms, now.
+var appendScript = redis.NewScript(feedLua + `
+feed_append(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+return 1
+`)
+
+// patchScript: KEYS session. ARGV claims, now. Returns the session's fields,
+// or false if it does not exist or is not active at now.
+var patchScript = redis.NewScript(`
+local s = redis.call('HMGET', KEYS[1], 'rev', 'exp')
+if not s[2] or s[1] ~= '' or ARGV[2] >= s[2] then return false end
+redis.call('HSET', KEYS[1], 'claims', ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+`)
+
+// indexScript: the subject index on its own (Cluster). KEYS subject set.
+// ARGV sid, ttl ms. The set lives as long as its longest session.
+var indexScript = redis.NewScript(`
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+`)
