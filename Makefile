@@ -16,3 +16,12 @@ build:
 
 run:
 	$(GO) run ./cmd/tokengate dev
+
+# Load harness (issue 2): tokengate extauthz vs a no-op Authorization server,
+# same generator, interleaved rounds; see test/load/README.md. Not part of test.
+.PHONY: bench-load bench-load-smoke
+bench-load:
+	test/load/run.sh
+
+bench-load-smoke:
+	test/load/run.sh --smoke

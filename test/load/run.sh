@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Load harness for `tokengate extauthz`: in one run, drive tokengate and a
+# no-op Authorization server (always OK, test/load/noopauthz) with the same
+# load generator and settings, interleaved over several rounds, and print
+# requests/s, p50/p99, server CPU per request, the medians and the ratio
+# tokengate/noop as Markdown. See test/load/README.md.
+#
+#   test/load/run.sh            # full run (about 2-4 minutes on 2 cores)
+#   test/load/run.sh --smoke    # one tiny round: checks the harness works
+#
+# Tunables (environment): ROUNDS (5), REQUESTS per gRPC round (20000),
+# CONCURRENCY (32), CONNECTIONS (2), WARMUP requests (2000), HTTP (1: also
+# forward-auth with wrk), HTTP_DURATION per wrk round (10s), PIN (auto|0|1:
+# servers on one CPU, load generator on another), PROFILE (0|1: CPU profile
+# of tokengate during one extra round), OUT (result directory, default a new
+# temporary one), GHZ (path of ghz), AA (1: calibration, the second server
+# is another noopauthz instead of tokengate, so the ratio shows the noise).
+set -euo pipefail
+
+readonly GHZ_VERSION=v0.120.0
+
+smoke=0
+for arg in "$@"; do
+	case "$arg" in
+	--smoke) smoke=1 ;;
+	-h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "run.sh: unknown argument $arg (want --smoke or --help)" >&2; exit 2 ;;
+	esac
+done
+
+ROUNDS=${ROUNDS:-5}
+REQUESTS=${REQUESTS:-20000}
+CONCURRENCY=${CONCURRENCY:-32}
+CONNECTIONS=${CONNECTIONS:-2}
+WARMUP=${WARMUP:-2000}
+HTTP=${HTTP:-1}
+HTTP_DURATION=${HTTP_DURATION:-10s}
+PIN=${PIN:-auto}
+PROFILE=${PROFILE:-0}
+AA=${AA:-0}
+if [[ $smoke == 1 ]]; then
+	ROUNDS=1 REQUESTS=300 WARMUP=50 HTTP_DURATION=1s PROFILE=0
+fi
+# Bounds, so a hung server cannot hang the harness.
+readonly ROUND_TIMEOUT=300 START_TIMEOUT=30
+
+cd "$(dirname "$0")/../.."
+root=$PWD
+OUT=${OUT:-$(mktemp -d /tmp/tokengate-load.XXXXXX)}
+mkdir -p "$OUT/bin"
+log() { printf '%s\n' "$*" >&2; }
+
+# --- tools -----------------------------------------------------------------
+GHZ=${GHZ:-$(command -v ghz || echo "$(go env GOPATH)/bin/ghz")}
+if ! go version -m "$GHZ" 2>/dev/null | grep -q "mod[[:space:]]*github.com/bojand/ghz[[:space:]]*$GHZ_VERSION"; then
+	log "installing ghz $GHZ_VERSION (go install; not part of go.mod)"
+	(cd /tmp && GOFLAGS= go install "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION")
+	GHZ="$(go env GOPATH)/bin/ghz"
+fi
+if [[ $HTTP == 1 ]] && ! command -v wrk >/dev/null; then
+	log "wrk not found (apt-get install -y wrk); skipping the HTTP forward-auth part"
+	HTTP=0
+fi
+
+# Pinning: on two or more CPUs the servers share one CPU and the load
+# generator gets another, the same for both servers, so the generator's own
+# work does not take CPU from the server it measures. Go sizes GOMAXPROCS from
+# the affinity mask, so each side runs with GOMAXPROCS=1.
+ncpu=$(nproc)
+if [[ $PIN == auto ]]; then
+	if command -v taskset >/dev/null && ((ncpu >= 2)); then PIN=1; else PIN=0; fi
+fi
+if [[ $PIN == 1 ]]; then
+	server_cpu=$((ncpu - 1)) gen_cpu=0
+	on_server() { taskset -c "$server_cpu" "$@"; }
+	on_gen() { taskset -c "$gen_cpu" "$@"; }
+	pinning="servers on CPU $server_cpu, load generator on CPU $gen_cpu (GOMAXPROCS=1 each)"
+else
+	on_server() { "$@"; }
+	on_gen() { "$@"; }
+	pinning="not pinned: servers and load generator share all $ncpu CPUs"
+fi
+
+# --- build and prepare -----------------------------------------------------
+log "building tokengate, noopauthz and the harness into $OUT/bin"
+go build -o "$OUT/bin/tokengate" ./cmd/tokengate
+go build -o "$OUT/bin/noopauthz" ./test/load/noopauthz
+go build -o "$OUT/bin/harness" ./test/load/harness
+harness=$OUT/bin/harness
+
+issuer=https://issuer.load.test audience=load-api
+"$harness" prep --dir "$OUT" --issuer "$issuer" --audience "$audience" --ttl 2h >&2
+mapfile -t ports < <("$harness" ports -n 4)
+noop_grpc=127.0.0.1:${ports[0]} noop_http=127.0.0.1:${ports[1]}
+ours_grpc=127.0.0.1:${ports[2]} ours_http=127.0.0.1:${ports[3]}
+
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+on_server "$OUT/bin/noopauthz" --grpc-listen "$noop_grpc" --http-listen "$noop_http" >"$OUT/noopauthz.log" 2>&1 &
+noop_pid=$!
+pids+=("$noop_pid")
+if [[ $AA == 1 ]]; then
+	on_server "$OUT/bin/noopauthz" --grpc-listen "$ours_grpc" --http-listen "$ours_http" >"$OUT/tokengate.log" 2>&1 &
+else
+	on_server "$OUT/bin/tokengate" extauthz --grpc-listen "$ours_grpc" --http-listen "$ours_http" \
+		--jwks-file "$OUT/jwks.json" --issuer "$issuer" --audience "$audience" --log-level warn \
+		>"$OUT/tokengate.log" 2>&1 &
+fi
+ours_pid=$!
+pids+=("$ours_pid")
+
+ours_ready() {
+	if [[ $AA == 1 ]]; then
+		"$harness" preflight --addr "$ours_grpc" --data "$OUT/check.json" >/dev/null 2>&1
+	else
+		curl -fsS -o /dev/null "http://$ours_http/readyz" 2>/dev/null
+	fi
+}
+# Start-up polling only; every measurement below waits on the generator.
+deadline=$((SECONDS + START_TIMEOUT))
+until ours_ready && "$harness" preflight --addr "$noop_grpc" --data "$OUT/check.json" >/dev/null 2>&1; do
+	for pid in "$noop_pid" "$ours_pid"; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			log "a server exited during start-up:"; tail -n 20 "$OUT/noopauthz.log" "$OUT/tokengate.log" >&2; exit 1
+		fi
+	done
+	if ((SECONDS > deadline)); then
+		log "servers not ready within ${START_TIMEOUT}s:"; tail -n 20 "$OUT/noopauthz.log" "$OUT/tokengate.log" >&2; exit 1
+	fi
+	sleep 0.2
+done
+
+# Both must allow the exact request the generator sends; tokengate must also
+# inject the token's identity, so what is measured is a verified allow.
+identity=--identity
+if [[ $AA == 1 ]]; then identity=; fi
+"$harness" preflight --addr "$noop_grpc" --data "$OUT/check.json" >&2
+"$harness" preflight --addr "$ours_grpc" --data "$OUT/check.json" $identity >&2
+token=$(<"$OUT/token")
+authz_path=/authz/api/orders/42
+if [[ $HTTP == 1 && $AA != 1 ]]; then
+	code=$(curl -sS -o /dev/null -D "$OUT/http-preflight.headers" -w '%{http_code}' \
+		-H "Authorization: Bearer $token" "http://$ours_http$authz_path")
+	if [[ $code != 200 ]] || ! grep -qi '^x-user-id: user-4711' "$OUT/http-preflight.headers"; then
+		log "HTTP forward-auth preflight: status $code, want 200 with x-user-id"; exit 1
+	fi
+fi
+
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+pid_of() { if [[ $1 == noop ]]; then echo "$noop_pid"; else echo "$ours_pid"; fi; }
+grpc_addr() { if [[ $1 == noop ]]; then echo "$noop_grpc"; else echo "$ours_grpc"; fi; }
+http_url() { if [[ $1 == noop ]]; then echo "http://$noop_http$authz_path"; else echo "http://$ours_http$authz_path"; fi; }
+
+ghz_run() { # target requests output
+	on_gen timeout "$ROUND_TIMEOUT" "$GHZ" --insecure --protoset "$OUT/authz.protoset" \
+		--call envoy.service.auth.v3.Authorization.Check --data-file "$OUT/check.json" \
+		-n "$2" -c "$CONCURRENCY" --connections "$CONNECTIONS" -O json -o "$3" "$(grpc_addr "$1")"
+}
+wrk_run() { # target duration output
+	on_gen timeout "$ROUND_TIMEOUT" wrk -t1 -c"$CONCURRENCY" -d"$2" --latency \
+		-s "$root/test/load/wrk_report.lua" -H "Authorization: Bearer $token" "$(http_url "$1")" >"$3.txt"
+	grep '^{' "$3.txt" | tail -n 1 >"$3"
+}
+
+# measure KIND ROUND TARGET: one run, with the server's CPU before and after.
+measure() {
+	local kind=$1 round=$2 target=$3 base before
+	base="$OUT/$kind-r$round-$target"
+	before=$(cpu_ticks "$(pid_of "$target")")
+	if [[ $kind == grpc ]]; then
+		ghz_run "$target" "$REQUESTS" "$base.json"
+	else
+		wrk_run "$target" "$HTTP_DURATION" "$base.json"
+	fi
+	echo "$before $(cpu_ticks "$(pid_of "$target")")" >"$base.cpu"
+	log "  $kind round $round $target done"
+}
+
+log "warm-up: $WARMUP requests to each server (not reported)"
+for target in noop tokengate; do ghz_run "$target" "$WARMUP" /dev/null; done
+if [[ $HTTP == 1 ]]; then
+	for target in noop tokengate; do wrk_run "$target" 1s "$OUT/http-warmup-$target.json"; done
+fi
+
+# Rounds alternate the order (noop first, then tokengate first) so drift in
+# the machine's load hits both sides alike.
+for ((r = 1; r <= ROUNDS; r++)); do
+	if ((r % 2)); then order=(noop tokengate); else order=(tokengate noop); fi
+	for target in "${order[@]}"; do measure grpc "$r" "$target"; done
+	if [[ $HTTP == 1 ]]; then
+		for target in "${order[@]}"; do measure http "$r" "$target"; done
+	fi
+done
+
+if [[ $PROFILE == 1 ]]; then
+	log "profiling tokengate during one more gRPC round"
+	seconds=10
+	if curl -fsS -o /dev/null "http://$ours_http/debug/pprof/" 2>/dev/null; then
+		curl -fsS -o "$OUT/tokengate.cpu.pprof" "http://$ours_http/debug/pprof/profile?seconds=$seconds" &
+		prof=$!
+		ghz_run tokengate $((REQUESTS * 3)) /dev/null || true
+		wait "$prof"
+		go tool pprof -top -nodecount=40 "$OUT/bin/tokengate" "$OUT/tokengate.cpu.pprof" >"$OUT/profile.txt" 2>&1
+	elif command -v perf >/dev/null; then
+		perf record -F 499 -g -o "$OUT/perf.data" -p "$ours_pid" -- sleep "$seconds" >/dev/null 2>&1 &
+		prof=$!
+		ghz_run tokengate $((REQUESTS * 3)) /dev/null || true
+		wait "$prof" || true
+		perf report -i "$OUT/perf.data" --no-children --stdio --percent-limit 0.5 >"$OUT/profile.txt" 2>/dev/null
+	else
+		log "no /debug/pprof on tokengate and no perf: no profile"
+	fi
+	if [[ -f $OUT/profile.txt ]]; then log "profile: $OUT/profile.txt"; fi
+fi
+
+# What tokengate itself counted: every Check of the run must be an allow.
+[[ $AA == 1 ]] || curl -fsS "http://$ours_http/metrics" | grep -E '^tokengate_extauthz_(checks_total|cache)' >"$OUT/metrics.txt" || true
+
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)
+{
+	echo "Run $(date -u +%Y-%m-%dT%H:%MZ), $ncpu × $cpu_model, $(go version | awk '{print $3}'), ghz $GHZ_VERSION, $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}');"
+	echo "$pinning; gRPC: $ROUNDS rounds × $REQUESTS requests, concurrency $CONCURRENCY over $CONNECTIONS connections, after $WARMUP warm-up requests;"
+	if [[ $HTTP == 1 ]]; then echo "HTTP: $ROUNDS rounds × $HTTP_DURATION, wrk -t1 -c$CONCURRENCY."; fi
+	if [[ $AA == 1 ]]; then echo "A/A calibration: the server labelled tokengate is a second noopauthz."; fi
+	echo
+	"$harness" report --dir "$OUT" --clk-tck "$(getconf CLK_TCK)"
+	if [[ -s $OUT/metrics.txt ]]; then
+		echo "tokengate's own counters after the run:"
+		echo
+		echo '```'
+		cat "$OUT/metrics.txt"
+		echo '```'
+	fi
+} | tee "$OUT/report.md"
+log "results: $OUT"
