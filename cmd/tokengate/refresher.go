@@ -196,6 +196,7 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
+	f.storeOpts.Logger = log
 	st, err := openStore(ctx, f.store, f.storeOpts)
 	if err != nil {
 		return nil, err

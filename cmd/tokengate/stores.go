@@ -11,6 +11,7 @@ import (
 	"github.com/tokengate/tokengate/refresher/store"
 	"github.com/tokengate/tokengate/refresher/store/boltstore"
 	"github.com/tokengate/tokengate/refresher/store/memstore"
+	"github.com/tokengate/tokengate/refresher/store/redisstore"
 )
 
 // storeOptions carries the backend settings that are not in the URI.
@@ -37,8 +38,17 @@ func openStore(ctx context.Context, uri string, o storeOptions) (store.Store, er
 			return nil, fmt.Errorf("store: bolt:// needs a file path, e.g. bolt://tokengate.db or bolt:///var/lib/tokengate/tokengate.db")
 		}
 		return boltstore.Open(rest)
+	case "redis", "rediss":
+		s, err := redisstore.Open(ctx, uri, redisstore.Options{
+			SentinelMaster: o.RedisSentinelMaster,
+			Timeout:        o.RedisTimeout,
+			Logger:         o.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return s, nil
 	}
-	_ = ctx
 	return nil, fmt.Errorf("store: unsupported scheme %q (use memory://, bolt://PATH or redis://HOST:PORT)", scheme)
 }
 

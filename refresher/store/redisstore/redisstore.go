@@ -57,7 +57,7 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open connects to Redis at rawURL (redis:// or rediss://; see parseURL for
-// Sentinel and Cluster) and checks that it answers.
+// Sentinel and Cluster). Only a bad URL or bad options are errors.
 func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 	p, err := parseURL(rawURL, o)
 	if err != nil {
@@ -72,9 +72,12 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 		timeout: p.opts.ReadTimeout,
 		split:   p.cluster,
 	}
-	if err := s.Ping(ctx); err != nil {
-		s.rdb.Close()
-		return nil, fmt.Errorf("redis %s: %w", redact(rawURL), err)
+	// An unreachable Redis is not a start-up error: the refresher starts
+	// not-ready and serves as soon as Redis answers, so a Redis restart
+	// never turns into a crash loop of every replica.
+	if err := s.Ping(ctx); err != nil && o.Logger != nil {
+		o.Logger.WarnContext(ctx, "redis store unreachable at start; not ready until it answers",
+			"redis", redact(rawURL), "error", err)
 	}
 	return s, nil
 }
