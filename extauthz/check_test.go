@@ -153,8 +153,8 @@ func TestCheckVerification(t *testing.T) {
 				c.Providers[0].JWKS = []byte(strings.ReplaceAll(string(c.Providers[0].JWKS), `"alg":"RS256",`, ""))
 			},
 			req: func(t *testing.T, k *kit) *authv3.CheckRequest {
-			return bearerReq(k.rs.tokenWithHeader(t, map[string]any{"alg": "PS256", "kid": k.rs.kid}, k.claims(nil)))
-		}},
+				return bearerReq(k.rs.tokenWithHeader(t, map[string]any{"alg": "PS256", "kid": k.rs.kid}, k.claims(nil)))
+			}},
 		{name: "aud array containing ours", want: "allow", req: func(t *testing.T, k *kit) *authv3.CheckRequest {
 			return bearerReq(k.es.token(t, k.claims(func(c map[string]any) { c["aud"] = []string{"other", testAudience} })))
 		}},

@@ -347,7 +347,8 @@ func startURLSource(ctx context.Context, src *keySource, p Provider, client *htt
 	if err != nil {
 		return nil, fmt.Errorf("jwks_url: %w", err)
 	}
-	ctrl, err := httprc.NewClient(httprc.WithWorkers(1), httprc.WithErrorSink(errorSink{src})).Start(ctx)
+	failed := make(chan struct{}, 1)
+	ctrl, err := httprc.NewClient(httprc.WithWorkers(1), httprc.WithErrorSink(errorSink{src: src, failed: failed})).Start(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("start JWKS refresher: %w", err)
 	}
@@ -362,30 +363,40 @@ func startURLSource(ctx context.Context, src *keySource, p Provider, client *htt
 		defer cancel()
 		return ctrl.Refresh(ctx, p.JWKSURL)
 	}
-	go u.initialRetry(ctx, src, firstBackoff)
+	go u.initialRetry(ctx, src, failed, firstBackoff)
 	return u, nil
 }
 
-// initialRetry keeps fetching until the first success: httprc alone would
-// wait refresh_min_interval after a failed first fetch, far too long for a
-// pod that cannot serve without keys.
-func (u *urlSource) initialRetry(ctx context.Context, src *keySource, backoff time.Duration) {
+// initialRetry waits for httprc's first fetch and, if it fails, keeps
+// fetching with backoff until one succeeds: httprc alone would wait
+// refresh_min_interval after a failed first fetch, far too long for a pod
+// that cannot serve without keys. It never fetches while httprc's own
+// first attempt is in flight, so a healthy start costs one request.
+func (u *urlSource) initialRetry(ctx context.Context, src *keySource, failed <-chan struct{}, backoff time.Duration) {
 	const maxBackoff = 30 * time.Second
-	for !src.loaded() {
+	select {
+	case <-ctx.Done():
+		return
+	case <-src.ready:
+		return
+	case <-failed:
+	}
+	for {
 		// Jitter spreads the retries of many replicas restarting together.
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-ctx.Done():
 			return
+		case <-src.ready:
+			return
 		case <-time.After(wait):
 		}
-		if src.loaded() {
+		err := src.refetch(ctx)
+		if err == nil || ctx.Err() != nil {
 			return
 		}
-		if err := src.refetch(ctx); err != nil && ctx.Err() == nil {
-			src.log.Warn("jwks fetch failed; retrying", "provider", src.name, "url", u.url, "retry_in", min(2*backoff, maxBackoff).String(), "error", err)
-		}
 		backoff = min(2*backoff, maxBackoff)
+		src.log.Warn("jwks fetch failed; retrying", "provider", src.name, "url", u.url, "retry_in", backoff.String(), "error", err)
 	}
 }
 
@@ -395,8 +406,16 @@ func (u *urlSource) close() {
 	_ = u.ctrl.ShutdownContext(ctx)
 }
 
-type errorSink struct{ src *keySource }
+// errorSink receives the failures of httprc's own (background) fetches.
+type errorSink struct {
+	src    *keySource
+	failed chan struct{} // signalled on every failure, for initialRetry
+}
 
 func (e errorSink) Put(_ context.Context, err error) {
+	select {
+	case e.failed <- struct{}{}:
+	default:
+	}
 	e.src.log.Warn("jwks background refresh failed; keeping last good keys", "provider", e.src.name, "error", err)
 }

@@ -27,23 +27,23 @@ import (
 	"github.com/tokengate/tokengate/internal/keyset"
 )
 
-// fakeClock is the time every test reads; it moves only when told.
-type fakeClock struct {
+// checkClock is the time every test reads; it moves only when told.
+type checkClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+func newCheckClock() *checkClock {
+	return &checkClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 }
 
-func (c *fakeClock) Now() time.Time {
+func (c *checkClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.t
 }
 
-func (c *fakeClock) Advance(d time.Duration) {
+func (c *checkClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
@@ -223,7 +223,7 @@ func baseConfig(t testing.TB, keys ...*testKey) Config {
 
 type harness struct {
 	srv   *Server
-	clock *fakeClock
+	clock *checkClock
 	reg   *prometheus.Registry
 	logs  *syncBuffer
 }
@@ -249,7 +249,7 @@ func (s *syncBuffer) String() string {
 // debug logs captured.
 func newHarness(t testing.TB, cfg Config, mod ...func(*Options)) *harness {
 	t.Helper()
-	h := &harness{clock: newFakeClock(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	h := &harness{clock: newCheckClock(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	opts := Options{
 		Logger:       slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registry:     h.reg,
@@ -343,3 +343,5 @@ func (a answer) reason() string {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+func b64decode(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
