@@ -11,19 +11,21 @@ import (
 // below the 30 s idle timeout common in proxies and load balancers.
 const defaultRevocationsWait = 25 * time.Second
 
-type revocationJSON struct {
+// Revocation is one entry of the revocation feed: every access token of
+// session SessionID is invalid until Until, when the last of them expires.
+type Revocation struct {
 	SessionID string    `json:"sid"`
 	Until     time.Time `json:"until"`
 }
 
 type revocationsJSON struct {
-	Cursor  string           `json:"cursor"`
-	Revoked []revocationJSON `json:"revoked"`
+	Cursor  string       `json:"cursor"`
+	Revoked []Revocation `json:"revoked"`
 }
 
 // Revocations returns the feed entries after cursor that still matter (their
 // until is in the future), waiting up to wait for one when there are none.
-func (i *Issuer) Revocations(ctx context.Context, cursor string, wait time.Duration) ([]revocationJSON, string, error) {
+func (i *Issuer) Revocations(ctx context.Context, cursor string, wait time.Duration) ([]Revocation, string, error) {
 	start := time.Now()
 	revs, next, err := i.store.Revocations(ctx, cursor, i.now(), wait)
 	// Latency of a long poll is mostly waiting, so only failures are recorded.
@@ -31,9 +33,9 @@ func (i *Issuer) Revocations(ctx context.Context, cursor string, wait time.Durat
 		i.metrics.observeStore("revocations", start, err)
 		return nil, "", unavailable("revocations", err)
 	}
-	out := make([]revocationJSON, 0, len(revs))
+	out := make([]Revocation, 0, len(revs))
 	for _, r := range revs {
-		out = append(out, revocationJSON{SessionID: r.SessionID, Until: r.Until.UTC()})
+		out = append(out, Revocation{SessionID: r.SessionID, Until: r.Until.UTC()})
 	}
 	return out, next, nil
 }

@@ -305,3 +305,6 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	s.render(w, r, e.Status, errorJSON{Error: e.Code, Description: e.Description})
 }
+
+// JWKS returns the public key set the server publishes (JSON).
+func (s *Server) JWKS() []byte { return s.keys.jwks() }
