@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
@@ -302,5 +304,33 @@ func runRefresher(ctx context.Context, e env) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", f.listen, err)
 	}
+	if f.signingKey != "" {
+		go reloadKeysOnHUP(ctx, app, f.signingKey, f.signingKeyID)
+	}
 	return app.serve(ctx, ln)
+}
+
+// reloadKeysOnHUP re-reads the key file on SIGHUP, so a signer switch or a
+// newly published key needs no restart. A file that fails to load is
+// logged and the running keys are kept.
+func reloadKeysOnHUP(ctx context.Context, app *refresherApp, path, kid string) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			keys, err := keyset.Load(path, kid)
+			if err == nil {
+				err = app.srv.SetKeys(keys)
+			}
+			if err != nil {
+				app.log.Error("signing_key_reload_failed", "error", err.Error())
+				continue
+			}
+			app.log.Info("signing_keys_reloaded", "kid", keys.SignerKID(), "published", keys.Public.Len())
+		}
+	}
 }

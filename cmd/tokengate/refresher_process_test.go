@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,9 +13,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+
+	"github.com/tokengate/tokengate/internal/keyset"
 	"github.com/tokengate/tokengate/internal/proctest"
 )
 
@@ -201,4 +207,90 @@ func TestRefresherWithExtauthz(t *testing.T) {
 	if !strings.Contains(string(raw), `"sid":"`+first.SessionID+`"`) {
 		t.Errorf("the revocation feed lacks the session: %s", raw)
 	}
+}
+
+// SIGHUP re-reads --signing-key: the documented rotation procedure without
+// restarts. Step 1 publishes the next key, step 2 switches the signer.
+func TestRefresherReloadsKeysOnHUP(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	oldKey, newKey := genKey(t), genKey(t)
+	keyFile := filepath.Join(dir, "keys.json")
+	writeKeySet(t, keyFile, oldKey)
+	admin := "0123456789abcdef0123456789"
+	p, base := startRefresher(t, dir, "--signing-key", keyFile, "--admin-token", admin)
+
+	writeKeySet(t, keyFile, oldKey, newKey) // 1. publish next; the old key (first) still signs
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(get(t, base+"/.well-known/jwks.json"), kidOf(newKey)) })
+	_, s, _ := postJSON(t, "POST", base+"/v1/sessions", admin, "application/json", `{"sub":"alice"}`)
+	if kid := headerKID(t, s.AccessToken); kid != kidOf(oldKey) {
+		t.Fatalf("after publishing: signed by %s, want the old key", kid)
+	}
+
+	writeKeySet(t, keyFile, newKey, oldKey) // 2. switch the signer; the old key stays published
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		_, s, _ = postJSON(t, "POST", base+"/v1/token", "", "application/x-www-form-urlencoded", refreshForm(s.RefreshToken))
+		return headerKID(t, s.AccessToken) == kidOf(newKey)
+	})
+	if !strings.Contains(get(t, base+"/.well-known/jwks.json"), kidOf(oldKey)) {
+		t.Error("the old key was unpublished at the switch")
+	}
+}
+
+// waitFor polls an asynchronous effect (a signal handled by another
+// process) until it shows, failing after 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func genKey(t *testing.T) jwk.Key {
+	t.Helper()
+	k, err := keyset.Generate(jwa.ES256())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func kidOf(k jwk.Key) string { kid, _ := k.KeyID(); return kid }
+
+func writeKeySet(t *testing.T, path string, keys ...jwk.Key) {
+	t.Helper()
+	set := jwk.NewSet()
+	for _, k := range keys {
+		set.AddKey(k)
+	}
+	data, err := json.Marshal(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keyset.WriteFileAtomic(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func headerKID(t *testing.T, token string) string {
+	t.Helper()
+	h, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[0])
+	if err != nil {
+		return ""
+	}
+	var hdr struct {
+		KID string `json:"kid"`
+	}
+	json.Unmarshal(h, &hdr)
+	return hdr.KID
 }
