@@ -342,13 +342,16 @@ func (c Config) Validate() error {
 	for i, p := range c.Providers {
 		path := fmt.Sprintf("providers[%d]", i)
 		p.validate(path, add)
+		dupIssuer := false
 		if p.Issuer != "" {
 			if j, dup := issuers[p.Issuer]; dup {
 				add(path+".issuer", "duplicates providers[%d].issuer", j)
+				dupIssuer = true
 			}
 			issuers[p.Issuer] = i
 		}
-		if j, dup := names[p.Name]; dup && p.Name != "" {
+		// The name defaults to the issuer: a duplicate issuer is reported once.
+		if j, dup := names[p.Name]; dup && p.Name != "" && !dupIssuer {
 			add(path+".name", "duplicates providers[%d].name", j)
 		}
 		names[p.Name] = i

@@ -69,8 +69,9 @@ func (st *state) allowed(in *request, e *entry, src tokenSource) *outcome {
 // denied renders a refusal: status, RFC 6750 WWW-Authenticate, JSON body,
 // no-store, and CORS headers when the Origin is allowed (or the browser
 // could not read the 401 at all).
-func (st *state) denied(in *request, d *denial, _ tokenSource) *outcome {
-	o := &outcome{reason: d.reason, denial: d, status: d.reason.HTTPStatus()}
+// e, when known (revoked, insufficient scope), identifies the token in logs.
+func (st *state) denied(in *request, d *denial, e *entry) *outcome {
+	o := &outcome{reason: d.reason, denial: d, entry: e, status: d.reason.HTTPStatus()}
 	o.deny = []header{
 		{"www-authenticate", st.wwwAuthenticate(d)},
 		{"content-type", "application/json"},

@@ -135,7 +135,7 @@ func (st *state) decide(ctx context.Context, in *request) *outcome {
 	token, src, refused := st.tokens.find(in)
 	if refused == nil && token == "" {
 		if route.action == ActionRequired {
-			return st.denied(in, deny(ReasonMissingToken, "a bearer token is required"), src)
+			return st.denied(in, deny(ReasonMissingToken, "a bearer token is required"), nil)
 		}
 		return st.anonymous(in, ReasonAnonymous, src)
 	}
@@ -161,7 +161,7 @@ func (st *state) decide(ctx context.Context, in *request) *outcome {
 		if route.action == ActionPublic {
 			return st.anonymous(in, ReasonAnonymous, src) // a bad token on a public route is ignored
 		}
-		return st.denied(in, refused, src)
+		return st.denied(in, refused, e)
 	}
 	return st.allowed(in, e, src)
 }
