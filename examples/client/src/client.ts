@@ -20,7 +20,7 @@ export interface VisibilitySource {
 export interface TokenClientOptions {
   /** The refresher's token endpoint as the browser reaches it. Default `/v1/token`. */
   refreshUrl?: string;
-  /** The refresher's revocation endpoint, used by signOut(). Default `/v1/revoke`. */
+  /** The refresher's revocation endpoint, used by signOut(). Default `/v1/revoke`; with the cookie transport `<refreshUrl>/revoke` (`/v1/token/revoke`), where the cookie is sent. */
   revokeUrl?: string;
   /**
    * `body` (default): the refresh token comes in the token response and is sent in the form body.
@@ -105,7 +105,11 @@ export class TokenClient {
   private readonly ready: Promise<void>;
 
   constructor(options: TokenClientOptions = {}) {
-    this.o = { refreshUrl: '/v1/token', revokeUrl: '/v1/revoke', transport: 'body', name: 'tokengate', ...options };
+    const refreshUrl = options.refreshUrl ?? '/v1/token';
+    // The refresh cookie is scoped to the token endpoint's path, so with the
+    // cookie transport sign-out goes to the revocation endpoint below it.
+    const revokeUrl = options.revokeUrl ?? (options.transport === 'cookie' ? `${refreshUrl.replace(/\/+$/, '')}/revoke` : '/v1/revoke');
+    this.o = { transport: 'body', name: 'tokengate', ...options, refreshUrl, revokeUrl };
     this.storage = pickStorage(options.storage, this.o.name);
     const f = options.fetch ?? globalThis.fetch;
     if (!f) throw new Error('@tokengate/client: no fetch available; pass options.fetch');

@@ -68,8 +68,10 @@ function splitOutsideQuotes(s: string): string[] {
  * of a proxy, binary, empty), the `www-authenticate` Bearer challenge.
  *
  * RFC 6750 only defines `invalid_token`, so a challenge of
- * `error="invalid_token"` whose description says the token expired is read as
- * `token_expired`. Anything unrecognised returns undefined: the answer is not
+ * `error="invalid_token"` whose description says the token expired (or was
+ * revoked) is read as `token_expired` (`token_revoked`) — that is how
+ * tokengate's extauthz words it, and all a proxy such as nginx `auth_request`
+ * passes on. Anything unrecognised returns undefined: the answer is not
  * tokengate's, and the client leaves it alone.
  *
  * body may be a parsed object (axios), a string, or anything else (treated as
@@ -86,8 +88,11 @@ export function denialReason(status: number, wwwAuthenticate: string | null | un
     return undefined;
   }
   if (KNOWN.has(challenge.error)) {
-    if (challenge.error === 'invalid_token' && challenge.description && /\bexpired\b/i.test(challenge.description)) {
-      return 'token_expired';
+    // tokengate's extauthz follows RFC 6750 in the challenge (invalid_token for
+    // expired and revoked tokens too) and says which in error_description.
+    if (challenge.error === 'invalid_token' && challenge.description) {
+      if (/\bexpired\b/i.test(challenge.description)) return 'token_expired';
+      if (/\brevoked\b/i.test(challenge.description)) return 'token_revoked';
     }
     return challenge.error as DenialReason;
   }

@@ -11,6 +11,8 @@ describe('denialReason', () => {
     { name: 'empty body falls back to header', status: 401, body: '', www: 'Bearer error="missing_token"', want: 'missing_token' },
     { name: 'binary body falls back to header', status: 401, body: new ArrayBuffer(4), www: 'Bearer error="token_revoked"', want: 'token_revoked' },
     { name: 'RFC 6750 invalid_token that says expired', status: 401, www: 'Bearer error="invalid_token", error_description="The access token expired"', want: 'token_expired' },
+    { name: 'extauthz challenge for an expired token', status: 401, body: '<html>401</html>', www: 'Bearer realm="tokengate", error="invalid_token", error_description="the token has expired"', want: 'token_expired' },
+    { name: 'extauthz challenge for a revoked session', status: 401, www: 'Bearer realm="tokengate", error="invalid_token", error_description="the session has been revoked"', want: 'token_revoked' },
     { name: 'RFC 6750 invalid_token otherwise', status: 401, www: 'Bearer error="invalid_token", error_description="bad signature"', want: 'invalid_token' },
     { name: 'bare Bearer challenge means no credentials', status: 401, www: 'Bearer realm="api"', want: 'missing_token' },
     { name: 'other scheme first', status: 401, www: 'Basic realm="x", Bearer error="token_expired"', want: 'token_expired' },

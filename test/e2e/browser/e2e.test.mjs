@@ -1,0 +1,307 @@
+// The browser end-to-end proof of @tokengate/client (issue 5): real
+// tokengate refresher + extauthz, real nginx configured by
+// examples/nginx/tokengate.conf, real headless Chromium driving the demo
+// page. Run with `make test-e2e` (builds the client first).
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { repoRoot, startStack, waitFor } from './stack.mjs';
+
+const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const outDir = join(repoRoot, 'test-output');
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** openDemo opens the demo page with the given client options and waits for its handle. */
+async function openDemo(context, stack, params = {}) {
+  const page = await context.newPage();
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(e));
+  await page.goto(`${stack.base}/index.html?${new URLSearchParams(params)}`);
+  await page.waitForFunction(() => window.tg?.ready === true);
+  return page;
+}
+
+/** waitPastExpiry waits (on the page's own estimate) until the access token has expired. */
+async function waitPastExpiry(page) {
+  await page.waitForFunction(
+    () => {
+      const s = window.tg.client.session;
+      return s !== null && Date.now() > s.expiresAt.getTime() + 300;
+    },
+    null,
+    { timeout: 20_000, polling: 100 },
+  );
+}
+
+/** serverSaysExpired waits until extauthz refuses the page's current token as expired. */
+async function serverSaysExpired(stack, page) {
+  const token = await page.evaluate(() => window.tg.client.session.accessToken);
+  await waitFor('extauthz to refuse the token as expired', async () => {
+    const r = await fetch(`${stack.base}/api/echo`, { headers: { authorization: `Bearer ${token}` } });
+    return r.status === 401 && /expired/.test(r.headers.get('www-authenticate') ?? '');
+  });
+}
+
+const callMany = (page, n) => page.evaluate((n) => Promise.all(Array.from({ length: n }, () => window.tg.call())), n);
+
+describe('body transport', () => {
+  let stack;
+  before(async () => {
+    stack = await startStack({ transport: 'body' });
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  test('1. sign in, call the API: identity arrives decoded, a spoofed x-user-id never does', async () => {
+    const context = await browser.newContext();
+    try {
+      const page = await openDemo(context, stack);
+      await page.evaluate(() => window.tg.signIn('u-1001'));
+      const r = await page.evaluate(() => window.tg.call());
+      assert.equal(r.status, 200, JSON.stringify(r));
+      assert.deepEqual(r.body.user.id, 'u-1001');
+      assert.equal(r.body.user.name, '张伟', `upstream got x-user-name ${r.body.user.rawName}`);
+      assert.equal(r.body.user.rawName, encodeURIComponent('张伟').toUpperCase().replace(/%[0-9a-f]{2}/gi, (m) => m.toUpperCase()));
+      assert.deepEqual(r.body.user.roles, ['reader', 'writer']);
+      assert.ok(r.body.user.session, 'x-session-id');
+
+      const spoofed = await page.evaluate(() => window.tg.call('/api/echo', { 'x-user-id': 'attacker', 'x-user-name': 'attacker' }));
+      assert.equal(spoofed.status, 200);
+      assert.equal(spoofed.body.user.id, 'u-1001');
+      assert.equal(spoofed.body.user.name, '张伟');
+
+      // Without a token the spoofed header is refused at nginx: the app never sees the request.
+      const before = stack.app.seen.length;
+      const anon = await page.evaluate(async () => {
+        const r = await fetch('/api/echo', { headers: { 'x-user-id': 'attacker' } });
+        return { status: r.status, www: r.headers.get('www-authenticate') };
+      });
+      assert.equal(anon.status, 401);
+      assert.match(anon.www, /^Bearer realm=/);
+      assert.equal(stack.app.seen.length, before);
+      assert.ok(stack.app.seen.every((s) => s.userId !== 'attacker'), 'a spoofed x-user-id reached the app');
+
+      mkdirSync(outDir, { recursive: true });
+      await page.screenshot({ path: join(outDir, 'e2e-demo.png'), fullPage: true });
+      assert.deepEqual(page.errors, []);
+    } finally {
+      await context.close();
+    }
+  });
+
+  for (const adapter of ['fetch', 'axios']) {
+    test(`2. (${adapter}) after expiry, 10 parallel calls cause exactly one /v1/token and all succeed`, async (t) => {
+      const context = await browser.newContext();
+      try {
+        const page = await openDemo(context, stack, { adapter, refreshAhead: 0, autoRefresh: false });
+        await page.evaluate(() => window.tg.signIn('u-parallel'));
+        assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
+        await serverSaysExpired(stack, page);
+        const tokens0 = stack.count('POST', '/v1/token');
+        const rotations0 = await stack.metric('tokengate_refresher_rotations_total');
+        const api0 = stack.count('GET', '/api/echo');
+        const refused0 = stack.count('GET', '/api/echo', 401);
+
+        const results = await callMany(page, 10);
+        assert.deepEqual(results.map((r) => r.status), Array(10).fill(200), JSON.stringify(results));
+        assert.equal(stack.count('POST', '/v1/token') - tokens0, 1, 'requests to /v1/token at nginx');
+        assert.equal(stack.count('POST', '/v1/token', 200) - tokens0 >= 1, true);
+        assert.equal((await stack.metric('tokengate_refresher_rotations_total')) - rotations0, 1, 'rotations');
+        // Each refused request was retried exactly once: calls = 10 + refusals.
+        const refused = stack.count('GET', '/api/echo', 401) - refused0;
+        t.diagnostic(`${refused} of the 10 calls were refused as expired first (the rest waited for the refresh before going out)`);
+        assert.equal(stack.count('GET', '/api/echo') - api0, 10 + refused);
+        assert.deepEqual(await page.evaluate(() => window.tg.state.signOuts), []);
+        assert.deepEqual(page.errors, []);
+      } finally {
+        await context.close();
+      }
+    });
+  }
+
+  test('3. two tabs both expire and both call: one rotation in total, nobody signed out', async () => {
+    const context = await browser.newContext();
+    try {
+      const params = { refreshAhead: 0, autoRefresh: false };
+      const a = await openDemo(context, stack, params);
+      await a.evaluate(() => window.tg.signIn('u-tabs'));
+      const b = await openDemo(context, stack, params);
+      // The new tab learns the session from the open one over BroadcastChannel.
+      await b.waitForFunction(() => window.tg.client.session !== null);
+      assert.equal(await b.evaluate(() => window.tg.client.session.accessToken), await a.evaluate(() => window.tg.client.session.accessToken));
+      await serverSaysExpired(stack, a);
+      const tokens0 = stack.count('POST', '/v1/token');
+      const rotations0 = await stack.metric('tokengate_refresher_rotations_total');
+
+      const [ra, rb] = await Promise.all([callMany(a, 5), callMany(b, 5)]);
+      assert.deepEqual([...ra, ...rb].map((r) => r.status), Array(10).fill(200));
+      assert.equal((await stack.metric('tokengate_refresher_rotations_total')) - rotations0, 1, 'rotations');
+      assert.equal(stack.count('POST', '/v1/token') - tokens0, 1, 'requests to /v1/token at nginx');
+      assert.equal(await a.evaluate(() => window.tg.client.session.accessToken), await b.evaluate(() => window.tg.client.session.accessToken));
+      assert.deepEqual(await a.evaluate(() => window.tg.state.signOuts), []);
+      assert.deepEqual(await b.evaluate(() => window.tg.state.signOuts), []);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('4. proactive: with refreshAhead above the TTL, requests never see a 401', async () => {
+    const context = await browser.newContext();
+    try {
+      const page = await openDemo(context, stack, { refreshAhead: 600 });
+      await page.evaluate(() => window.tg.signIn('u-proactive'));
+      const refused0 = stack.count('GET', '/api/echo', 401);
+      const tokens0 = stack.count('POST', '/v1/token', 200);
+      // Call for three access-token lifetimes (TTL 4 s).
+      const results = await page.evaluate(async () => {
+        const out = [];
+        const end = Date.now() + 12_000;
+        while (Date.now() < end) {
+          out.push(await window.tg.call());
+          await new Promise((r) => setTimeout(r, 300));
+        }
+        return out;
+      });
+      assert.ok(results.length > 20);
+      assert.deepEqual(results.filter((r) => r.status !== 200), []);
+      assert.equal(stack.count('GET', '/api/echo', 401) - refused0, 0, '401s seen at nginx');
+      assert.ok(stack.count('POST', '/v1/token', 200) - tokens0 >= 3, 'the token was refreshed ahead, repeatedly');
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('5. a tampered token signs out with invalid_token and no refresh is attempted', async () => {
+    const context = await browser.newContext();
+    try {
+      const page = await openDemo(context, stack, { storage: 'sessionStorage', autoRefresh: false });
+      await page.evaluate(() => window.tg.signIn('u-tamper'));
+      assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
+      const tokens0 = stack.count('POST', '/v1/token');
+      await page.evaluate(() => window.tg.tamper());
+      const r = await page.evaluate(() => window.tg.call());
+      assert.equal(r.error, 'invalid_token');
+      assert.deepEqual(await page.evaluate(() => window.tg.state.signOuts), ['invalid_token']);
+      assert.equal(stack.count('POST', '/v1/token'), tokens0, 'a refresh was attempted');
+      assert.equal(await page.evaluate(() => sessionStorage.getItem('tokengate.session')), null);
+      // Once signed out, further calls fail without asking the refresher and without a second onSignOut.
+      const again = await page.evaluate(() => window.tg.call());
+      assert.equal(again.status, 401);
+      assert.deepEqual(await page.evaluate(() => window.tg.state.signOuts), ['invalid_token']);
+      assert.equal(stack.count('POST', '/v1/token'), tokens0);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('6. sign out in one tab: the other tab learns of it', async () => {
+    const context = await browser.newContext();
+    try {
+      const a = await openDemo(context, stack);
+      await a.evaluate(() => window.tg.signIn('u-signout'));
+      const b = await openDemo(context, stack);
+      await b.waitForFunction(() => window.tg.client.session !== null);
+      const revokes0 = stack.count('POST', '/v1/revoke', 200);
+      await b.evaluate(() => window.tg.client.signOut());
+      await a.waitForFunction(() => window.tg.state.signOuts.length > 0);
+      assert.deepEqual(await a.evaluate(() => window.tg.state.signOuts), ['signed_out']);
+      assert.deepEqual(await b.evaluate(() => window.tg.state.signOuts), ['signed_out']);
+      assert.equal(await a.evaluate(() => window.tg.client.session), null);
+      assert.equal(stack.count('POST', '/v1/revoke', 200) - revokes0, 1);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('token_revoked: an admin sign-out reaches the page as onSignOut("token_revoked")', async (t) => {
+    if (!stack.revocations) {
+      t.skip('needs `tokengate extauthz --revocations-url` (the revocation feed, issue 4)');
+      return;
+    }
+    const context = await browser.newContext();
+    try {
+      const page = await openDemo(context, stack, { autoRefresh: false });
+      await page.evaluate(() => window.tg.signIn('u-revoked'));
+      const first = await page.evaluate(() => window.tg.call());
+      assert.equal(first.status, 200);
+      const res = await stack.admin('DELETE', `/v1/sessions/${encodeURIComponent(first.body.user.session)}`);
+      assert.equal(res.status, 200);
+      // The feed reaches extauthz within about a second; call until it does.
+      await waitFor('the revocation to reach extauthz', async () => (await page.evaluate(() => window.tg.call())).error === 'token_revoked', 10_000, 200);
+      assert.deepEqual(await page.evaluate(() => window.tg.state.signOuts), ['token_revoked']);
+    } finally {
+      await context.close();
+    }
+  });
+});
+
+describe('cookie transport', () => {
+  let stack;
+  before(async () => {
+    stack = await startStack({ transport: 'cookie' });
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  test('7. the refresh token stays an HttpOnly cookie the page never sees, and refresh works', async () => {
+    const context = await browser.newContext();
+    try {
+      const params = { transport: 'cookie', refreshAhead: 0, autoRefresh: false };
+      const page = await openDemo(context, stack, params);
+      await page.evaluate(() => window.tg.signIn('u-cookie'));
+      const cookies = await context.cookies();
+      const refresh = cookies.find((c) => c.name === 'tokengate_refresh');
+      assert.ok(refresh, `the browser holds the refresh cookie (got ${cookies.map((c) => c.name)})`);
+      assert.equal(refresh.httpOnly, true);
+      assert.equal(refresh.path, '/v1/token');
+      assert.equal(await page.evaluate((v) => document.cookie.includes('tokengate_refresh') || document.cookie.includes(v), refresh.value), false);
+      assert.equal(await page.evaluate((v) => document.documentElement.outerHTML.includes(v), refresh.value), false);
+
+      assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
+      await serverSaysExpired(stack, page);
+      const tokens0 = stack.count('POST', '/v1/token', 200);
+      const results = await callMany(page, 3);
+      assert.deepEqual(results.map((r) => r.status), [200, 200, 200]);
+      assert.equal(stack.count('POST', '/v1/token', 200) - tokens0, 1);
+      const rotated = (await context.cookies()).find((c) => c.name === 'tokengate_refresh');
+      assert.notEqual(rotated.value, refresh.value, 'the cookie was rotated');
+      assert.equal(await page.evaluate(() => document.cookie.includes('tokengate_refresh')), false);
+
+      // A reload forgets the in-memory access token; the cookie resumes the session.
+      await page.reload();
+      await page.waitForFunction(() => window.tg?.ready === true);
+      const resumed = await page.evaluate(() => window.tg.call());
+      assert.equal(resumed.status, 200);
+      assert.equal(resumed.body.user.id, 'u-cookie');
+
+      // Sign-out revokes through /v1/token/revoke, where the cookie is sent, and clears it.
+      await page.evaluate(() => window.tg.client.signOut());
+      assert.equal(stack.count('POST', '/v1/token/revoke', 200), 1);
+      assert.equal((await context.cookies()).find((c) => c.name === 'tokengate_refresh'), undefined);
+      assert.deepEqual(page.errors, []);
+    } finally {
+      await context.close();
+    }
+  });
+});
