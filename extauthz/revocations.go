@@ -1,0 +1,326 @@
+package extauthz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// RevocationFeedConfig configures a RevocationFeed.
+type RevocationFeedConfig struct {
+	// URL of the refresher's revocation feed (--revocations-url). A URL
+	// without a path gets /v1/revocations, so the refresher's base URL works.
+	URL string
+	// AdminToken is the refresher's admin bearer token (--admin-token).
+	AdminToken string
+	// Client makes the requests; nil uses a client without an overall
+	// timeout (each request is bounded by Wait plus RequestTimeout instead).
+	Client *http.Client
+	// Logger for JSON logs; nil discards.
+	Logger *slog.Logger
+	// Registerer receives the feed's metrics; nil uses a private registry.
+	Registerer prometheus.Registerer
+	// Now is the clock entries expire by (their until); nil is time.Now.
+	Now func() time.Time
+	// Wait is the long-poll wait asked of the refresher (default 20s, below
+	// the 30s idle timeout common in proxies).
+	Wait time.Duration
+	// RequestTimeout is added to Wait to bound one request (default 10s).
+	RequestTimeout time.Duration
+	// Backoff is the first retry delay after a failure, doubling up to
+	// MaxBackoff (defaults 250ms and 10s).
+	Backoff, MaxBackoff time.Duration
+}
+
+// RevocationFeed keeps a local denylist of revoked sessions from the
+// refresher's feed (GET /v1/revocations?after=CURSOR, long-polled). It is
+// the server's Denylist: Revoked is a lock-free map lookup on the check
+// path. Each sid is denied until its entry's until, when every access token
+// of that session has expired anyway.
+//
+// Fail mode: when the feed is unreachable the current list is kept (already
+// revoked sessions stay denied), the error is counted and logged, and the
+// feed retries with backoff; sessions revoked meanwhile are denied once it
+// answers again, and their access tokens expire within the access-token
+// lifetime regardless. Ready stays false until the first complete load, so
+// a starting extauthz never serves with an empty list.
+type RevocationFeed struct {
+	cfg     RevocationFeedConfig
+	url     string
+	client  *http.Client
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *feedMetrics
+
+	list   atomic.Pointer[map[string]time.Time] // copy-on-write; read on every check
+	ready  atomic.Bool
+	synced chan struct{}
+	once   sync.Once
+}
+
+var _ Denylist = (*RevocationFeed)(nil)
+
+// NewRevocationFeed checks the configuration and registers the metrics; Run
+// starts fetching.
+func NewRevocationFeed(cfg RevocationFeedConfig) (*RevocationFeed, error) {
+	var errs []error
+	u, err := url.Parse(cfg.URL)
+	switch {
+	case cfg.URL == "":
+		errs = append(errs, errors.New("revocations-url: required"))
+	case err != nil:
+		errs = append(errs, fmt.Errorf("revocations-url: %w", err))
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+		errs = append(errs, fmt.Errorf("revocations-url %q: must be an absolute http or https URL", cfg.URL))
+	}
+	if cfg.AdminToken == "" {
+		errs = append(errs, errors.New("admin-token: required with --revocations-url (the feed is an admin endpoint)"))
+	}
+	for name, d := range map[string]time.Duration{"wait": cfg.Wait, "request timeout": cfg.RequestTimeout, "backoff": cfg.Backoff, "max backoff": cfg.MaxBackoff} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("revocation feed %s %v: must not be negative", name, d))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/v1/revocations"
+	}
+	cfg.Wait = cmpOr(cfg.Wait, 20*time.Second)
+	cfg.RequestTimeout = cmpOr(cfg.RequestTimeout, 10*time.Second)
+	cfg.Backoff = cmpOr(cfg.Backoff, 250*time.Millisecond)
+	cfg.MaxBackoff = max(cmpOr(cfg.MaxBackoff, 10*time.Second), cfg.Backoff)
+	f := &RevocationFeed{
+		cfg:    cfg,
+		url:    u.String(),
+		client: cfg.Client,
+		log:    cfg.Logger,
+		now:    cfg.Now,
+		synced: make(chan struct{}),
+	}
+	if f.client == nil {
+		f.client = &http.Client{}
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	reg := cfg.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if f.metrics, err = newFeedMetrics(reg); err != nil {
+		return nil, fmt.Errorf("revocation feed metrics: %w", err)
+	}
+	empty := map[string]time.Time{}
+	f.list.Store(&empty)
+	return f, nil
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// Revoked reports whether sid is on the denylist at the feed's clock.
+func (f *RevocationFeed) Revoked(sid string) bool {
+	until, ok := (*f.list.Load())[sid]
+	return ok && f.now().Before(until)
+}
+
+// Ready reports whether the first complete load has finished.
+func (f *RevocationFeed) Ready() bool { return f.ready.Load() }
+
+// Synced is closed when the first complete load has finished.
+func (f *RevocationFeed) Synced() <-chan struct{} { return f.synced }
+
+// Run loads the current list, then long-polls for new entries until ctx
+// ends. It returns nil when ctx ends; failures are retried, never returned.
+func (f *RevocationFeed) Run(ctx context.Context) error {
+	cursor := ""
+	backoff := f.cfg.Backoff
+	failing := false
+	for ctx.Err() == nil {
+		// Until the first load is complete, ask without waiting so Ready
+		// turns true as soon as the whole retained feed is in.
+		wait := f.cfg.Wait
+		if !f.ready.Load() {
+			wait = 0
+		}
+		resp, err := f.fetch(ctx, cursor, wait)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			f.metrics.up.Set(0)
+			if !failing {
+				f.log.WarnContext(ctx, "revocation feed unreachable; keeping the current denylist", "url", f.url, "error", err.Error(), "entries", len(*f.list.Load()))
+			} else {
+				f.log.DebugContext(ctx, "revocation feed still failing", "error", err.Error(), "retry_in", backoff)
+			}
+			failing = true
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, f.cfg.MaxBackoff)
+			continue
+		}
+		if failing {
+			f.log.InfoContext(ctx, "revocation feed reachable again", "url", f.url)
+			failing = false
+		}
+		backoff = f.cfg.Backoff
+		f.metrics.up.Set(1)
+		f.metrics.lastSuccess.Set(float64(time.Now().Unix()))
+		f.apply(resp.Revoked)
+		done := len(resp.Revoked) == 0 && resp.Cursor == cursor
+		cursor = resp.Cursor
+		if done && !f.ready.Load() {
+			f.ready.Store(true)
+			f.once.Do(func() { close(f.synced) })
+			f.log.InfoContext(ctx, "revocation denylist loaded", "entries", len(*f.list.Load()))
+		}
+	}
+	return nil
+}
+
+type feedEntry struct {
+	SessionID string    `json:"sid"`
+	Until     time.Time `json:"until"`
+}
+
+type feedResponse struct {
+	Cursor  string      `json:"cursor"`
+	Revoked []feedEntry `json:"revoked"`
+}
+
+// errFeed classifies failures for the errors metric.
+type errFeed struct {
+	reason string
+	err    error
+}
+
+func (e *errFeed) Error() string { return e.err.Error() }
+func (e *errFeed) Unwrap() error { return e.err }
+
+func (f *RevocationFeed) fetch(ctx context.Context, cursor string, wait time.Duration) (feedResponse, error) {
+	var out feedResponse
+	ctx, cancel := context.WithTimeout(ctx, wait+f.cfg.RequestTimeout)
+	defer cancel()
+	q := url.Values{"after": {cursor}, "wait": {wait.String()}}
+	sep := "?"
+	if strings.Contains(f.url, "?") {
+		sep = "&"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url+sep+q.Encode(), nil)
+	if err != nil {
+		return out, f.fail("request", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+f.cfg.AdminToken)
+	req.Header.Set("Accept", "application/json")
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return out, f.fail("unreachable", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return out, f.fail("unreachable", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		// The body is the refresher's JSON error; it names no secret.
+		return out, f.fail("status", fmt.Errorf("%s answered %d: %.200s", f.url, resp.StatusCode, body))
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return out, f.fail("invalid", fmt.Errorf("%s: invalid feed JSON: %w", f.url, err))
+	}
+	for i, e := range out.Revoked {
+		if e.SessionID == "" || e.Until.IsZero() {
+			return feedResponse{}, f.fail("invalid", fmt.Errorf("%s: revoked[%d]: sid and until are required", f.url, i))
+		}
+	}
+	return out, nil
+}
+
+func (f *RevocationFeed) fail(reason string, err error) error {
+	f.metrics.errors.WithLabelValues(reason).Inc()
+	return &errFeed{reason: reason, err: err}
+}
+
+// apply adds entries and drops the ones whose until has passed, publishing
+// a new map so readers never lock.
+func (f *RevocationFeed) apply(entries []feedEntry) {
+	old := *f.list.Load()
+	now := f.now()
+	next := make(map[string]time.Time, len(old)+len(entries))
+	for sid, until := range old {
+		if now.Before(until) {
+			next[sid] = until
+		}
+	}
+	for _, e := range entries {
+		if now.Before(e.Until) && e.Until.After(next[e.SessionID]) {
+			next[e.SessionID] = e.Until
+		}
+	}
+	f.list.Store(&next)
+	f.metrics.received.Add(float64(len(entries)))
+	f.metrics.entries.Set(float64(len(next)))
+}
+
+type feedMetrics struct {
+	up          prometheus.Gauge
+	lastSuccess prometheus.Gauge
+	errors      *prometheus.CounterVec
+	received    prometheus.Counter
+	entries     prometheus.Gauge
+}
+
+func newFeedMetrics(reg prometheus.Registerer) (*feedMetrics, error) {
+	m := &feedMetrics{
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokengate_extauthz_revocations_feed_up",
+			Help: "1 when the last request to the revocation feed succeeded, 0 while it fails (the denylist is then kept as it was).",
+		}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokengate_extauthz_revocations_feed_last_success_timestamp_seconds",
+			Help: "Unix time of the last successful revocation-feed response.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_extauthz_revocations_feed_errors_total",
+			Help: "Failed revocation-feed requests by reason (unreachable, status, invalid, request).",
+		}, []string{"reason"}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokengate_extauthz_revocations_received_total",
+			Help: "Revocation entries received from the feed.",
+		}),
+		entries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokengate_extauthz_revocations_denylist_entries",
+			Help: "Sessions currently on the local denylist.",
+		}),
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{m.up, m.lastSuccess, m.errors, m.received, m.entries} {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return m, errors.Join(errs...)
+}

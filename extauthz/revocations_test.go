@@ -1,0 +1,375 @@
+package extauthz
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// feedServer plays the refresher's GET /v1/revocations over a real loopback
+// socket (the refresher is another process; this is its wire contract).
+// The cursor is the entry count. Every request's "after" is sent on
+// requests, so a test knows the feed applied a response once the next
+// request arrives.
+type feedServer struct {
+	t        *testing.T
+	srv      *httptest.Server
+	token    string
+	requests chan string
+	failing  atomic.Int32 // HTTP status to answer instead of the feed (0: serve)
+
+	mu      sync.Mutex
+	entries []feedEntry
+	changed chan struct{}
+}
+
+func newFeedServer(t *testing.T, token string) *feedServer {
+	fs := &feedServer{t: t, token: token, requests: make(chan string, 1000), changed: make(chan struct{})}
+	fs.srv = httptest.NewServer(http.HandlerFunc(fs.serve))
+	t.Cleanup(fs.srv.Close)
+	return fs
+}
+
+func (fs *feedServer) add(sid string, until time.Time) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.entries = append(fs.entries, feedEntry{SessionID: sid, Until: until})
+	close(fs.changed)
+	fs.changed = make(chan struct{})
+}
+
+func (fs *feedServer) serve(w http.ResponseWriter, r *http.Request) {
+	after := r.URL.Query().Get("after")
+	fs.requests <- after
+	if r.URL.Path != "/v1/revocations" {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Header.Get("Authorization") != "Bearer "+fs.token {
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"error":"unauthorized","error_description":"admin token required"}`)
+		return
+	}
+	pos, _ := strconv.Atoi(after)
+	wait, err := time.ParseDuration(r.URL.Query().Get("wait"))
+	if err != nil {
+		http.Error(w, "bad wait", http.StatusBadRequest)
+		return
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		if code := fs.failing.Load(); code != 0 {
+			w.WriteHeader(int(code))
+			fmt.Fprint(w, `{"error":"temporarily_unavailable"}`)
+			return
+		}
+		fs.mu.Lock()
+		pos = min(pos, len(fs.entries))
+		out := append([]feedEntry{}, fs.entries[pos:]...)
+		end, changed := len(fs.entries), fs.changed
+		fs.mu.Unlock()
+		if len(out) > 0 || wait == 0 {
+			json.NewEncoder(w).Encode(feedResponse{Cursor: strconv.Itoa(end), Revoked: out})
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			json.NewEncoder(w).Encode(feedResponse{Cursor: strconv.Itoa(pos), Revoked: []feedEntry{}})
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// next returns the "after" of the next request the feed makes.
+func (fs *feedServer) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case after := <-fs.requests:
+		return after
+	case <-time.After(20 * time.Second):
+		t.Fatal("the feed made no further request")
+		return ""
+	}
+}
+
+// metricValue reads a counter or gauge.
+func metricValue(c prometheus.Metric) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.Gauge.GetValue()
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// feedClock is a settable clock (the package's fakeClock belongs to the check tests).
+type feedClock struct{ ns atomic.Int64 }
+
+func newFeedClock(t time.Time) *feedClock {
+	c := &feedClock{}
+	c.set(t)
+	return c
+}
+func (c *feedClock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
+func (c *feedClock) now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *feedClock) add(d time.Duration) { c.set(c.now().Add(d)) }
+
+var feedT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func startFeed(t *testing.T, fs *feedServer, clock *feedClock, reg *prometheus.Registry) *RevocationFeed {
+	t.Helper()
+	f, err := NewRevocationFeed(RevocationFeedConfig{
+		URL: fs.srv.URL, AdminToken: "admin-secret", Registerer: reg, Now: clock.now,
+		Wait: 10 * time.Second, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return f
+}
+
+func waitSynced(t *testing.T, f *RevocationFeed) {
+	t.Helper()
+	select {
+	case <-f.Synced():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the feed never finished its first load")
+	}
+}
+
+func TestRevocationFeedInitialLoad(t *testing.T) {
+	t.Parallel()
+	fs := newFeedServer(t, "admin-secret")
+	fs.add("sid-a", feedT0.Add(10*time.Minute))
+	fs.add("sid-old", feedT0.Add(-time.Minute)) // every token already expired
+	fs.add("sid-a", feedT0.Add(5*time.Minute))  // an earlier until never shortens
+	clock := newFeedClock(feedT0)
+	reg := prometheus.NewRegistry()
+	f := startFeed(t, fs, clock, reg)
+	waitSynced(t, f)
+
+	if !f.Ready() {
+		t.Error("Ready() = false after Synced")
+	}
+	for sid, want := range map[string]bool{"sid-a": true, "sid-old": false, "sid-unknown": false} {
+		if got := f.Revoked(sid); got != want {
+			t.Errorf("Revoked(%s) = %v, want %v", sid, got, want)
+		}
+	}
+	clock.set(feedT0.Add(10 * time.Minute))
+	if f.Revoked("sid-a") {
+		t.Error("sid-a still denied at its until")
+	}
+	if got := metricValue(f.metrics.received); got != 3 {
+		t.Errorf("received_total = %v, want 3", got)
+	}
+	if got := metricValue(f.metrics.up); got != 1 {
+		t.Errorf("feed_up = %v, want 1", got)
+	}
+}
+
+func TestRevocationFeedLongPoll(t *testing.T) {
+	t.Parallel()
+	fs := newFeedServer(t, "admin-secret")
+	clock := newFeedClock(feedT0)
+	f := startFeed(t, fs, clock, prometheus.NewRegistry())
+	waitSynced(t, f)
+	for fs.next(t) != "0" {
+	}
+	// The feed now waits on cursor 0 (or is about to).
+	fs.add("sid-new", feedT0.Add(time.Minute))
+	for fs.next(t) != "1" { // the request after the entry: it has been applied
+	}
+	if !f.Revoked("sid-new") {
+		t.Error("sid-new not denied after the long poll delivered it")
+	}
+}
+
+func TestRevocationFeedKeepsListWhenUnreachable(t *testing.T) {
+	t.Parallel()
+	fs := newFeedServer(t, "admin-secret")
+	fs.add("sid-a", feedT0.Add(time.Hour))
+	clock := newFeedClock(feedT0)
+	f := startFeed(t, fs, clock, prometheus.NewRegistry())
+	waitSynced(t, f)
+
+	fs.failing.Store(http.StatusServiceUnavailable)
+	fs.add("sid-b", feedT0.Add(time.Hour)) // wakes the pending long poll, which now fails
+	// Several failed requests: the feed retries with backoff.
+	for range 4 {
+		fs.next(t)
+	}
+	if !f.Revoked("sid-a") || !f.Ready() {
+		t.Errorf("during the outage: Revoked(sid-a) = %v, Ready = %v; want the list kept and ready", f.Revoked("sid-a"), f.Ready())
+	}
+	if got := metricValue(f.metrics.up); got != 0 {
+		t.Errorf("feed_up = %v during the outage, want 0", got)
+	}
+	if got := metricValue(f.metrics.errors.WithLabelValues("status")); got < 1 {
+		t.Errorf("errors_total{reason=status} = %v, want ≥ 1", got)
+	}
+
+	fs.failing.Store(0)
+	for fs.next(t) != "2" {
+	}
+	if !f.Revoked("sid-b") {
+		t.Error("sid-b not denied after the feed recovered")
+	}
+	if got := metricValue(f.metrics.up); got != 1 {
+		t.Errorf("feed_up = %v after recovery, want 1", got)
+	}
+}
+
+func TestRevocationFeedNotReadyUntilLoaded(t *testing.T) {
+	t.Parallel()
+	fs := newFeedServer(t, "another-token") // our token is refused
+	clock := newFeedClock(feedT0)
+	f := startFeed(t, fs, clock, prometheus.NewRegistry())
+	for range 3 {
+		fs.next(t)
+	}
+	if f.Ready() {
+		t.Error("Ready() = true without any successful load")
+	}
+	select {
+	case <-f.Synced():
+		t.Error("Synced closed without any successful load")
+	default:
+	}
+	if got := metricValue(f.metrics.errors.WithLabelValues("status")); got < 1 {
+		t.Errorf("errors_total{reason=status} = %v, want ≥ 1", got)
+	}
+}
+
+func TestRevocationFeedUnreachableAddress(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := srv.URL
+	srv.Close() // nothing listens there now
+	failed := make(chan struct{}, 100)
+	client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err != nil {
+			failed <- struct{}{}
+		}
+		return resp, err
+	})}
+	f, err := NewRevocationFeed(RevocationFeedConfig{URL: addr, AdminToken: "x", Client: client, Backoff: time.Millisecond, MaxBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	for range 3 {
+		select {
+		case <-failed:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the feed made no further attempt")
+		}
+	}
+	cancel()
+	if got := metricValue(f.metrics.errors.WithLabelValues("unreachable")); got < 3 {
+		t.Errorf("errors_total{reason=unreachable} = %v, want ≥ 3", got)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel: %v", err)
+	}
+	if f.Ready() {
+		t.Error("Ready() with an unreachable feed")
+	}
+}
+
+func TestNewRevocationFeedErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  RevocationFeedConfig
+		want []string
+	}{
+		{"empty", RevocationFeedConfig{}, []string{"revocations-url: required", "admin-token: required"}},
+		{"relative", RevocationFeedConfig{URL: "refresher:8080/v1/revocations", AdminToken: "x"}, []string{"absolute http or https"}},
+		{"scheme", RevocationFeedConfig{URL: "ftp://h/v1/revocations", AdminToken: "x"}, []string{"absolute http or https"}},
+		{"negative", RevocationFeedConfig{URL: "http://h", AdminToken: "x", Wait: -time.Second}, []string{"wait -1s"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := NewRevocationFeed(tc.cfg)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestRevocationFeedURL: a base URL gets the feed's path; a full one is kept.
+func TestRevocationFeedURL(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"http://refresher:8080":                  "http://refresher:8080/v1/revocations",
+		"http://refresher:8080/":                 "http://refresher:8080/v1/revocations",
+		"https://auth.example/tg/v1/revocations": "https://auth.example/tg/v1/revocations",
+	} {
+		f, err := NewRevocationFeed(RevocationFeedConfig{URL: in, AdminToken: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.url != want {
+			t.Errorf("URL %q → %q, want %q", in, f.url, want)
+		}
+	}
+}
+
+func BenchmarkRevocationFeedRevoked(b *testing.B) {
+	f, err := NewRevocationFeed(RevocationFeedConfig{URL: "http://h", AdminToken: "x"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	entries := make([]feedEntry, 10000)
+	for i := range entries {
+		entries[i] = feedEntry{SessionID: "sid-" + strconv.Itoa(i), Until: time.Now().Add(time.Hour)}
+	}
+	f.apply(entries)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			f.Revoked("sid-5000")
+		}
+	})
+}
