@@ -278,33 +278,38 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 			return issuedPair{}, rateLimited("session", wait)
 		}
 	}
-	child, childHash := newRefreshToken()
-	childExp := minTime(now.Add(sess.IdleTTL), sess.ExpiresAt)
-	issued, err := i.mint(sess, child, childExp, now)
-	if err != nil {
-		return issuedPair{}, err
-	}
-	sealed, err := seal(token, hash, issued)
-	if err != nil {
-		return issuedPair{}, err
-	}
-	req := store.RotateRequest{
-		ParentHash: hash,
-		Child:      store.Token{Hash: childHash, IssuedAt: now, ExpiresAt: childExp},
-		Sealed:     sealed, Now: now, Grace: i.cfg.ReuseGrace,
-		RevokeUntil: now.Add(i.cfg.AccessTTL),
+	req := store.RotateRequest{ParentHash: hash, Now: now, Grace: i.cfg.ReuseGrace, RevokeUntil: i.revokeUntil(now)}
+	// A rotated parent or a revoked session can never rotate again (both
+	// states are final), so the child is minted — a signature, the
+	// costliest step — only when the store may actually rotate.
+	var issued issuedPair
+	mayRotate := parent.RotatedAt.IsZero() && sess.RevokedAt.IsZero()
+	if mayRotate {
+		child, childHash := newRefreshToken()
+		childExp := minTime(now.Add(sess.IdleTTL), sess.ExpiresAt)
+		if issued, err = i.mint(sess, child, childExp, now); err != nil {
+			return issuedPair{}, err
+		}
+		if req.Sealed, err = seal(token, hash, issued); err != nil {
+			return issuedPair{}, err
+		}
+		req.Child = store.Token{Hash: childHash, IssuedAt: now, ExpiresAt: childExp}
 	}
 	var res store.RotateResult
 	err = i.call(ctx, "rotate", func(ctx context.Context) (err error) { res, err = i.store.Rotate(ctx, req); return })
 	if err != nil {
 		return issuedPair{}, unavailable("rotate", err)
 	}
+	if res.Outcome == store.Rotated && !mayRotate {
+		return issuedPair{}, unavailable("rotate", fmt.Errorf("store rotated a token it reported as rotated or revoked"))
+	}
 	switch res.Outcome {
 	case store.Rotated:
+		childHash := req.Child.Hash
 		i.ipLimit.count(c.IP, now)
 		i.sidLim.count(res.Session.ID, now)
 		i.metrics.rotations.Inc()
-		i.recent.add(hash, recentEntry{sid: res.Session.ID, childHash: childHash, rotatedAt: now, sealed: sealed})
+		i.recent.add(hash, recentEntry{sid: res.Session.ID, childHash: childHash, rotatedAt: now, sealed: req.Sealed})
 		i.log.InfoContext(ctx, "refresh_rotated", "sid", res.Session.ID, "sub", res.Session.Subject,
 			"generation", res.Parent.Generation+1, "jti", issued.JTI)
 		return issued, nil
