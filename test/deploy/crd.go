@@ -27,7 +27,7 @@ type ServiceMonitor struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
 	Spec              struct {
-		JobLabel          string               `json:"jobLabel,omitempty"`
+		JobLabel          string `json:"jobLabel,omitempty"`
 		NamespaceSelector *struct {
 			Any        bool     `json:"any,omitempty"`
 			MatchNames []string `json:"matchNames,omitempty"`

@@ -396,4 +396,3 @@ func decodeEnvoyBytes(data []byte) error {
 	var anys []proto.Message
 	return walkAnys(bs, "", &anys)
 }
-
