@@ -4,7 +4,7 @@ GO ?= go
 
 .PHONY: test test-go test-fuzz test-deploy test-client test-e2e build run bench
 
-test: test-go
+test: test-go test-client test-e2e
 
 # Unit, integration and conformance tests of the product module.
 test-go:
@@ -25,3 +25,16 @@ bench-load:
 
 bench-load-smoke:
 	test/load/run.sh --smoke
+
+# The TypeScript client (examples/client): type check and unit tests (vitest,
+# fake timers). Needs `npm ci` in examples/client (.ci/run does it).
+test-client:
+	cd examples/client && npm run typecheck && npm test
+
+# The browser end-to-end proof (issue 5): headless Chromium drives the demo
+# page against tokengate refresher + extauthz behind nginx configured by
+# examples/nginx/tokengate.conf. Needs `npm ci` in examples/client and
+# test/e2e/browser. A screenshot lands in test-output/.
+test-e2e:
+	cd examples/client && npm run build
+	cd test/e2e/browser && node --test --test-concurrency=1 e2e.test.mjs
