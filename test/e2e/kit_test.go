@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokengate/tokengate/internal/keyset"
+	"github.com/tokengate/tokengate/internal/proctest"
+)
+
+const (
+	adminToken = "e2e-admin-token-0123456789abcdef"
+	issuer     = "https://issuer.e2e.test"
+	audience   = "e2e-app"
+)
+
+// signingKey writes one ES256 key that every replica of a test shares.
+func signingKey(t *testing.T) string {
+	t.Helper()
+	alg, err := keyset.ParseAlg("ES256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "signing-key.json")
+	if _, _, err := keyset.LoadOrCreate(path, alg); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// replica is one running `tokengate refresher`.
+type replica struct {
+	Name string
+	URL  string
+	Proc *proctest.Process
+}
+
+// startRefresher starts a refresher replica on the Redis at redisAddr.
+// Rate limits are off: the storms below are one client hammering on
+// purpose.
+func startRefresher(t *testing.T, name, redisAddr, keyPath string, extra ...string) replica {
+	t.Helper()
+	bin := proctest.Tokengate(t)
+	port := proctest.FreePort(t)
+	args := append([]string{"refresher",
+		"--listen", "127.0.0.1:" + strconv.Itoa(port),
+		"--store", "redis://" + redisAddr,
+		"--signing-key", keyPath,
+		"--issuer", issuer,
+		"--audience", audience,
+		"--admin-token", adminToken,
+		"--rate-limit-ip", "0",
+		"--rate-limit-session", "0",
+		"--log-level", "warn",
+	}, extra...)
+	p := proctest.Start(t, name, nil, bin, args...)
+	r := replica{Name: name, URL: "http://127.0.0.1:" + strconv.Itoa(port), Proc: p}
+	p.WaitHTTP(t, r.URL+"/readyz", http.StatusOK, 20*time.Second)
+	return r
+}
+
+// tokenResponse is the refresher's token answer (or error).
+type tokenResponse struct {
+	AccessToken      string `json:"access_token"`
+	TokenType        string `json:"token_type"`
+	ExpiresIn        int    `json:"expires_in"`
+	RefreshToken     string `json:"refresh_token"`
+	RefreshExpiresIn int    `json:"refresh_expires_in"`
+	SessionID        string `json:"session_id"`
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description"`
+}
+
+// answer is one HTTP answer, decoded.
+type answer struct {
+	Status     int
+	RetryAfter string
+	Body       tokenResponse
+	Err        error // transport error
+}
+
+var client = &http.Client{
+	Timeout:   30 * time.Second,
+	Transport: &http.Transport{MaxIdleConnsPerHost: 512},
+}
+
+func do(req *http.Request) answer {
+	resp, err := client.Do(req)
+	if err != nil {
+		return answer{Err: err}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	a := answer{Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After"), Err: err}
+	if err == nil && len(body) > 0 {
+		if jerr := json.Unmarshal(body, &a.Body); jerr != nil {
+			a.Err = fmt.Errorf("status %d, body %.200q: %w", resp.StatusCode, body, jerr)
+		}
+	}
+	return a
+}
+
+func (a answer) String() string {
+	if a.Err != nil {
+		return "transport error: " + a.Err.Error()
+	}
+	return fmt.Sprintf("%d %s %s", a.Status, a.Body.Error, a.Body.ErrorDescription)
+}
+
+// createSession signs sub in through the admin API.
+func createSession(t *testing.T, r replica, sub string) tokenResponse {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"sub": sub, "claims": map[string]any{"name": "E2E " + sub, "roles": []string{"user"}}})
+	req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/sessions", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	a := do(req)
+	if a.Err != nil || a.Status != http.StatusCreated || a.Body.RefreshToken == "" {
+		t.Fatalf("POST %s/v1/sessions: %v", r.URL, a)
+	}
+	return a.Body
+}
+
+// refresh presents a refresh token (RFC 6749 §6, form-encoded).
+func refresh(r replica, token string) answer {
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token}}
+	req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return do(req)
+}
+
+// revoke signs out with a refresh token (RFC 7009).
+func revoke(r replica, token string) answer {
+	form := url.Values{"token": {token}, "token_type_hint": {"refresh_token"}}
+	req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/revoke", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return do(req)
+}
+
+// metric sums every series of a metric on a process's /metrics.
+func metric(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := client.Get(base + "/metrics")
+	if err != nil {
+		t.Fatalf("GET %s/metrics: %v", base, err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		rest := line[len(name):]
+		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		fields := strings.Fields(line)
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// status answers the status of GET url (0 on a transport error).
+func status(url string) int {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// feedJSON is GET /v1/revocations's answer.
+type feedJSON struct {
+	Cursor  string `json:"cursor"`
+	Revoked []struct {
+		SID   string    `json:"sid"`
+		Until time.Time `json:"until"`
+	} `json:"revoked"`
+}
+
+func readFeed(t *testing.T, r replica, after string) feedJSON {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, r.URL+"/v1/revocations?wait=0s&after="+url.QueryEscape(after), nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s/v1/revocations: %v", r.URL, err)
+	}
+	defer resp.Body.Close()
+	var f feedJSON
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s/v1/revocations: %d %s", r.URL, resp.StatusCode, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&f); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
