@@ -12,7 +12,7 @@
 # CONCURRENCY (32), CONNECTIONS (2), WARMUP requests (2000), HTTP (1: also
 # forward-auth with wrk), HTTP_DURATION per wrk round (10s), PIN (auto|0|1:
 # servers on one CPU, load generator on another), PROFILE (0|1: CPU profile
-# of tokengate during one extra round), OUT (result directory, default a new
+# of tokengate under gRPC and HTTP load after the rounds), OUT (result directory, default a new
 # temporary one), GHZ (path of ghz), AA (1: calibration, the second server
 # is another noopauthz instead of tokengate, so the ratio shows the noise).
 set -euo pipefail
@@ -65,19 +65,22 @@ fi
 # Pinning: on two or more CPUs the servers share one CPU and the load
 # generator gets another, the same for both servers, so the generator's own
 # work does not take CPU from the server it measures. Go sizes GOMAXPROCS from
-# the affinity mask, so each side runs with GOMAXPROCS=1.
+# the affinity mask, so each side runs with GOMAXPROCS=1. The prefixes are
+# arrays, not functions: a backgrounded function would be a forked shell, and
+# $! (whose CPU time is measured and which is stopped at exit) must be the
+# server itself.
 ncpu=$(nproc)
 if [[ $PIN == auto ]]; then
 	if command -v taskset >/dev/null && ((ncpu >= 2)); then PIN=1; else PIN=0; fi
 fi
 if [[ $PIN == 1 ]]; then
 	server_cpu=$((ncpu - 1)) gen_cpu=0
-	on_server() { taskset -c "$server_cpu" "$@"; }
-	on_gen() { taskset -c "$gen_cpu" "$@"; }
+	on_server=(taskset -c "$server_cpu")
+	on_gen=(taskset -c "$gen_cpu")
 	pinning="servers on CPU $server_cpu, load generator on CPU $gen_cpu (GOMAXPROCS=1 each)"
 else
-	on_server() { "$@"; }
-	on_gen() { "$@"; }
+	on_server=()
+	on_gen=()
 	pinning="not pinned: servers and load generator share all $ncpu CPUs"
 fi
 
@@ -101,13 +104,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-on_server "$OUT/bin/noopauthz" --grpc-listen "$noop_grpc" --http-listen "$noop_http" >"$OUT/noopauthz.log" 2>&1 &
+"${on_server[@]}" "$OUT/bin/noopauthz" --grpc-listen "$noop_grpc" --http-listen "$noop_http" >"$OUT/noopauthz.log" 2>&1 &
 noop_pid=$!
 pids+=("$noop_pid")
 if [[ $AA == 1 ]]; then
-	on_server "$OUT/bin/noopauthz" --grpc-listen "$ours_grpc" --http-listen "$ours_http" >"$OUT/tokengate.log" 2>&1 &
+	"${on_server[@]}" "$OUT/bin/noopauthz" --grpc-listen "$ours_grpc" --http-listen "$ours_http" >"$OUT/tokengate.log" 2>&1 &
 else
-	on_server "$OUT/bin/tokengate" extauthz --grpc-listen "$ours_grpc" --http-listen "$ours_http" \
+	"${on_server[@]}" "$OUT/bin/tokengate" extauthz --grpc-listen "$ours_grpc" --http-listen "$ours_http" \
 		--jwks-file "$OUT/jwks.json" --issuer "$issuer" --audience "$audience" --log-level warn \
 		>"$OUT/tokengate.log" 2>&1 &
 fi
@@ -135,6 +138,14 @@ until ours_ready && "$harness" preflight --addr "$noop_grpc" --data "$OUT/check.
 	sleep 0.2
 done
 
+# The PIDs must be the servers themselves (their CPU time is measured).
+for pid in "$noop_pid" "$ours_pid"; do
+	exe=$(readlink "/proc/$pid/exe")
+	if [[ $exe != "$OUT/bin/noopauthz" && $exe != "$OUT/bin/tokengate" ]]; then
+		log "PID $pid is $exe, not a server"; exit 1
+	fi
+done
+
 # Both must allow the exact request the generator sends; tokengate must also
 # inject the token's identity, so what is measured is a verified allow.
 identity=--identity
@@ -157,12 +168,12 @@ grpc_addr() { if [[ $1 == noop ]]; then echo "$noop_grpc"; else echo "$ours_grpc
 http_url() { if [[ $1 == noop ]]; then echo "http://$noop_http$authz_path"; else echo "http://$ours_http$authz_path"; fi; }
 
 ghz_run() { # target requests output
-	on_gen timeout "$ROUND_TIMEOUT" "$GHZ" --insecure --protoset "$OUT/authz.protoset" \
+	"${on_gen[@]}" timeout "$ROUND_TIMEOUT" "$GHZ" --insecure --protoset "$OUT/authz.protoset" \
 		--call envoy.service.auth.v3.Authorization.Check --data-file "$OUT/check.json" \
 		-n "$2" -c "$CONCURRENCY" --connections "$CONNECTIONS" -O json -o "$3" "$(grpc_addr "$1")"
 }
 wrk_run() { # target duration output
-	on_gen timeout "$ROUND_TIMEOUT" wrk -t1 -c"$CONCURRENCY" -d"$2" --latency \
+	"${on_gen[@]}" timeout "$ROUND_TIMEOUT" wrk -t1 -c"$CONCURRENCY" -d"$2" --latency \
 		-s "$root/test/load/wrk_report.lua" -H "Authorization: Bearer $token" "$(http_url "$1")" >"$3.txt"
 	grep '^{' "$3.txt" | tail -n 1 >"$3"
 }
@@ -197,25 +208,58 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	fi
 done
 
-if [[ $PROFILE == 1 ]]; then
-	log "profiling tokengate during one more gRPC round"
-	seconds=10
+# load_for KIND SECONDS: keep tokengate busy for a while (for the profiler).
+load_for() {
+	if [[ $1 == grpc ]]; then
+		"${on_gen[@]}" timeout "$ROUND_TIMEOUT" "$GHZ" --insecure --protoset "$OUT/authz.protoset" \
+			--call envoy.service.auth.v3.Authorization.Check --data-file "$OUT/check.json" \
+			-z "${2}s" -c "$CONCURRENCY" --connections "$CONNECTIONS" -O json -o /dev/null "$ours_grpc"
+	else
+		"${on_gen[@]}" timeout "$ROUND_TIMEOUT" wrk -t1 -c"$CONCURRENCY" -d"${2}s" \
+			-H "Authorization: Bearer $token" "$(http_url tokengate)" >/dev/null
+	fi
+}
+# profile KIND: a CPU profile of tokengate under KIND load, from its
+# /debug/pprof when it serves one, else from perf. The cumulative view shows
+# what share of the server's CPU is tokengate's own code (extauthz.*) and what
+# is gRPC/HTTP/protobuf work the no-op server does as well.
+profile() {
+	local kind=$1 seconds=10 out="$OUT/profile-$1.txt" prof
+	log "profiling tokengate under $kind load for ${seconds}s"
 	if curl -fsS -o /dev/null "http://$ours_http/debug/pprof/" 2>/dev/null; then
-		curl -fsS -o "$OUT/tokengate.cpu.pprof" "http://$ours_http/debug/pprof/profile?seconds=$seconds" &
+		curl -fsS -o "$OUT/tokengate-$kind.pprof" "http://$ours_http/debug/pprof/profile?seconds=$seconds" &
 		prof=$!
-		ghz_run tokengate $((REQUESTS * 3)) /dev/null || true
+		load_for "$kind" $((seconds + 2)) || true
 		wait "$prof"
-		go tool pprof -top -nodecount=40 "$OUT/bin/tokengate" "$OUT/tokengate.cpu.pprof" >"$OUT/profile.txt" 2>&1
+		{
+			go tool pprof -top -cum -nodecount=60 "$OUT/bin/tokengate" "$OUT/tokengate-$kind.pprof"
+			go tool pprof -top -nodecount=40 "$OUT/bin/tokengate" "$OUT/tokengate-$kind.pprof"
+		} >"$out" 2>&1
 	elif command -v perf >/dev/null; then
-		perf record -F 499 -g -o "$OUT/perf.data" -p "$ours_pid" -- sleep "$seconds" >/dev/null 2>&1 &
+		perf record -F 999 -g -o "$OUT/perf-$kind.data" -p "$ours_pid" -- sleep "$seconds" >/dev/null 2>&1 &
 		prof=$!
-		ghz_run tokengate $((REQUESTS * 3)) /dev/null || true
+		load_for "$kind" $((seconds + 2)) || true
 		wait "$prof" || true
-		perf report -i "$OUT/perf.data" --no-children --stdio --percent-limit 0.5 >"$OUT/profile.txt" 2>/dev/null
+		{
+			echo "== cumulative (children), tokengate's own code =="
+			perf report -i "$OUT/perf-$kind.data" --children --sort symbol --stdio -g none 2>/dev/null |
+				grep -E '^ +[0-9].*tokengate/tokengate' | awk 'NR <= 40' || true
+			echo "== cumulative (children), top 60 =="
+			perf report -i "$OUT/perf-$kind.data" --children --sort symbol --stdio -g none 2>/dev/null |
+				grep -E '^ +[0-9]' | awk 'NR <= 60' || true
+			echo "== flat (self), top 40 =="
+			perf report -i "$OUT/perf-$kind.data" --no-children --sort symbol --stdio -g none 2>/dev/null |
+				grep -E '^ +[0-9]' | awk 'NR <= 40' || true
+		} >"$out"
 	else
 		log "no /debug/pprof on tokengate and no perf: no profile"
+		return
 	fi
-	if [[ -f $OUT/profile.txt ]]; then log "profile: $OUT/profile.txt"; fi
+	log "profile: $out"
+}
+if [[ $PROFILE == 1 && $AA != 1 ]]; then
+	profile grpc
+	if [[ $HTTP == 1 ]]; then profile http; fi
 fi
 
 # What tokengate itself counted: every Check of the run must be an allow.
@@ -223,7 +267,7 @@ fi
 
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)
 {
-	echo "Run $(date -u +%Y-%m-%dT%H:%MZ), $ncpu × $cpu_model, $(go version | awk '{print $3}'), ghz $GHZ_VERSION, $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}');"
+	echo "Run $(date -u +%Y-%m-%dT%H:%MZ), $ncpu × $cpu_model, $(go version | awk '{print $3}'), ghz $GHZ_VERSION, $(wrk -v 2>&1 | awk 'NR == 1 {print $1, $2}');"
 	echo "$pinning; gRPC: $ROUNDS rounds × $REQUESTS requests, concurrency $CONCURRENCY over $CONNECTIONS connections, after $WARMUP warm-up requests;"
 	if [[ $HTTP == 1 ]]; then echo "HTTP: $ROUNDS rounds × $HTTP_DURATION, wrk -t1 -c$CONCURRENCY."; fi
 	if [[ $AA == 1 ]]; then echo "A/A calibration: the server labelled tokengate is a second noopauthz."; fi
