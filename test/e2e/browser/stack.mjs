@@ -6,7 +6,7 @@
 // kernel; every process is stopped by stop().
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -256,6 +256,12 @@ http {
         await done;
         clearTimeout(t);
       }
+      // Keep the processes' logs with the test output (a CI artifact), drop the rest.
+      const keep = join(repoRoot, 'test-output', 'e2e-logs', transport);
+      mkdirSync(keep, { recursive: true });
+      cpSync(logs, keep, { recursive: true });
+      for (const f of ['error.log', 'access.log']) if (existsSync(join(prefix, f))) cpSync(join(prefix, f), join(keep, `nginx-${f}`));
+      rmSync(dir, { recursive: true, force: true });
     },
     logs: (name) => readFileSync(join(logs, `${name}.log`), 'utf8'),
   };
