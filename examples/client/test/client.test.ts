@@ -420,3 +420,74 @@ describe('requests that are not ours', () => {
     }
   });
 });
+
+describe('shared storage and events', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /** sharedStorage is what localStorage is to two tabs: one store both read and write. */
+  function sharedStorage() {
+    let v: import('../src/index.js').Session | null = null;
+    return { get: () => v, set: (s: import('../src/index.js').Session) => void (v = s), clear: () => void (v = null) };
+  }
+
+  it('re-reads the stored session after taking the lock and skips a refresh another tab already did', async () => {
+    const fake = new FakeTokengate();
+    const locks = new FakeLocks();
+    const storage = sharedStorage();
+    // No BroadcastChannel: only the storage tells tab b about tab a's refresh.
+    const a = createFetch({ ...baseOptions(), locks, storage, fetch: fake.fetch });
+    const b = createFetch({ ...baseOptions(), locks, storage, fetch: fake.fetch });
+    const s = fake.signIn();
+    await a.client.setTokens(s.body as never, { date: s.date });
+    await b.client.getAccessToken(); // b now holds the same session
+    fake.expireAll();
+    const all = await Promise.all([a(API), b(API), a(API), b(API)]);
+    expect(all.map((r) => r.status)).toEqual([200, 200, 200, 200]);
+    expect(fake.count('/v1/token')).toBe(1);
+  });
+
+  it('reports where each token came from', async () => {
+    const fake = new FakeTokengate();
+    const hub = new ChannelHub();
+    const seen: string[][] = [[], []];
+    const mk = (i: number) =>
+      createFetch({ ...baseOptions(), locks: new FakeLocks(), channel: hub.channel(), onTokens: (t) => seen[i].push(`${t.source} ${t.claims.jti}`), fetch: fake.fetch });
+    const a = mk(0);
+    const b = mk(1);
+    const s = fake.signIn();
+    await a.client.setTokens(s.body as never, { date: s.date });
+    await settle(a.client.refresh());
+    await vi.advanceTimersByTimeAsync(0);
+    expect(seen).toEqual([['sign-in j1', 'refresh j2'], ['other-tab j1', 'other-tab j2']]);
+    expect(b.client.session?.accessToken).toBe(a.client.session?.accessToken);
+  });
+});
+
+describe('cookie transport', () => {
+  it('never handles a refresh token: refresh and revoke go with credentials to the cookie path', async () => {
+    const sent: { url: string; body: string; credentials?: RequestCredentials }[] = [];
+    const fakeFetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+      sent.push({ url: String(input), body: String(init?.body ?? ''), credentials: init?.credentials });
+      if (String(input).endsWith('/v1/token')) {
+        return new Response(JSON.stringify({ access_token: 'at2', token_type: 'Bearer', expires_in: 60, session_id: 's' }), {
+          status: 200,
+          headers: { 'content-type': 'application/json' },
+        });
+      }
+      return new Response('{}', { status: 200, headers: { 'content-type': 'application/json' } });
+    };
+    const client = new TokenClient({ ...baseOptions(), refreshUrl: 'http://app.test/v1/token', revokeUrl: undefined, transport: 'cookie', fetch: fakeFetch });
+    // A fresh tab with no access token resumes from the cookie.
+    expect(await client.getAccessToken()).toBe('at2');
+    await client.signOut();
+    expect(sent).toEqual([
+      { url: 'http://app.test/v1/token', body: 'grant_type=refresh_token', credentials: 'include' },
+      { url: 'http://app.test/v1/token/revoke', body: '', credentials: 'include' },
+    ]);
+  });
+});

@@ -90,6 +90,13 @@ describe('body transport', () => {
       assert.equal(spoofed.body.user.id, 'u-1001');
       assert.equal(spoofed.body.user.name, '张伟');
 
+      // nginx passes extauthz's x-token-expires-in to the page.
+      const left = await page.evaluate(async () => {
+        const r = await fetch('/api/echo', { headers: { authorization: `Bearer ${window.tg.client.session.accessToken}` } });
+        return r.headers.get('x-token-expires-in');
+      });
+      assert.match(left ?? '', /^[0-4]$/, `x-token-expires-in: ${left}`);
+
       // Without a token the spoofed header is refused at nginx: the app never sees the request.
       const before = stack.app.seen.length;
       const anon = await page.evaluate(async () => {
