@@ -125,7 +125,13 @@ func (s *Server) limitBody(h http.HandlerFunc) http.Handler {
 // constant-time comparison also hides the token's length.
 func (s *Server) admin(h http.HandlerFunc) http.Handler {
 	return s.limitBody(func(w http.ResponseWriter, r *http.Request) {
-		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		// The scheme name is case-insensitive (RFC 9110 §11.1).
+		auth := r.Header.Get("Authorization")
+		ok := len(auth) > 7 && strings.EqualFold(auth[:7], "Bearer ")
+		given := ""
+		if ok {
+			given = auth[7:]
+		}
 		sum := sha256.Sum256([]byte(strings.TrimSpace(given)))
 		if !ok || subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tokengate-admin"`)

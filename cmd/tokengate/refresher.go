@@ -149,17 +149,16 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 		if len(cfg.Audience) == 0 {
 			cfg.Audience = []string{"tokengate-dev"}
 		}
-		if cfg.AdminToken == "" {
-			if dir == "" {
-				cfg.AdminToken = randomSecret()
-			} else {
-				app.adminTokenPath = filepath.Join(dir, "admin-token")
-				tok, err := loadOrCreateSecret(app.adminTokenPath)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("admin-token: %w", err))
-				}
-				cfg.AdminToken = tok
+		// With a bolt store the admin token is kept beside the file, where
+		// the user can read it; other stores have no such place, so they
+		// still need --admin-token (a token nobody can read is useless).
+		if cfg.AdminToken == "" && dir != "" {
+			app.adminTokenPath = filepath.Join(dir, "admin-token")
+			tok, err := loadOrCreateSecret(app.adminTokenPath)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("admin-token: %w", err))
 			}
+			cfg.AdminToken = tok
 		}
 	}
 	if !f.dev && f.signingKey == "" {
