@@ -61,7 +61,7 @@ func testConfig() refresher.Config {
 
 // rig is one refresher on a real loopback listener.
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *refresher.Server
 	http   *httptest.Server
 	store  store.Store
@@ -102,7 +102,7 @@ func generateKeys(t testing.TB) *keyset.Keys {
 	return ks
 }
 
-func newRig(t *testing.T, opts ...rigOption) *rig {
+func newRig(t testing.TB, opts ...rigOption) *rig {
 	t.Helper()
 	logs := &lockedWriter{}
 	setup := rigSetup{cfg: testConfig(), clock: newClock(), opts: refresher.Options{Store: memstore.New(),
