@@ -4,12 +4,17 @@ GO ?= go
 
 .PHONY: test test-go test-fuzz test-deploy test-client test-e2e build run bench
 
-test: test-go test-client test-e2e
+test: test-go test-fuzz test-client test-e2e
 
 # Unit, integration and conformance tests of the product module.
 test-go:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+# Fuzz targets of extauthz (token extraction, claim-to-header mapping, Check
+# on arbitrary headers), each for a short fixed time (FUZZTIME, default 10s).
+test-fuzz:
+	GO=$(GO) scripts/fuzz.sh
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --tags --always --dirty 2>/dev/null || echo dev)" -o bin/tokengate ./cmd/tokengate
