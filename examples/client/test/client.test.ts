@@ -1,6 +1,6 @@
 import axios, { type AxiosAdapter, type AxiosInstance } from 'axios';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { TokenClient, TokenGateError, attachTokenRefresh, createFetch, type SignOutReason, type TokenClientOptions } from '../src/index.js';
+import { TokenClient, TokenGateError, attachTokenRefresh, createFetch, retryAfter, type SignOutReason, type TokenClientOptions } from '../src/index.js';
 import { ChannelHub, FakeLocks, FakeTokengate, Visibility } from './harness.js';
 
 const API = 'http://app.test/api/items';
@@ -490,4 +490,67 @@ describe('cookie transport', () => {
       { url: 'http://app.test/v1/token/revoke', body: '', credentials: 'include' },
     ]);
   });
+});
+
+describe('waiting and passing through', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('holds new requests while a refresh runs and sends them with the new token', async () => {
+    const fake = new FakeTokengate();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slow: typeof fetch = async (input, init) => {
+      if ((input instanceof Request ? input.url : String(input)).endsWith('/v1/token')) await gate;
+      return fake.fetch(input, init);
+    };
+    const f = createFetch({ ...baseOptions(), fetch: slow });
+    const s = fake.signIn();
+    await f.client.setTokens(s.body as never, { date: s.date });
+    const refreshing = f.client.refresh();
+    const req = f(API);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(fake.count('/api/items')).toBe(0);
+    release();
+    const [token, res] = await Promise.all([refreshing, req]);
+    expect(res.status).toBe(200);
+    expect(fake.calls.find((c) => c.path === '/api/items')!.auth).toBe(`Bearer ${token}`);
+    expect(token).not.toBe(s.body.access_token);
+  });
+
+  it('leaves 403 insufficient_scope and 401s that are not tokengate’s to the app', async () => {
+    const answers = [
+      new Response('{"error":"insufficient_scope"}', { status: 403, headers: { 'content-type': 'application/json', 'www-authenticate': 'Bearer error="insufficient_scope"' } }),
+      new Response('{"message":"login to the legacy app"}', { status: 401, headers: { 'content-type': 'application/json' } }),
+    ];
+    const fake = new FakeTokengate();
+    const f = createFetch({ ...baseOptions(), fetch: async (i, init) => ((i instanceof Request ? i.url : String(i)).includes('/api/') ? answers.shift()! : fake.fetch(i, init)) });
+    const s = fake.signIn();
+    await f.client.setTokens(s.body as never, { date: s.date });
+    expect((await f(API)).status).toBe(403);
+    expect((await f(API)).status).toBe(401);
+    expect(f.client.session).not.toBeNull();
+    expect(fake.count('/v1/token')).toBe(0);
+  });
+});
+
+describe('retryAfter', () => {
+  const now = Date.UTC(2026, 0, 1);
+  const cases: [string | null, number | undefined][] = [
+    ['7', 7000],
+    ['0', 0],
+    [new Date(now + 3000).toUTCString(), 3000],
+    [new Date(now - 3000).toUTCString(), 0],
+    ['soon', undefined],
+    [null, undefined],
+  ];
+  for (const [h, want] of cases) {
+    it(`${h} → ${want}`, () => {
+      expect(retryAfter(h, now)).toBe(want);
+    });
+  }
 });
