@@ -202,6 +202,11 @@ func (st *state) writeHTTP(w http.ResponseWriter, o *outcome) {
 		for _, x := range o.set {
 			h.Set(x.name, x.value)
 		}
+		if len(o.remove) > 0 {
+			// Envoy's HTTP ext_authz mode removes these upstream (its
+			// headers_to_remove); other proxies ignore it.
+			h.Set("x-envoy-auth-headers-to-remove", strings.Join(o.remove, ","))
+		}
 		for _, x := range o.response {
 			h.Add(x.name, x.value)
 		}

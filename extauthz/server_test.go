@@ -101,7 +101,8 @@ func TestForwardAuth(t *testing.T) {
 	}{
 		{"envoy http mode: prefix path", "GET", "/authz/api/x?q=1", map[string]string{"Authorization": "Bearer " + tok},
 			want{200, "", map[string]string{"X-User-Id": "user-1", "X-Token-Expires-In": "900"}}},
-		{"envoy http mode: public path", "POST", "/authz/public/a", nil, want{200, "", nil}},
+		{"envoy http mode: public path", "POST", "/authz/public/a", nil,
+			want{200, "", map[string]string{"X-Envoy-Auth-Headers-To-Remove": "x-user-id,x-user-name,x-user-roles,x-session-id", "X-User-Id": ""}}},
 		{"envoy http mode: missing token", "GET", "/authz/api/x", map[string]string{"Origin": "https://app.test"},
 			want{401, "missing_token", map[string]string{"Www-Authenticate": `Bearer realm="tokengate"`, "Access-Control-Allow-Origin": "https://app.test", "Cache-Control": "no-store", "Content-Type": "application/json"}}},
 		{"nginx: X-Original-URI decides the route", "GET", "/authz", map[string]string{"X-Original-URI": "/public/a", "X-Original-Method": "GET"}, want{200, "", nil}},
