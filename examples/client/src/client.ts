@@ -122,14 +122,18 @@ export class TokenClient {
     this.visibility = options.visibility === undefined ? defaultVisibility() : options.visibility ?? undefined;
     this.channel?.addEventListener('message', (ev) => this.onMessage(ev.data));
     this.unsubscribeVisibility = this.visibility?.subscribe(() => this.schedule());
-    this.ready = Promise.resolve(this.storage.get()).then((s) => {
-      if (s && !this.current) {
-        this.current = s;
-        this.schedule();
-      }
-      // Memory storage starts empty in a new tab: ask the open tabs for the session.
-      if (!this.current) this.post({ type: 'hello' });
-    });
+    this.ready = Promise.resolve()
+      .then(() => this.storage.get())
+      // Storage that cannot be read (blocked by the browser, corrupt) is an empty session, not a broken client.
+      .catch(() => null)
+      .then((s) => {
+        if (s && !this.current) {
+          this.current = s;
+          this.schedule();
+        }
+        // Memory storage starts empty in a new tab: ask the open tabs for the session.
+        if (!this.current) this.post({ type: 'hello' });
+      });
   }
 
   /** Store the token response of a sign-in (what your login backend got from POST /v1/sessions). */
