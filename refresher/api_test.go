@@ -257,3 +257,18 @@ func TestOperationsEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// Drain (called at shutdown) answers long polls at once, empty, with the
+// cursor unchanged, so the consumer reconnects elsewhere.
+func TestDrainEndsLongPolls(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t)
+	cursor := rg.admin("GET", "/v1/revocations?wait=0", "").str("cursor")
+	done := make(chan response, 1)
+	go func() { done <- rg.admin("GET", "/v1/revocations?wait=60s&after="+cursor, "") }()
+	rg.srv.Drain()
+	got := <-done
+	if got.Status != http.StatusOK || got.str("cursor") != cursor || !strings.Contains(got.Raw, `"revoked":[]`) {
+		t.Fatalf("drained long poll = %d %s", got.Status, got.Raw)
+	}
+}

@@ -66,7 +66,16 @@ func (s *Server) handleRevocations(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	revs, cursor, err := s.issuer.Revocations(r.Context(), r.URL.Query().Get("after"), wait)
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.drain:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	revs, cursor, err := s.issuer.Revocations(ctx, r.URL.Query().Get("after"), wait)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

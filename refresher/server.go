@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +44,10 @@ type Server struct {
 	reg       *prometheus.Registry
 	adminHash [32]byte
 	cors      *cors
+	// drain is closed by Drain: long polls answer at once so a graceful
+	// shutdown does not wait out their timeouts.
+	drain     chan struct{}
+	drainOnce sync.Once
 }
 
 // NewServer validates cfg and wires a server.
@@ -76,8 +81,14 @@ func NewServer(cfg Config, o Options) (*Server, error) {
 		reg:       o.Registry,
 		adminHash: sha256.Sum256([]byte(cfg.AdminToken)),
 		cors:      newCORS(cfg.CORSAllowedOrigins),
+		drain:     make(chan struct{}),
 	}, nil
 }
+
+// Drain makes long polls in flight (and new ones) answer at once with what
+// they have, so a shutdown is not held up by them; register it with
+// http.Server.RegisterOnShutdown. Other requests are unaffected.
+func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.drain) }) }
 
 // Issuer returns the token logic behind the handlers.
 func (s *Server) Issuer() *Issuer { return s.issuer }

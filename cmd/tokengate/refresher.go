@@ -266,6 +266,7 @@ func (a *refresherApp) serve(ctx context.Context, ln net.Listener) error {
 		WriteTimeout: a.cfg.RevocationsMaxWait + 15*time.Second,
 		IdleTimeout:  2 * time.Minute,
 	}
+	hs.RegisterOnShutdown(a.srv.Drain)
 	a.log.Info("refresher_listening", "addr", ln.Addr().String())
 	return serve.HTTP(ctx, hs, ln)
 }
