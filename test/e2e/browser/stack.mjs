@@ -4,7 +4,7 @@
 // tiny upstream app (in this process) that echoes the identity headers it
 // received and provides the demo's /login backend. Every port comes from the
 // kernel; every process is stopped by stop().
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -67,12 +67,8 @@ export function nginxBinary() {
 
 /** supports reports whether `tokengate SUB --help` lists flag. */
 export function supports(sub, flag) {
-  try {
-    const out = execFileSync(tokengateBinary(), [sub, '--help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    return out.includes(flag);
-  } catch (e) {
-    return String(e.stdout ?? '').includes(flag) || String(e.stderr ?? '').includes(flag);
-  }
+  const r = spawnSync(tokengateBinary(), [sub, '--help'], { encoding: 'utf8' });
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.includes(flag);
 }
 
 /** renderTemplate fills ${NAME} placeholders the way envsubst does; an unknown name is an error. */
