@@ -2,6 +2,8 @@ package extauthz
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"testing"
 )
 
@@ -19,7 +21,8 @@ func BenchmarkCheck(b *testing.B) {
 				k := newTestKey(b, alg, "bench")
 				cfg := baseConfig(b, k)
 				cfg.Cache.Disabled = !cached
-				h := newHarness(b, cfg)
+				// Production logging: JSON at info, so allows are not logged.
+				h := newHarness(b, cfg, func(o *Options) { o.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil)) })
 				req := bearerReq(k.token(b, claimsAt(h.clock.Now())))
 				ctx := b.Context()
 				if resp, err := h.srv.Check(ctx, req); err != nil || resp.GetOkResponse() == nil {
