@@ -5,7 +5,7 @@
 # requests/s, p50/p99, server CPU per request, the medians and the ratio
 # tokengate/noop as Markdown. See test/load/README.md.
 #
-#   test/load/run.sh            # full run (about 2-4 minutes on 2 cores)
+#   test/load/run.sh            # full run (a few minutes; longer on a busy machine)
 #   test/load/run.sh --smoke    # one tiny round: checks the harness works
 #
 # Tunables (environment): ROUNDS (5), REQUESTS per gRPC round (20000),
@@ -13,7 +13,8 @@
 # forward-auth with wrk), HTTP_DURATION per wrk round (10s), PIN (auto|0|1:
 # servers on one CPU, load generator on another), PROFILE (0|1: CPU profile
 # of tokengate under gRPC and HTTP load after the rounds), OUT (result directory, default a new
-# temporary one), GHZ (path of ghz), AA (1: calibration, the second server
+# temporary one), REV (build tokengate from this commit instead of the
+# working tree), GHZ (path of ghz), AA (1: calibration, the second server
 # is another noopauthz instead of tokengate, so the ratio shows the noise).
 set -euo pipefail
 
@@ -23,7 +24,7 @@ smoke=0
 for arg in "$@"; do
 	case "$arg" in
 	--smoke) smoke=1 ;;
-	-h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown argument $arg (want --smoke or --help)" >&2; exit 2 ;;
 	esac
 done
@@ -85,8 +86,19 @@ else
 fi
 
 # --- build and prepare -----------------------------------------------------
-log "building tokengate, noopauthz and the harness into $OUT/bin"
-go build -o "$OUT/bin/tokengate" ./cmd/tokengate
+# REV=<commit> builds tokengate from that commit (git archive, the working
+# tree untouched) so published figures name exactly what they measured.
+if [[ -n ${REV:-} ]]; then
+	rm -rf "$OUT/src" && mkdir -p "$OUT/src"
+	git -C "$root" archive "$REV" | tar -x -C "$OUT/src"
+	tree="commit $(git -C "$root" rev-parse --short "$REV")"
+	log "building tokengate from $tree"
+	(cd "$OUT/src" && go build -o "$OUT/bin/tokengate" ./cmd/tokengate)
+else
+	tree="working tree $(git -C "$root" describe --always --dirty 2>/dev/null || echo '(not a git checkout)')"
+	go build -o "$OUT/bin/tokengate" ./cmd/tokengate
+fi
+log "building noopauthz and the harness into $OUT/bin"
 go build -o "$OUT/bin/noopauthz" ./test/load/noopauthz
 go build -o "$OUT/bin/harness" ./test/load/harness
 harness=$OUT/bin/harness
@@ -268,6 +280,7 @@ fi
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)
 {
 	echo "Run $(date -u +%Y-%m-%dT%H:%MZ), $ncpu × $cpu_model, $(go version | awk '{print $3}'), ghz $GHZ_VERSION, $(wrk -v 2>&1 | awk 'NR == 1 {print $1, $2}');"
+	echo "tokengate built from the $tree;"
 	echo "$pinning; gRPC: $ROUNDS rounds × $REQUESTS requests, concurrency $CONCURRENCY over $CONNECTIONS connections, after $WARMUP warm-up requests;"
 	if [[ $HTTP == 1 ]]; then echo "HTTP: $ROUNDS rounds × $HTTP_DURATION, wrk -t1 -c$CONCURRENCY."; fi
 	if [[ $AA == 1 ]]; then echo "A/A calibration: the server labelled tokengate is a second noopauthz."; fi
