@@ -3,17 +3,21 @@ package extauthz
 import (
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // entry is a verified token with everything an allow needs, computed once:
 // identity headers, roles and scopes.
 type entry struct {
-	v      *verified
-	set    []header
-	unset  []string
-	roles  []string
-	scopes []string
+	v   *verified
+	set []header
+	// setProto is set as Envoy headers, built once: protos are read-only
+	// once built, so concurrent responses may share them.
+	setProto []*corev3.HeaderValueOption
+	unset    []string
+	roles    []string
+	scopes   []string
 }
 
 // tokenCache is a bounded LRU of verified tokens. An entry is valid until

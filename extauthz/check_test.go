@@ -355,3 +355,25 @@ func TestCheckUnavailableWithoutKeys(t *testing.T) {
 		t.Fatal("Ready() with no keys loaded")
 	}
 }
+
+func TestNormalizePath(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"/api/x?q=1":         "/api/x",
+		"/public/../admin":   "/admin",
+		"/public/%2e%2e/a":   "/a",
+		"/public/%2E%2E%2Fa": "/a",
+		"//a///b/":           "/a/b/",
+		"/a/./b/.":           "/a/b",
+		"a/b":                "/a/b",
+		"":                   "/",
+		"/a\\..\\b":          "/b",
+		"/x#frag":            "/x",
+		"/%zz":               "/%zz",
+		"/plain/path/":       "/plain/path/",
+	} {
+		if got := normalizePath(in); got != want {
+			t.Errorf("normalizePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -96,6 +96,9 @@ func normalizePath(p string) string {
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
 		p = p[:i]
 	}
+	if p != "" && p[0] == '/' && !strings.ContainsAny(p, "%\\") && !strings.Contains(p, "/.") && !strings.Contains(p, "//") {
+		return p // already clean: the common case costs nothing
+	}
 	if dec, err := url.PathUnescape(p); err == nil {
 		p = dec
 	}

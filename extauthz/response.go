@@ -151,9 +151,13 @@ func (st *state) checkResponse(o *outcome) *authv3.CheckResponse {
 			}},
 		}
 	}
+	set := headerOptions(o.set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+	if o.entry != nil {
+		set = o.entry.setProto
+	}
 	ok := &authv3.OkHttpResponse{
 		// OVERWRITE_IF_EXISTS_OR_ADD replaces every client-supplied value.
-		Headers:         headerOptions(o.set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
+		Headers:         set,
 		HeadersToRemove: o.remove,
 	}
 	if len(o.response) > 0 {

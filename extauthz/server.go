@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/prometheus/client_golang/prometheus"
@@ -177,7 +178,7 @@ func (st *state) verify(ctx context.Context, token string) (*entry, error) {
 		return nil, err
 	}
 	set, unset := st.mapper.headers(v.claims, v.payload)
-	e := &entry{v: v, set: set, unset: unset}
+	e := &entry{v: v, set: set, unset: unset, setProto: headerOptions(set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
 	if rv, ok := lookupClaim(v.claims, st.rolesPath); ok {
 		e.roles = stringList(rv)
 	}

@@ -204,7 +204,7 @@ func TestReadyzAndHealthz(t *testing.T) {
 	if code != 503 || !strings.Contains(body, "provider down: keys not loaded") {
 		t.Fatalf("readyz %d %s", code, body)
 	}
-	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "tokengate_extauthz_jwks_fetches_total") {
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "tokengate_extauthz_cache_hits_total 0") {
 		t.Fatalf("metrics %d", code)
 	}
 }
