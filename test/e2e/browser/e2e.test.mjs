@@ -172,6 +172,31 @@ describe('body transport', () => {
     }
   });
 
+  test('3b. a tab stuck holding the refresh lock cannot block the others (lock timeout, then steal)', async () => {
+    const context = await browser.newContext();
+    try {
+      const params = { refreshAhead: 0, autoRefresh: false, lockTimeout: 1 };
+      const stuck = await openDemo(context, stack, params);
+      await stuck.evaluate(() => window.tg.signIn('u-stuck'));
+      const b = await openDemo(context, stack, params);
+      await b.waitForFunction(() => window.tg.client.session !== null);
+      // The stuck tab takes the refresh lock and never lets go (alive but hung).
+      await stuck.evaluate(() => new Promise((held) => navigator.locks.request('tokengate:refresh', () => (held(), new Promise(() => {})))));
+      await serverSaysExpired(stack, b);
+      const tokens0 = stack.count('POST', '/v1/token');
+      const started = Date.now();
+      const results = await callMany(b, 3);
+      assert.deepEqual(results.map((r) => r.status), [200, 200, 200]);
+      assert.ok(Date.now() - started >= 1000, 'the tab waited for the lock before stealing it');
+      assert.equal(stack.count('POST', '/v1/token') - tokens0, 1);
+      assert.deepEqual(await b.evaluate(() => window.tg.state.signOuts), []);
+      const held = await b.evaluate(async () => (await navigator.locks.query()).held.map((l) => l.name));
+      assert.deepEqual(held, [], 'the lock was released after the steal');
+    } finally {
+      await context.close();
+    }
+  });
+
   test('4. proactive: with refreshAhead above the TTL, requests never see a 401', async () => {
     const context = await browser.newContext();
     try {
