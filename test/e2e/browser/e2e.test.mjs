@@ -223,6 +223,36 @@ describe('body transport', () => {
     }
   });
 
+  test('4b. skew: a page clock one hour behind the servers still refreshes ahead and never sees a 401', async () => {
+    const context = await browser.newContext();
+    try {
+      // The page's clock runs an hour slow; without skew correction the client would
+      // believe every token valid for an hour more and send expired ones.
+      await context.clock.install({ time: new Date(Date.now() - 3_600_000) });
+      const page = await openDemo(context, stack, { refreshAhead: 600 });
+      assert.ok(Math.abs((await page.evaluate(() => Date.now())) + 3_600_000 - Date.now()) < 60_000, 'the page clock is an hour slow');
+      await page.evaluate(() => window.tg.signIn('u-skew'));
+      const left = await page.evaluate(() => window.tg.client.session.expiresAt.getTime() - Date.now());
+      assert.ok(left > 2_000 && left <= 5_000, `the client's estimate of the 4 s token: ${left} ms left`);
+      const refused0 = stack.count('GET', '/api/echo', 401);
+      const tokens0 = stack.count('POST', '/v1/token', 200);
+      const results = await page.evaluate(async () => {
+        const out = [];
+        const end = performance.now() + 10_000;
+        while (performance.now() < end) {
+          out.push(await window.tg.call());
+          await new Promise((r) => setTimeout(r, 300));
+        }
+        return out;
+      });
+      assert.deepEqual(results.filter((r) => r.status !== 200), []);
+      assert.equal(stack.count('GET', '/api/echo', 401) - refused0, 0, '401s seen at nginx');
+      assert.ok(stack.count('POST', '/v1/token', 200) - tokens0 >= 2, 'refreshed ahead, repeatedly');
+    } finally {
+      await context.close();
+    }
+  });
+
   test('5. a tampered token signs out with invalid_token and no refresh is attempted', async () => {
     const context = await browser.newContext();
     try {
