@@ -9,10 +9,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokengate/tokengate/internal/proctest"
 	"github.com/tokengate/tokengate/refresher"
 	"github.com/tokengate/tokengate/refresher/store"
 	"github.com/tokengate/tokengate/refresher/store/boltstore"
 	"github.com/tokengate/tokengate/refresher/store/memstore"
+	"github.com/tokengate/tokengate/refresher/store/redisstore"
 )
 
 func benchIssuer(b *testing.B, st store.Store) *refresher.Issuer {
@@ -37,13 +39,22 @@ func benchStores(b *testing.B) map[string]func() store.Store {
 			}
 			return s
 		},
+		// A real redis-server on loopback (no persistence), one per benchmark.
+		"redis": func() store.Store {
+			r := proctest.StartRedis(b)
+			s, err := redisstore.Open(context.Background(), "redis://"+r.Addr, redisstore.Options{Timeout: time.Second})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s
+		},
 	}
 }
 
 // BenchmarkRotate: one full rotation per op (store reads, mint and sign the
 // access token, seal, atomic Rotate), along a chain of tokens.
 func BenchmarkRotate(b *testing.B) {
-	for _, name := range []string{"memory", "bolt"} {
+	for _, name := range []string{"memory", "bolt", "redis"} {
 		b.Run(name, func(b *testing.B) {
 			st := benchStores(b)[name]()
 			defer st.Close()
@@ -69,7 +80,7 @@ func BenchmarkRotate(b *testing.B) {
 // BenchmarkReplay: the same parent presented again inside the grace window,
 // answered from the in-process LRU (unseal only, no store, no signing).
 func BenchmarkReplay(b *testing.B) {
-	for _, name := range []string{"memory", "bolt"} {
+	for _, name := range []string{"memory", "bolt", "redis"} {
 		b.Run(name, func(b *testing.B) {
 			st := benchStores(b)[name]()
 			defer st.Close()
