@@ -83,8 +83,10 @@ func (ru *rule) matches(host, pth, method string) bool {
 }
 
 func normalizeHost(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
+	if strings.IndexByte(h, ':') >= 0 {
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		}
 	}
 	return strings.ToLower(strings.TrimSuffix(h, "."))
 }

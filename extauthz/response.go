@@ -151,9 +151,11 @@ func (st *state) checkResponse(o *outcome) *authv3.CheckResponse {
 			}},
 		}
 	}
-	set := headerOptions(o.set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+	var set []*corev3.HeaderValueOption
 	if o.entry != nil {
 		set = o.entry.setProto
+	} else {
+		set = headerOptions(o.set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
 	}
 	ok := &authv3.OkHttpResponse{
 		// OVERWRITE_IF_EXISTS_OR_ADD replaces every client-supplied value.
