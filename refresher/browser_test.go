@@ -65,6 +65,18 @@ func TestCookieTransport(t *testing.T) {
 	}
 }
 
+// Behind a proxy that mounts the refresher under a prefix, the cookie's
+// Path follows the browser's view.
+func TestCookiePath(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, withConfig(func(c *refresher.Config) {
+		c.RefreshTokenTransport, c.CookiePath = refresher.TransportCookie, "/auth/v1/token"
+	}))
+	if c := cookieOf(t, rg.startSession("")); c == nil || c.Path != "/auth/v1/token" {
+		t.Fatalf("cookie = %+v; want Path=/auth/v1/token", c)
+	}
+}
+
 func TestBothTransports(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t, withConfig(func(c *refresher.Config) { c.RefreshTokenTransport = refresher.TransportBoth }))

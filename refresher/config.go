@@ -61,6 +61,11 @@ type Config struct {
 	CORSAllowedOrigins []string
 	// RefreshTokenTransport: body, cookie or both.
 	RefreshTokenTransport Transport
+	// CookiePath is the refresh cookie's Path: the token endpoint as the
+	// browser addresses it (different from /v1/token when a proxy mounts
+	// the refresher under a prefix). Sign-out with the cookie is
+	// CookiePath + "/revoke" as the browser sees it.
+	CookiePath string
 	// RecentSize bounds the LRU of recently issued pairs.
 	RecentSize int
 	// RateLimitIP is how many counted /v1/token attempts (rotations and
@@ -93,6 +98,7 @@ func Defaults() Config {
 		SessionMaxAge:         2160 * time.Hour,
 		ReuseGrace:            30 * time.Second,
 		RefreshTokenTransport: TransportBody,
+		CookiePath:            "/v1/token",
 		RecentSize:            10000,
 		RateLimitIP:           10,
 		RateLimitIPBurst:      50,
@@ -162,6 +168,9 @@ func (c Config) Validate() error {
 	case TransportBody, TransportCookie, TransportBoth:
 	default:
 		bad("refresh-token-transport", "must be body, cookie or both, got %q", c.RefreshTokenTransport)
+	}
+	if !strings.HasPrefix(c.CookiePath, "/") || strings.ContainsAny(c.CookiePath, "; \t\r\n") {
+		bad("cookie-path", "must be an absolute path like /v1/token, got %q", c.CookiePath)
 	}
 	if c.RecentSize <= 0 {
 		bad("recent-size", "must be positive, got %d", c.RecentSize)

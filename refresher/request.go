@@ -17,17 +17,15 @@ import (
 // CookieName is the refresh-token cookie of the cookie transport.
 const CookieName = "tokengate_refresh"
 
-// cookiePath scopes the cookie to the token endpoint (and /v1/token/revoke
-// below it), so no other request carries it.
-const cookiePath = "/v1/token"
-
-func refreshCookie(token string, expires time.Time) *http.Cookie {
-	return &http.Cookie{Name: CookieName, Value: token, Path: cookiePath, Expires: expires.UTC(),
+// The cookie is scoped to the token endpoint (Config.CookiePath, and the
+// revocation endpoint below it), so no other request carries it.
+func (s *Server) refreshCookie(token string, expires time.Time) *http.Cookie {
+	return &http.Cookie{Name: CookieName, Value: token, Path: s.cfg.CookiePath, Expires: expires.UTC(),
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode}
 }
 
-func clearCookie() *http.Cookie {
-	return &http.Cookie{Name: CookieName, Value: "", Path: cookiePath, MaxAge: -1,
+func (s *Server) clearCookie() *http.Cookie {
+	return &http.Cookie{Name: CookieName, Value: "", Path: s.cfg.CookiePath, MaxAge: -1,
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode}
 }
 

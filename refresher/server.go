@@ -179,7 +179,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 	// trusted server); with cookie transport it also gets the cookie to
 	// pass on to the browser.
 	if s.cfg.RefreshTokenTransport.cookie() {
-		http.SetCookie(w, refreshCookie(p.RefreshToken, p.RefreshExpiresAt))
+		http.SetCookie(w, s.refreshCookie(p.RefreshToken, p.RefreshExpiresAt))
 	}
 	s.render(w, r, http.StatusCreated, tokenBody(p, true))
 }
@@ -194,13 +194,13 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	p, err := s.issuer.Refresh(r.Context(), token, s.client(r))
 	if err != nil {
 		if e := asError(err); fromCookie && e.Code == "invalid_grant" {
-			http.SetCookie(w, clearCookie())
+			http.SetCookie(w, s.clearCookie())
 		}
 		s.writeError(w, r, err)
 		return
 	}
 	if s.cfg.RefreshTokenTransport.cookie() {
-		http.SetCookie(w, refreshCookie(p.RefreshToken, p.RefreshExpiresAt))
+		http.SetCookie(w, s.refreshCookie(p.RefreshToken, p.RefreshExpiresAt))
 	}
 	s.render(w, r, http.StatusOK, tokenBody(p, s.cfg.RefreshTokenTransport.body()))
 }
@@ -226,7 +226,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if fromCookie || s.cfg.RefreshTokenTransport.cookie() {
-		http.SetCookie(w, clearCookie())
+		http.SetCookie(w, s.clearCookie())
 	}
 	// RFC 7009 §2.2: 200 whether or not the token was known.
 	s.render(w, r, http.StatusOK, struct{}{})

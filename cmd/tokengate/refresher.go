@@ -68,6 +68,7 @@ func (f *refresherFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.dev, "dev", false, "development mode: generate and keep a signing key and admin token beside the bolt file")
 	fs.StringVar(&f.cors, "cors-allowed-origins", "", "comma-separated browser origins allowed to call /v1/token and /v1/revoke with credentials")
 	fs.StringVar(&f.transport, "refresh-token-transport", string(d.RefreshTokenTransport), "where refresh tokens travel: body, cookie (HttpOnly) or both")
+	fs.StringVar(&f.cfg.CookiePath, "cookie-path", d.CookiePath, "Path of the refresh cookie: the token endpoint as the browser addresses it (when a proxy mounts the refresher under a prefix)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.cfg.StoreTimeout, "store-timeout", d.StoreTimeout, "timeout of each store call (a timeout answers 503)")
 	fs.IntVar(&f.cfg.RecentSize, "recent-size", d.RecentSize, "entries in the in-process LRU of recently issued pairs")
