@@ -20,11 +20,15 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
     go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/tokengate ./cmd/tokengate
+# An empty /data owned by nonroot: a named volume mounted there (compose,
+# `docker run -v`) starts writable for the bolt store.
+RUN mkdir -p /out/data
 
 # distroless/static: CA certificates, /etc/passwd with nonroot, tzdata; no
 # shell, no package manager. Probes use `tokengate healthcheck`.
 FROM gcr.io/distroless/static:nonroot
 COPY --from=build /out/tokengate /tokengate
+COPY --from=build --chown=65532:65532 /out/data /data
 # 65532 is distroless's "nonroot"; numeric so runAsNonRoot can verify it.
 USER 65532:65532
 # refresher HTTP, extauthz gRPC, extauthz HTTP

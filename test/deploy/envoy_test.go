@@ -285,18 +285,21 @@ func TestEnvoyFrontProxy(t *testing.T) {
 	}
 	vh := onlyVirtualHost(t, cfg)
 	got := map[string]routeSummary{}
-	for _, path := range []string{"/v1/token", "/v1/revoke", "/.well-known/jwks.json", "/", "/api/orders", "/v1/sessions", "/v1/revocations"} {
+	for _, path := range []string{"/v1/token", "/v1/revoke", "/v1/token/revoke", "/.well-known/jwks.json", "/", "/api/orders", "/v1/sessions", "/v1/revocations", "/v1/tokens"} {
 		got[path] = summarize(t, routeFor(t, vh, path))
 	}
 	want := map[string]routeSummary{
 		"/v1/token":              {Cluster: "refresher", ExtAuthzOff: true},
 		"/v1/revoke":             {Cluster: "refresher", ExtAuthzOff: true},
+		"/v1/token/revoke":       {Cluster: "refresher", ExtAuthzOff: true},
 		"/.well-known/jwks.json": {Cluster: "refresher", ExtAuthzOff: true},
 		"/":                      {Cluster: "app"},
 		"/api/orders":            {Cluster: "app"},
 		// The admin API is not exposed: these fall through to the app, behind ext_authz.
 		"/v1/sessions":    {Cluster: "app"},
 		"/v1/revocations": {Cluster: "app"},
+		// Exact matches: a look-alike path is not public.
+		"/v1/tokens": {Cluster: "app"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("routes (-want +got):\n%s", diff)
