@@ -235,6 +235,26 @@ func (m *Store) prune(now time.Time) {
 	m.feed = slices.DeleteFunc(m.feed, func(e feedEntry) bool { return !e.rev.Until.After(now) })
 }
 
+// Prune drops sessions that expired before now, with their tokens, and feed
+// entries past their Until. The refresher calls it periodically, so a
+// long-running memory store does not grow without bound.
+func (m *Store) Prune(now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.prune(now)
+	for id, s := range m.sessions {
+		if !now.Before(s.ExpiresAt) {
+			delete(m.sessions, id)
+		}
+	}
+	for h, r := range m.tokens {
+		if _, ok := m.sessions[r.token.SessionID]; !ok {
+			delete(m.tokens, h)
+		}
+	}
+	return nil
+}
+
 // Ping implements store.Store.
 func (m *Store) Ping(context.Context) error { return nil }
 
