@@ -53,28 +53,38 @@ export function attachTokenRefresh(instance: AxiosInstance, options: AttachOptio
     return config;
   });
 
+  /**
+   * refused handles a 401/403 whether axios rejected it (the default) or
+   * resolved it (an app's validateStatus accepting 4xx): retry once, pass
+   * it on, or fail with a TokenGateError.
+   */
+  const refused = async (res: AxiosResponse, meta: RequestMeta, passOn: () => AxiosResponse | Promise<never>, cause: unknown) => {
+    const reason = denialReason(res.status, headerOf(res.headers, 'www-authenticate'), res.data);
+    let action;
+    try {
+      action = await client.onUnauthorized(reason, meta.token, meta.retried);
+    } catch (e) {
+      if (e instanceof TokenGateError) throw new TokenGateError(e.code, e.message, { status: e.status ?? res.status, cause });
+      throw e;
+    }
+    if (action === 'pass') return passOn();
+    const config = res.config;
+    config.tokengate = { token: meta.token, retried: true };
+    return instance.request(config);
+  };
+
   const responseId = instance.interceptors.response.use(
     (res: AxiosResponse) => {
       const meta = res.config.tokengate;
+      if (meta && (res.status === 401 || res.status === 403)) return refused(res, meta, () => res, res);
       if (meta) client.afterResponse(meta.token, headerOf(res.headers, 'x-token-expires-in'));
       return res;
     },
     async (error: AxiosError) => {
       const res = error.response;
-      const config = error.config;
-      const meta = config?.tokengate;
-      if (!res || !config || !meta || (res.status !== 401 && res.status !== 403)) throw error;
-      const reason = denialReason(res.status, headerOf(res.headers, 'www-authenticate'), res.data);
-      let action;
-      try {
-        action = await client.onUnauthorized(reason, meta.token, meta.retried);
-      } catch (e) {
-        if (e instanceof TokenGateError) throw new TokenGateError(e.code, e.message, { status: e.status ?? res.status, cause: error });
-        throw e;
-      }
-      if (action === 'pass') throw error;
-      config.tokengate = { token: meta.token, retried: true };
-      return instance.request(config);
+      const meta = error.config?.tokengate;
+      if (!res || !meta || (res.status !== 401 && res.status !== 403)) throw error;
+      return refused(res, meta, () => Promise.reject(error), error);
     },
   );
 

@@ -30,7 +30,7 @@ function axiosAdapter(fake: FakeTokengate): AxiosAdapter {
       /* keep text */
     }
     const response = { data, status: res.status, statusText: res.statusText, headers: Object.fromEntries(res.headers), config, request: {} };
-    if (res.status >= 200 && res.status < 300) return response;
+    if (config.validateStatus ? config.validateStatus(res.status) : res.status >= 200 && res.status < 300) return response;
     throw new axios.AxiosError(`Request failed with status code ${res.status}`, 'ERR_BAD_REQUEST', config, {}, response);
   };
 }
@@ -553,4 +553,19 @@ describe('retryAfter', () => {
       expect(retryAfter(h, now)).toBe(want);
     });
   }
+});
+
+describe('axios with validateStatus accepting 4xx', () => {
+  it('still refreshes on token_expired and retries once', async () => {
+    const fake = new FakeTokengate();
+    const inst = axios.create({ baseURL: 'http://app.test', adapter: axiosAdapter(fake), validateStatus: () => true });
+    const { client } = attachTokenRefresh(inst, { ...baseOptions(), fetch: fake.fetch });
+    const s = fake.signIn();
+    await client.setTokens(s.body as never, { date: s.date });
+    fake.expireAll();
+    const res = await inst.get('/api/items');
+    expect(res.status).toBe(200);
+    expect(fake.count('/v1/token')).toBe(1);
+    expect(fake.count('/api/items')).toBe(2);
+  });
 });
