@@ -3,11 +3,12 @@
 //
 // Layout (P = key prefix, "tokengate:" by default):
 //
-//	P s:{sid}          hash   session (sub, claims, created, idle, exp, rev, gen, cur)
+//	P s:{sid}          hash   session (sub, created, idle, exp, rev, gen, cur)
+//	P c:{sid}          string the session's claims (JSON)
 //	P t:{sid}:HASH     hash   refresh-token record (sid, gen, iat, exp, rot, child)
 //	P p:{sid}:HASH     string sealed pair the rotation of HASH issued (grace window)
 //	P h:HASH           string token hash → sid (the lookup a refresh starts from)
-//	P u:SUB            set    sids of a subject (for revoke-all)
+//	P u:SUB            hash   sids of a subject (for revoke-all)
 //	P feed             stream revocation feed (sid, sub, until)
 //
 // Every key of a session carries the hash tag {sid}, so each atomic step (a
@@ -26,6 +27,7 @@ import (
 	"strconv"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tokengate/tokengate/refresher/store"
@@ -40,6 +42,10 @@ const sealedSlack = 2 * time.Second
 // its connection within about a second.
 const maxWaitChunk = time.Second
 
+// sidCacheSize bounds the in-process cache of token hash → sid (about 200
+// bytes an entry).
+const sidCacheSize = 1 << 14
+
 // feedPage is the most entries one Revocations call returns; the cursor
 // continues from there.
 const feedPage = 1000
@@ -52,6 +58,11 @@ type Store struct {
 	// split: keys outside a session's slot (token index, subject index,
 	// feed) are written by separate commands, as Redis Cluster requires.
 	split bool
+	// sids caches token hash → sid. The mapping never changes once written
+	// (a hash is a fresh 256-bit token's), so the cache cannot be stale; it
+	// saves the index round trip of a refresh that follows a lookup or a
+	// rotation on the same replica.
+	sids *lru.Cache[string, string]
 }
 
 var _ store.Store = (*Store)(nil)
@@ -66,7 +77,12 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 	if o.Logger != nil {
 		redis.SetLogger(redisLogger{o.Logger})
 	}
+	sids, err := lru.New[string, string](sidCacheSize)
+	if err != nil {
+		return nil, err
+	}
 	s := &Store{
+		sids:    sids,
 		rdb:     redis.NewUniversalClient(&p.opts),
 		prefix:  p.prefix,
 		timeout: p.opts.ReadTimeout,
@@ -90,6 +106,7 @@ func (s *Store) tokenKey(sid, hash string) string { return s.prefix + "t:{" + si
 func (s *Store) sealedKey(sid, hash string) string {
 	return s.prefix + "p:{" + sid + "}:" + hash
 }
+func (s *Store) claimsKey(sid string) string  { return s.prefix + "c:{" + sid + "}" }
 func (s *Store) indexKey(hash string) string  { return s.prefix + "h:" + hash }
 func (s *Store) subjectKey(sub string) string { return s.prefix + "u:" + sub }
 func (s *Store) feedKey() string              { return s.prefix + "feed" }
@@ -128,7 +145,7 @@ func (s *Store) CreateSession(ctx context.Context, sess store.Session, first sto
 	claims := string(sess.Claims)
 	args := []any{sess.ID, sess.Subject, claims, encodeTime(sess.CreatedAt), int64(sess.IdleTTL),
 		encodeTime(sess.ExpiresAt), first.Hash, encodeTime(first.IssuedAt), encodeTime(first.ExpiresAt), ttl}
-	keys := []string{s.sessionKey(sess.ID), s.tokenKey(sess.ID, first.Hash)}
+	keys := []string{s.sessionKey(sess.ID), s.tokenKey(sess.ID, first.Hash), s.claimsKey(sess.ID)}
 	if !s.split {
 		keys = append(keys, s.indexKey(first.Hash), s.subjectKey(sess.Subject))
 		n, err := createScript.Run(ctx, s.rdb, keys, args...).Int()
@@ -138,6 +155,7 @@ func (s *Store) CreateSession(ctx context.Context, sess store.Session, first sto
 		if n == 0 {
 			return store.ErrExists
 		}
+		s.sids.Add(first.Hash, sess.ID)
 		return nil
 	}
 
@@ -168,26 +186,33 @@ func (s *Store) CreateSession(ctx context.Context, sess store.Session, first sto
 		}
 		return store.ErrExists
 	}
+	s.sids.Add(first.Hash, sess.ID)
 	return nil
 }
 
 func (s *Store) GetSession(ctx context.Context, sid string) (store.Session, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	m, err := s.rdb.HGetAll(ctx, s.sessionKey(sid)).Result()
-	if err != nil {
+	var fields *redis.MapStringStringCmd
+	var claims *redis.StringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		fields = p.HGetAll(ctx, s.sessionKey(sid))
+		claims = p.Get(ctx, s.claimsKey(sid))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return store.Session{}, fmt.Errorf("redisstore: get session: %w", err)
 	}
-	if len(m) == 0 {
+	if len(fields.Val()) == 0 {
 		return store.Session{}, store.ErrNotFound
 	}
-	return decodeSession(sid, m)
+	return decodeSession(sid, fields.Val(), claims.Val())
 }
 
 func (s *Store) GetToken(ctx context.Context, hash string) (store.Token, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	sid, err := s.rdb.Get(ctx, s.indexKey(hash)).Result()
+	sid, err := s.lookup(ctx, hash)
 	if errors.Is(err, redis.Nil) {
 		return store.Token{}, store.ErrNotFound
 	}
@@ -207,7 +232,7 @@ func (s *Store) GetToken(ctx context.Context, hash string) (store.Token, error) 
 func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.RotateResult, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	sid, err := s.rdb.Get(ctx, s.indexKey(req.ParentHash)).Result()
+	sid, err := s.lookup(ctx, req.ParentHash)
 	if errors.Is(err, redis.Nil) {
 		return store.RotateResult{Outcome: store.Unknown}, nil
 	}
@@ -215,7 +240,7 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
 	}
 	keys := []string{s.sessionKey(sid), s.tokenKey(sid, req.ParentHash),
-		s.tokenKey(sid, req.Child.Hash), s.sealedKey(sid, req.ParentHash)}
+		s.tokenKey(sid, req.Child.Hash), s.sealedKey(sid, req.ParentHash), s.claimsKey(sid)}
 	if !s.split {
 		keys = append(keys, s.feedKey(), s.indexKey(req.Child.Hash))
 	}
@@ -231,6 +256,9 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 	res, pttl, err := decodeRotate(sid, req.ParentHash, reply)
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
+	}
+	if res.Outcome == store.Rotated {
+		s.sids.Add(req.Child.Hash, sid)
 	}
 	if !s.split {
 		return res, nil
@@ -254,6 +282,20 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 	return res, nil
 }
 
+// lookup finds the sid of a token hash: cache, then index (redis.Nil if
+// there is none).
+func (s *Store) lookup(ctx context.Context, hash string) (string, error) {
+	if sid, ok := s.sids.Get(hash); ok {
+		return sid, nil
+	}
+	sid, err := s.rdb.Get(ctx, s.indexKey(hash)).Result()
+	if err != nil {
+		return "", err
+	}
+	s.sids.Add(hash, sid)
+	return sid, nil
+}
+
 func (s *Store) appendFeed(ctx context.Context, sid, sub string, now, until time.Time) error {
 	err := appendScript.Run(ctx, s.rdb, []string{s.feedKey()},
 		sid, sub, encodeTime(until), millis(until.Sub(now)), encodeTime(now)).Err()
@@ -266,18 +308,22 @@ func (s *Store) appendFeed(ctx context.Context, sid, sub string, now, until time
 func (s *Store) PatchClaims(ctx context.Context, sid string, claims json.RawMessage, now time.Time) (store.Session, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	reply, err := patchScript.Run(ctx, s.rdb, []string{s.sessionKey(sid)}, string(claims), encodeTime(now)).Slice()
+	reply, err := patchScript.Run(ctx, s.rdb, []string{s.sessionKey(sid), s.claimsKey(sid)}, string(claims), encodeTime(now)).Slice()
 	if errors.Is(err, redis.Nil) {
 		return store.Session{}, store.ErrNotFound
 	}
 	if err != nil {
 		return store.Session{}, fmt.Errorf("redisstore: patch claims: %w", err)
 	}
-	m, err := flatMap(reply)
+	if len(reply) != 2 {
+		return store.Session{}, fmt.Errorf("redisstore: patch claims: unexpected reply %v", reply)
+	}
+	fields, _ := reply[0].([]any)
+	m, err := flatMap(fields)
 	if err != nil {
 		return store.Session{}, fmt.Errorf("redisstore: patch claims: %w", err)
 	}
-	return decodeSession(sid, m)
+	return decodeSession(sid, m, string(claims))
 }
 
 func (s *Store) RevokeSession(ctx context.Context, sid string, now, until time.Time) (bool, error) {
@@ -326,7 +372,7 @@ func (s *Store) RevokeSubject(ctx context.Context, sub string, now, until time.T
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	key := s.subjectKey(sub)
-	sids, err := s.rdb.SMembers(ctx, key).Result()
+	sids, err := s.rdb.HKeys(ctx, key).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: revoke subject: %w", err)
 	}
@@ -342,7 +388,7 @@ func (s *Store) RevokeSubject(ctx context.Context, sub string, now, until time.T
 		case -1:
 			// The session expired away (or its creation failed after
 			// indexing): prune the index.
-			s.rdb.SRem(ctx, key, sid)
+			s.rdb.HDel(ctx, key, sid)
 		}
 	}
 	return revoked, nil
@@ -452,7 +498,7 @@ func decodeRotate(sid, parent string, reply []any) (store.RotateResult, int64, e
 	if code == codeUnknown {
 		return store.RotateResult{Outcome: store.Unknown}, 0, nil
 	}
-	if code < codeRotated || code > codeRevoked || len(reply) != 5 {
+	if code < codeRotated || code > codeRevoked || len(reply) != 6 {
 		return store.RotateResult{}, 0, fmt.Errorf("unexpected reply %v", reply)
 	}
 	res := store.RotateResult{Outcome: store.Outcome(code)}
@@ -466,7 +512,8 @@ func decodeRotate(sid, parent string, reply []any) (store.RotateResult, int64, e
 	if err != nil {
 		return res, 0, err
 	}
-	if res.Session, err = decodeSession(sid, sm); err != nil {
+	claims, _ := reply[5].(string)
+	if res.Session, err = decodeSession(sid, sm, claims); err != nil {
 		return res, 0, err
 	}
 	if res.Parent, err = decodeToken(parent, pm); err != nil {
@@ -479,9 +526,9 @@ func decodeRotate(sid, parent string, reply []any) (store.RotateResult, int64, e
 	return res, pttl, nil
 }
 
-func decodeSession(sid string, m map[string]string) (store.Session, error) {
+func decodeSession(sid string, m map[string]string, claims string) (store.Session, error) {
 	s := store.Session{ID: sid, Subject: m["sub"]}
-	if c := m["claims"]; c != "" {
+	if c := claims; c != "" {
 		s.Claims = json.RawMessage(c)
 	}
 	var errs []error

@@ -35,24 +35,28 @@ local function feed_append(key, sid, sub, untl, ttl, now)
 end
 `
 
-// createScript: KEYS session, first token, [index of first token, subject
-// set]. ARGV sid, sub, claims, created, idle, exp, token hash, iat, token
-// exp, ttl ms. Returns 1 created, 0 exists. Creating the same session with
-// the same first token again is success, so a retried call is harmless.
+// createScript: KEYS session, first token, claims, [index of first token,
+// subject index]. ARGV sid, sub, claims, created, idle, exp, token hash,
+// iat, token exp, ttl ms. Returns 1 created, 0 exists. Creating the same
+// session with the same first token again is success, so a retried call is
+// harmless. Claims live in their own string key: a hash with a value over
+// hash-max-listpack-value (64 bytes by default) loses Redis's compact
+// encoding, and claims are usually longer than that.
 var createScript = redis.NewScript(`
 local s = redis.call('HMGET', KEYS[1], 'cur', 'created')
 if s[1] then
   if s[1] == ARGV[7] and s[2] == ARGV[4] then return 1 end
   return 0
 end
-if KEYS[3] then
-  if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[10]) then return 0 end
-  redis.call('SADD', KEYS[4], ARGV[1])
-  if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[10]) then redis.call('PEXPIRE', KEYS[4], ARGV[10]) end
+if KEYS[4] then
+  if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', ARGV[10]) then return 0 end
+  redis.call('HSET', KEYS[5], ARGV[1], '1')
+  if redis.call('PTTL', KEYS[5]) < tonumber(ARGV[10]) then redis.call('PEXPIRE', KEYS[5], ARGV[10]) end
 end
-redis.call('HSET', KEYS[1], 'sub', ARGV[2], 'claims', ARGV[3], 'created', ARGV[4], 'idle', ARGV[5],
+redis.call('HSET', KEYS[1], 'sub', ARGV[2], 'created', ARGV[4], 'idle', ARGV[5],
   'exp', ARGV[6], 'rev', '', 'gen', '0', 'cur', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[10])
 redis.call('HSET', KEYS[2], 'sid', ARGV[1], 'gen', '0', 'iat', ARGV[8], 'exp', ARGV[9], 'rot', '', 'child', '')
 redis.call('PEXPIRE', KEYS[2], ARGV[10])
 return 1
@@ -70,10 +74,10 @@ const (
 
 // rotateScript is the whole Rotate decision table (store.Store.Rotate) in
 // one step. KEYS session, parent token, child token, parent's sealed pair,
-// [feed, child's index]. ARGV now, grace cutoff (now-grace), child hash,
-// child iat, child exp, sealed, sealed ttl ms, revoke until, feed ttl ms.
-// Returns {code, session fields, parent fields, sealed or false, session
-// pttl ms}.
+// claims, [feed, child's index]. ARGV now, grace cutoff (now-grace), child
+// hash, child iat, child exp, sealed, sealed ttl ms, revoke until, feed ttl
+// ms. Returns {code, session fields, parent fields, sealed or false, session
+// pttl ms, claims}.
 var rotateScript = redis.NewScript(feedLua + `
 local now = ARGV[1]
 local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'cur', 'sub')
@@ -92,7 +96,7 @@ elseif p[1] ~= '' then
   else
     code = 3
     redis.call('HSET', KEYS[1], 'rev', now)
-    if KEYS[5] then feed_append(KEYS[5], p[5], s[4], ARGV[8], ARGV[9], now) end
+    if KEYS[6] then feed_append(KEYS[6], p[5], s[4], ARGV[8], ARGV[9], now) end
   end
 elseif now >= p[3] then
   code = 5
@@ -106,9 +110,10 @@ else
   redis.call('PEXPIRE', KEYS[3], ttl)
   redis.call('HINCRBY', KEYS[1], 'gen', 1)
   redis.call('HSET', KEYS[1], 'cur', ARGV[3])
-  if KEYS[6] then redis.call('SET', KEYS[6], p[5], 'PX', ttl) end
+  if KEYS[7] then redis.call('SET', KEYS[7], p[5], 'PX', ttl) end
 end
-return {code, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), sealed, redis.call('PTTL', KEYS[1])}
+return {code, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), sealed, redis.call('PTTL', KEYS[1]),
+  redis.call('GET', KEYS[5])}
 `)
 
 // revokeScript: KEYS session, [feed]. ARGV now, until, feed ttl ms,
@@ -132,19 +137,22 @@ feed_append(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
 `)
 
-// patchScript: KEYS session. ARGV claims, now. Returns the session's fields,
-// or false if it does not exist or is not active at now.
+// patchScript: KEYS session, claims. ARGV claims, now. Returns {session
+// fields, claims}, or false if the session does not exist or is not active
+// at now.
 var patchScript = redis.NewScript(`
 local s = redis.call('HMGET', KEYS[1], 'rev', 'exp')
 if not s[2] or s[1] ~= '' or ARGV[2] >= s[2] then return false end
-redis.call('HSET', KEYS[1], 'claims', ARGV[1])
-return redis.call('HGETALL', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1], 'KEEPTTL')
+return {redis.call('HGETALL', KEYS[1]), ARGV[1]}
 `)
 
-// indexScript: the subject index on its own (Cluster). KEYS subject set.
-// ARGV sid, ttl ms. The set lives as long as its longest session.
+// indexScript: the subject index on its own (Cluster). KEYS subject index
+// (a hash of sid → "1": small hashes keep Redis's compact encoding, small
+// sets of strings do not before Redis 7.2). ARGV sid, ttl ms. The index
+// lives as long as its longest session.
 var indexScript = redis.NewScript(`
-redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], '1')
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 `)
