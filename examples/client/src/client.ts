@@ -42,7 +42,7 @@ export interface TokenClientOptions {
   lockTimeout?: number;
   /** Seconds before one refresh attempt is abandoned. Default 10. */
   refreshTimeout?: number;
-  /** Attempts per refresh for 503/429 and network failures. Default 4. */
+  /** Attempts per refresh for 429, 5xx and network failures. Default 4. */
   refreshAttempts?: number;
   /** Upper bound of one backoff wait (seconds), also caps Retry-After. Default 30. */
   maxBackoff?: number;

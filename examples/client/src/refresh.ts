@@ -10,7 +10,7 @@ export interface RefreshCall {
   /** Body transport: the refresh token to present. */
   refreshToken?: string;
   fetch: typeof fetch;
-  /** Attempts in total for 503/429/network failures (at least 1). */
+  /** Attempts in total for 429, 5xx and network failures (at least 1). */
   maxAttempts: number;
   /** Backoff base and cap, milliseconds; Retry-After overrides the computed delay (capped too). */
   backoffBaseMs: number;
@@ -26,16 +26,16 @@ export interface RefreshCall {
 /** The outcome of a refresh: a new pair, or why not. */
 export type RefreshResult =
   | { ok: true; body: TokenResponse; date: string | null; receivedAt: number }
-  /** The refresher refused the grant (or answered something unusable): the session is over. */
+  /** The refresher refused the grant (a 4xx, or a 2xx without a token), or could not be reached at all: the session is over. */
   | { ok: false; fatal: true; error: string; status: number }
-  /** The refresher stayed unavailable: keep the session, fail the waiting requests. */
+  /** The refresher answered 429 or 5xx through every attempt: keep the session, fail the waiting requests. */
   | { ok: false; fatal: false; error: string; status: number };
 
 /**
  * callRefresher sends `POST url` with `grant_type=refresh_token` (RFC 6749 §6)
  * and retries what is worth retrying: `503 temporarily_unavailable` and
- * `429 slow_down` after their `Retry-After`, network failures after an
- * exponential backoff with jitter. Retrying the same refresh token is safe:
+ * `429 slow_down` after their `Retry-After`, other 5xx answers and network
+ * failures after an exponential backoff with jitter. Retrying the same refresh token is safe:
  * the refresher replays the same new pair within its reuse-grace window.
  *
  * With the cookie transport the request carries credentials and no token;
@@ -81,7 +81,10 @@ export async function callRefresher(c: RefreshCall): Promise<RefreshResult> {
     }
     const error = errorCode(body) ?? (res.ok ? 'invalid_response' : `http_${res.status}`);
     last = { error, status: res.status };
-    const retryable = res.status === 503 || res.status === 429;
+    // 503 (store unreachable) and 429 say so with Retry-After; other 5xx
+    // (a proxy's 502/504 while the refresher restarts) are just as transient.
+    // None of them says anything about the refresh token: keep the session.
+    const retryable = res.status === 429 || res.status >= 500;
     let wait: number | undefined;
     if (retryable && attempt < c.maxAttempts) {
       wait = retryAfter(res.headers.get('retry-after'), c.now()) ?? backoff(c, attempt);

@@ -569,3 +569,27 @@ describe('axios with validateStatus accepting 4xx', () => {
     expect(fake.count('/api/items')).toBe(2);
   });
 });
+
+describe('refresher answers that say nothing about the token', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('retries a 502 from a proxy with backoff and keeps the session', async () => {
+    const fake = new FakeTokengate();
+    const o = baseOptions();
+    const f = createFetch({ ...o, fetch: fake.fetch });
+    const s = fake.signIn();
+    await f.client.setTokens(s.body as never, { date: s.date });
+    fake.expireAll();
+    fake.tokenFailures.push({ status: 502, body: '<html>Bad Gateway</html>' as never });
+    const p = f(API);
+    await vi.advanceTimersByTimeAsync(1000); // first backoff: 250–500 ms
+    expect((await p).status).toBe(200);
+    expect(fake.count('/v1/token')).toBe(2);
+    expect(o.signOuts).toEqual([]);
+  });
+});
