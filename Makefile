@@ -4,7 +4,7 @@ GO ?= go
 
 .PHONY: test test-go test-fuzz test-deploy test-client test-e2e build run bench
 
-test: test-go test-fuzz test-client test-e2e
+test: test-go test-fuzz test-client test-e2e test-deploy
 
 # Unit, integration and conformance tests of the product module.
 test-go:
@@ -43,3 +43,11 @@ test-client:
 test-e2e:
 	cd examples/client && npm run build
 	cd test/e2e/browser && node --test --test-concurrency=1 e2e.test.mjs
+
+# Deployment (issue 6): the Dockerfile's build line, the Helm chart (helm lint
+# --strict, helm template for four values sets, strict client-go decoding) and
+# every Envoy / Istio / Envoy Gateway / compose example, checked in their own
+# module (test/deploy) so helm's and client-go's dependencies stay out of the
+# product's go.mod. Needs helm (.ci/run installs the pinned version).
+test-deploy:
+	cd test/deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...

@@ -3,11 +3,14 @@ package deploy
 import (
 	"bytes"
 	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -130,23 +133,48 @@ func TestDockerfileRuntimeStage(t *testing.T) {
 	}
 }
 
-// TestDockerfileBuild builds tokengate exactly as the Dockerfile does and
-// runs `tokengate version`.
-func TestDockerfileBuild(t *testing.T) {
-	t.Parallel()
+// dockerBuild is the outcome of building tokengate with the Dockerfile's
+// exact go build line, shared by the tests that need a binary.
+type dockerBuild struct {
+	bin, version string
+	env          map[string]string
+	args         []string
+	err          error
+}
+
+var (
+	dockerBuildOnce sync.Once
+	dockerBuilt     dockerBuild
+)
+
+// dockerfileBinary builds tokengate once per test binary exactly as the
+// Dockerfile does (its RUN … go build line, parsed, with the build args
+// filled in) and returns the result.
+func dockerfileBinary(t *testing.T) dockerBuild {
+	t.Helper()
+	stages := parseDockerfile(t)
+	root := repoRoot(t)
+	dockerBuildOnce.Do(func() { dockerBuilt = buildLikeDockerfile(t, stages, root) })
+	if dockerBuilt.err != nil {
+		t.Fatal(dockerBuilt.err)
+	}
+	return dockerBuilt
+}
+
+func buildLikeDockerfile(t *testing.T, stages [][]dockerInstr, root string) dockerBuild {
 	var goBuild []string
-	for _, stage := range parseDockerfile(t) {
+	for _, stage := range stages {
 		for _, in := range stage {
 			if in.op == "RUN" && strings.Contains(in.args, "go build") {
 				if goBuild != nil {
-					t.Fatal("more than one go build in the Dockerfile")
+					return dockerBuild{err: fmt.Errorf("more than one go build in the Dockerfile")}
 				}
 				goBuild = shellWords(t, in.args)
 			}
 		}
 	}
 	if goBuild == nil {
-		t.Fatal("no RUN … go build in the Dockerfile")
+		return dockerBuild{err: fmt.Errorf("no RUN … go build in the Dockerfile")}
 	}
 	const version = "v9.8.7-dockerfile-test"
 	expand := strings.NewReplacer("${VERSION}", version, "$VERSION", version,
@@ -165,34 +193,48 @@ func TestDockerfileBuild(t *testing.T) {
 			k, v, _ := strings.Cut(w, "=")
 			env[k] = v
 		default:
-			t.Fatalf("unexpected word %q before go build", w)
+			return dockerBuild{err: fmt.Errorf("unexpected word %q before go build", w)}
 		}
 	}
 	args = args[1:] // "build"
-	if env["CGO_ENABLED"] != "0" {
-		t.Errorf("CGO_ENABLED=%q, want 0 for a static binary", env["CGO_ENABLED"])
+	// Write the binary to a temporary folder, not to /out.
+	dir, err := os.MkdirTemp("", "tokengate-dockerfile-")
+	if err != nil {
+		return dockerBuild{err: err}
 	}
-	joined := strings.Join(args, " ")
-	for _, want := range []string{"-trimpath", "-X main.version=" + version, "./cmd/tokengate"} {
-		if !strings.Contains(joined, want) {
-			t.Errorf("go build %s lacks %q", joined, want)
+	out := filepath.Join(dir, "tokengate")
+	runArgs := slices.Clone(args)
+	for i := range runArgs {
+		if runArgs[i] == "-o" && i+1 < len(runArgs) {
+			runArgs[i+1] = out
 		}
 	}
-	// Write the binary where the test says, not to /out.
-	out := filepath.Join(t.TempDir(), "tokengate")
-	for i := range args {
-		if args[i] == "-o" && i+1 < len(args) {
-			args[i+1] = out
-		}
-	}
-	cmd := exec.Command("go", append([]string{"build"}, args...)...)
-	cmd.Dir = repoRoot(t)
+	cmd := exec.Command("go", append([]string{"build"}, runArgs...)...)
+	cmd.Dir = root
 	cmd.Env = os.Environ()
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", joined, err, b)
+		return dockerBuild{err: fmt.Errorf("go build %s: %v\n%s", strings.Join(runArgs, " "), err, b)}
+	}
+	return dockerBuild{bin: out, version: version, env: env, args: args}
+}
+
+// TestDockerfileBuild builds tokengate exactly as the Dockerfile does and
+// runs `tokengate version`.
+func TestDockerfileBuild(t *testing.T) {
+	t.Parallel()
+	b := dockerfileBinary(t)
+	out, version := b.bin, b.version
+	if b.env["CGO_ENABLED"] != "0" {
+		t.Errorf("CGO_ENABLED=%q, want 0 for a static binary", b.env["CGO_ENABLED"])
+	}
+	joined := strings.Join(b.args, " ")
+	for _, want := range []string{"-trimpath", "-X main.version=" + version, "./cmd/tokengate"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("go build %s lacks %q", joined, want)
+		}
 	}
 
 	got, err := exec.Command(out, "version").CombinedOutput()
