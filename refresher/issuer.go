@@ -252,16 +252,23 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		i.metrics.replays.WithLabelValues("lru").Inc()
 		return p, nil
 	}
-	if wait := i.ipLimit.wait(c.IP, now); wait > 0 {
+	// Over the IP limit, only a replay may pass: a parent rotated inside the
+	// grace window (by another replica, or before this replica's LRU
+	// evicted it). Telling one apart takes the token read below.
+	ipWait := i.ipLimit.wait(c.IP, now)
+	limited := func() error {
 		i.metrics.rateLimited.WithLabelValues("ip").Inc()
-		return issuedPair{}, rateLimited("ip", wait)
+		return rateLimited("ip", ipWait)
 	}
 	var parent store.Token
 	err := i.call(ctx, "get_token", func(ctx context.Context) (err error) { parent, err = i.store.GetToken(ctx, hash); return })
-	if errors.Is(err, store.ErrNotFound) {
-		return issuedPair{}, i.refused(c, "", "unknown", now)
-	} else if err != nil {
+	switch {
+	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return issuedPair{}, unavailable("get_token", err)
+	case ipWait > 0 && (parent.RotatedAt.IsZero() || !now.Before(parent.RotatedAt.Add(i.cfg.ReuseGrace))):
+		return issuedPair{}, limited()
+	case err != nil:
+		return issuedPair{}, i.refused(c, "", "unknown", now)
 	}
 	var sess store.Session
 	err = i.call(ctx, "get_session", func(ctx context.Context) (err error) { sess, err = i.store.GetSession(ctx, parent.SessionID); return })

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tokengate/tokengate/refresher"
+	"github.com/tokengate/tokengate/refresher/store/memstore"
 )
 
 // Failed attempts spend the client IP's budget; over it the answer is 429
@@ -155,5 +156,29 @@ func TestConfigValidateListsEveryProblem(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "cors-allowed-origins[1]") {
 		t.Error("a good origin was reported")
+	}
+}
+
+// Across replicas, a replay answered from the store (the rotation happened
+// on another replica) is not limited either.
+func TestRateLimitSparesStoreReplays(t *testing.T) {
+	t.Parallel()
+	st, keys, clock := memstore.New(), generateKeys(t), newClock()
+	limits := withConfig(func(c *refresher.Config) { c.RateLimitIP, c.RateLimitIPBurst = 0.5, 1 })
+	a := newRig(t, withStore(st), withKeys(keys), withClock(clock), limits)
+	b := newRig(t, withStore(st), withKeys(keys), withClock(clock), limits)
+	t0 := a.startSession("").str("refresh_token")
+	fromA := a.refresh(t0)
+	if r := b.refresh("tgr1_" + strings.Repeat("D", 43)); r.str("error") != "invalid_grant" { // B's budget: spent
+		t.Fatalf("unknown token on B = %s", r.Raw)
+	}
+	if r := b.refresh("tgr1_" + strings.Repeat("E", 43)); r.Status != http.StatusTooManyRequests {
+		t.Fatalf("B over its limit = %d %s", r.Status, r.Raw)
+	}
+	if r := b.refresh(t0); r.Status != http.StatusOK || r.str("refresh_token") != fromA.str("refresh_token") {
+		t.Fatalf("store replay on a limited replica = %d %s", r.Status, r.Raw)
+	}
+	if r := b.refresh(fromA.str("refresh_token")); r.Status != http.StatusTooManyRequests {
+		t.Errorf("a new rotation on the limited replica = %d, want 429", r.Status)
 	}
 }
