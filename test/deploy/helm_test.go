@@ -511,6 +511,9 @@ func TestChartEverythingOn(t *testing.T) {
 	if s, k := mountedSecret(t, refresher, rf, args["--admin-token-file"]); s != "tokengate-admin" || k != "token" {
 		t.Errorf("admin token from %s/%s", s, k)
 	}
+	if args["--client-ip-header"] != "X-Forwarded-For" {
+		t.Errorf("--client-ip-header = %q", args["--client-ip-header"])
+	}
 	if args["--redis-sentinel-master"] != "mymaster" || args["--issuer"] != "https://auth.example.com" || args["--audience"] != "shop-api,admin-api" {
 		t.Errorf("refresher args %v", rf.Args)
 	}
