@@ -282,11 +282,11 @@ func serveExtauthz(ctx context.Context, cfg extauthz.Config, run extauthzRun) er
 	g.Go(func() error { return serve.GRPC(gctx, gs, grpcLn) })
 	g.Go(func() error { return serve.HTTP(gctx, hs, httpLn) })
 	g.Go(func() error {
+		// SIGHUP is always caught: without --config there is nothing to
+		// reload, and the default action (exit) would be a surprise.
 		hup := make(chan os.Signal, 1)
-		if run.Reload != nil {
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-		}
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
 		for {
 			select {
 			case <-ctx.Done():
@@ -305,6 +305,10 @@ func serveExtauthz(ctx context.Context, cfg extauthz.Config, run extauthzRun) er
 }
 
 func reloadConfig(ctx context.Context, srv *extauthz.Server, run extauthzRun) {
+	if run.Reload == nil {
+		run.Logger.Info("SIGHUP ignored: no --config to reload")
+		return
+	}
 	cfg, err := run.Reload()
 	if err == nil {
 		err = srv.Reload(ctx, cfg)

@@ -236,6 +236,11 @@ func TestExtauthzProcessUnavailable(t *testing.T) {
 	p := proctest.Start(t, "extauthz", nil, bin, "extauthz", "--jwks-url", dead, "--issuer", "https://issuer.test",
 		"--audience", "api", "--grpc-listen", grpcAddr, "--http-listen", httpAddr)
 	p.WaitHTTP(t, "http://"+httpAddr+"/readyz", 503, 30*time.Second)
+	// Without --config a SIGHUP is ignored, not fatal.
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eaWaitOutput(t, p, "SIGHUP ignored", 1)
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
