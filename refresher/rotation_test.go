@@ -1,13 +1,18 @@
 package refresher_test
 
 import (
+	"context"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tokengate/tokengate/internal/proctest"
+	"github.com/tokengate/tokengate/refresher/store"
 	"github.com/tokengate/tokengate/refresher/store/boltstore"
+	"github.com/tokengate/tokengate/refresher/store/memstore"
+	"github.com/tokengate/tokengate/refresher/store/redisstore"
 )
 
 // Every row of the rotation table (DESIGN.md, issue 3 item 3), over real
@@ -80,46 +85,75 @@ func TestRotationTable(t *testing.T) {
 			{name: "r1", raw: "not-a-token", want: want{status: 400, err: "invalid_grant"}},
 		}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
+	// Every row on every store: sessions have random IDs, so the cases of one
+	// store share it.
+	for _, kind := range []string{"memory", "bolt", "redis"} {
+		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			rg := newRig(t)
-			first := rg.startSession("")
-			sid := first.str("session_id")
-			tokens := map[string]string{"T0": first.str("refresh_token")}
-			for _, st := range tc.steps {
-				rg.clock.Advance(st.advance)
-				tok := st.raw
-				if tok == "" {
-					tok = tokens[st.present]
-				}
-				got := rg.refresh(tok)
-				if got.Status != st.want.status || got.str("error") != st.want.err {
-					t.Fatalf("step %s: got %d %s; want %d error %q", st.name, got.Status, got.Raw, st.want.status, st.want.err)
-				}
-				rt := got.str("refresh_token")
-				if st.want.sameAs != "" && rt != tokens[st.want.sameAs] {
-					t.Errorf("step %s: refresh token differs from step %s's", st.name, st.want.sameAs)
-				}
-				if st.want.newToken {
-					for name, old := range tokens {
-						if rt == old {
-							t.Errorf("step %s: refresh token equals %s's", st.name, name)
+			st := openStore(t, kind)
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
+					rg := newRig(t, withStore(st))
+					first := rg.startSession("")
+					sid := first.str("session_id")
+					tokens := map[string]string{"T0": first.str("refresh_token")}
+					for _, st := range tc.steps {
+						rg.clock.Advance(st.advance)
+						tok := st.raw
+						if tok == "" {
+							tok = tokens[st.present]
+						}
+						got := rg.refresh(tok)
+						if got.Status != st.want.status || got.str("error") != st.want.err {
+							t.Fatalf("step %s: got %d %s; want %d error %q", st.name, got.Status, got.Raw, st.want.status, st.want.err)
+						}
+						rt := got.str("refresh_token")
+						if st.want.sameAs != "" && rt != tokens[st.want.sameAs] {
+							t.Errorf("step %s: refresh token differs from step %s's", st.name, st.want.sameAs)
+						}
+						if st.want.newToken {
+							for name, old := range tokens {
+								if rt == old {
+									t.Errorf("step %s: refresh token equals %s's", st.name, name)
+								}
+							}
+							if !strings.HasPrefix(rt, "tgr1_") {
+								t.Errorf("step %s: refresh token %q lacks the version prefix", st.name, rt)
+							}
+						}
+						if rt != "" {
+							tokens[st.name] = rt
+						}
+						if revoked := !rg.session(sid).RevokedAt.IsZero(); revoked != st.want.sessionRevoked {
+							t.Errorf("step %s: session revoked = %v, want %v", st.name, revoked, st.want.sessionRevoked)
 						}
 					}
-					if !strings.HasPrefix(rt, "tgr1_") {
-						t.Errorf("step %s: refresh token %q lacks the version prefix", st.name, rt)
-					}
-				}
-				if rt != "" {
-					tokens[st.name] = rt
-				}
-				if revoked := !rg.session(sid).RevokedAt.IsZero(); revoked != st.want.sessionRevoked {
-					t.Errorf("step %s: session revoked = %v, want %v", st.name, revoked, st.want.sessionRevoked)
-				}
+				})
 			}
 		})
 	}
+}
+
+// openStore opens a store of kind for one test (a real redis-server for redis).
+func openStore(t *testing.T, kind string) store.Store {
+	t.Helper()
+	var st store.Store
+	var err error
+	switch kind {
+	case "memory":
+		st = memstore.New()
+	case "bolt":
+		st, err = boltstore.Open(filepath.Join(t.TempDir(), "tokengate.db"))
+	case "redis":
+		r := proctest.StartRedis(t)
+		st, err = redisstore.Open(context.Background(), "redis://"+r.Addr, redisstore.Options{Timeout: 2 * time.Second})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // A store that does not answer gives 503 with Retry-After, never
