@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokengate/tokengate/refresher/store"
 	"github.com/tokengate/tokengate/refresher/store/boltstore"
 	"github.com/tokengate/tokengate/refresher/store/memstore"
 )
@@ -21,8 +22,17 @@ import (
 // limited, and the session stays active.
 func TestStorm(t *testing.T) {
 	t.Parallel()
+	for _, kind := range []string{"memory", "bolt", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			storm(t, openStore(t, kind))
+		})
+	}
+}
+
+func storm(t *testing.T, st store.Store) {
 	const n = 500
-	rg := newRig(t)
+	rg := newRig(t, withStore(st))
 	first := rg.startSession("")
 	tok, sid := first.str("refresh_token"), first.str("session_id")
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}}.Encode()
