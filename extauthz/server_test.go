@@ -295,3 +295,50 @@ func TestMetricsAndLogs(t *testing.T) {
 		}
 	}
 }
+
+// blockingDenylist holds a check inside Revoked until released, so a test
+// can act while a check is in flight.
+type blockingDenylist struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingDenylist) Revoked(string) bool {
+	b.entered <- struct{}{}
+	<-b.release
+	return false
+}
+
+func (b *blockingDenylist) Ready() bool { return true }
+
+// A reload while a check is in flight: the check finishes on the
+// configuration it started with; the next one uses the new one.
+func TestReloadKeepsInFlightCheck(t *testing.T) {
+	t.Parallel()
+	k1 := newTestKey(t, "ES256", "es-1")
+	k2 := newTestKey(t, "ES256", "es-2")
+	dl := &blockingDenylist{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	h := newHarness(t, baseConfig(t, k1), func(o *Options) { o.Denylist = dl })
+	tok := k1.token(t, claimsAt(h.clock.Now()))
+	done := make(chan answer, 1)
+	go func() {
+		resp, err := h.srv.Check(context.Background(), bearerReq(tok))
+		if err != nil {
+			t.Error(err)
+			close(done)
+			return
+		}
+		done <- flatten(t, resp)
+	}()
+	<-dl.entered
+	if err := h.srv.Reload(context.Background(), baseConfig(t, k2)); err != nil {
+		t.Fatal(err)
+	}
+	close(dl.release)
+	if a := <-done; a.reason() != "allow" || a.set["x-user-id"] != "user-1" {
+		t.Fatalf("in-flight check after reload: %+v", a)
+	}
+	if got := h.check(t, bearerReq(tok)).reason(); got != "invalid_token" {
+		t.Fatalf("next check with the old key: %s", got)
+	}
+}
