@@ -359,6 +359,7 @@ func (i *Issuer) refused(c Client, sid, reason string, now time.Time) error {
 	i.ipLimit.count(c.IP, now)
 	i.sidLim.count(sid, now)
 	i.metrics.failures.WithLabelValues(reason).Inc()
+	i.log.Debug("refresh_refused", "reason", reason, "sid", sid, "client_ip", c.IP)
 	return invalidGrant(reason, grantDescriptions[reason])
 }
 
