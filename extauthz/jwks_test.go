@@ -276,3 +276,37 @@ func counterValue(t testing.TB, c prometheus.Metric) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+// The jwks_file poller picks up a changed file on its own (no unknown kid
+// needed). The poll is time-driven by design, so this waits for the event
+// with a generous deadline; it asserts nothing about timing.
+func TestJWKSFilePoll(t *testing.T) {
+	t.Parallel()
+	k1 := newTestKey(t, "ES256", "es-1")
+	k2 := newTestKey(t, "ES256", "es-2")
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(path, jwks(t, k1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Providers: []Provider{{Name: "file", Issuer: testIssuer, Audiences: []string{testAudience}, JWKSFile: path, FilePollInterval: Duration{10 * time.Millisecond}}}}
+	h := newHarness(t, cfg)
+	src := h.srv.state.Load().providers[0].keys
+	// Replace atomically, as Kubernetes does with a ConfigMap update.
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, jwks(t, k1, k2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !src.keys.Load().has("es-2") {
+		if time.Now().After(deadline) {
+			t.Fatal("the poller never loaded the changed file")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := counterValue(t, h.srv.metrics.jwksKeys.WithLabelValues("file")); got != 2 {
+		t.Fatalf("jwks_keys %v, want 2", got)
+	}
+}
