@@ -2,10 +2,10 @@ package refresher_test
 
 import (
 	"bytes"
-	"log/slog"
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
