@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -109,7 +110,10 @@ func TestSignOutReachesExtauthz(t *testing.T) {
 	}
 
 	slices.Sort(latencies)
-	pct := func(p float64) time.Duration { return latencies[min(len(latencies)-1, int(p*float64(len(latencies))))] }
+	// Nearest-rank percentile.
+	pct := func(p float64) time.Duration {
+		return latencies[max(0, int(math.Ceil(p*float64(len(latencies))))-1)]
+	}
 	summary := fmt.Sprintf("sign-out→token_revoked over %d sign-outs: p50 %v, p90 %v, p99 %v, max %v",
 		len(latencies), pct(0.50).Round(time.Millisecond/10), pct(0.90).Round(time.Millisecond/10),
 		pct(0.99).Round(time.Millisecond/10), latencies[len(latencies)-1].Round(time.Millisecond/10))
