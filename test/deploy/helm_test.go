@@ -489,7 +489,7 @@ func TestChartIstio(t *testing.T) {
 		t.Errorf("selector (-want +got):\n%s", diff)
 	}
 	notPaths := ap.spec.GetRules()[0].GetTo()[0].GetOperation().GetNotPaths()
-	if diff := cmp.Diff([]string{"/healthz", "/v1/token", "/v1/revoke", "/.well-known/jwks.json"}, notPaths); diff != "" {
+	if diff := cmp.Diff([]string{"/healthz", "/v1/token", "/v1/revoke", "/v1/token/revoke", "/.well-known/jwks.json"}, notPaths); diff != "" {
 		t.Errorf("notPaths (-want +got):\n%s", diff)
 	}
 }

@@ -175,7 +175,7 @@ func TestIstioExamples(t *testing.T) {
 			notPaths = append(notPaths, to.GetOperation().GetNotPaths()...)
 		}
 	}
-	for _, path := range []string{"/v1/token", "/v1/revoke", "/.well-known/jwks.json"} {
+	for _, path := range []string{"/v1/token", "/v1/revoke", "/v1/token/revoke", "/.well-known/jwks.json"} {
 		if !slices.Contains(notPaths, path) {
 			t.Errorf("AuthorizationPolicy sends %s to extauthz (notPaths %v)", path, notPaths)
 		}
@@ -250,7 +250,7 @@ func TestEnvoyGatewayExample(t *testing.T) {
 		}
 	}
 	slices.Sort(refresherPaths)
-	if diff := cmp.Diff([]string{"/.well-known/jwks.json", "/v1/revoke", "/v1/token"}, refresherPaths); diff != "" {
+	if diff := cmp.Diff([]string{"/.well-known/jwks.json", "/v1/revoke", "/v1/token", "/v1/token/revoke"}, refresherPaths); diff != "" {
 		t.Errorf("refresher paths (-want +got):\n%s", diff)
 	}
 	// Cross-namespace references need a ReferenceGrant in the target namespace.
