@@ -1,6 +1,8 @@
 package extauthz
 
 import (
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -153,5 +155,52 @@ func TestValidateMinimalAndEmpty(t *testing.T) {
 	k := newTestKey(t, "ES256", "es-1")
 	if err := baseConfig(t, k).Validate(); err != nil {
 		t.Fatalf("minimal config: %v", err)
+	}
+}
+
+// Every config field is documented in docs/extauthz.md, and the complete
+// example there decodes strictly and validates.
+func TestConfigDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../docs/extauthz.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(reflect.Type)
+	seen := map[reflect.Type]bool{}
+	walk = func(typ reflect.Type) {
+		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
+			typ = typ.Elem()
+		}
+		if typ.Kind() != reflect.Struct || seen[typ] || typ == reflect.TypeOf(Duration{}) {
+			return
+		}
+		seen[typ] = true
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			if !strings.Contains(string(doc), "`"+name+"`") && !strings.Contains(string(doc), "`"+name+"[]`") {
+				t.Errorf("config field %s.%s (%q) is not documented", typ.Name(), f.Name, name)
+			}
+			walk(f.Type)
+		}
+	}
+	walk(reflect.TypeOf(Config{}))
+
+	_, rest, ok := strings.Cut(string(doc), "## Configuration file")
+	if !ok {
+		t.Fatal("no configuration section")
+	}
+	_, rest, _ = strings.Cut(rest, "```yaml\n")
+	example, _, _ := strings.Cut(rest, "```")
+	c, err := ParseConfig([]byte(example))
+	if err != nil {
+		t.Fatalf("the documented example does not decode: %v", err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("the documented example does not validate: %v", err)
 	}
 }
