@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -340,5 +341,55 @@ func TestReloadKeepsInFlightCheck(t *testing.T) {
 	}
 	if got := h.check(t, bearerReq(tok)).reason(); got != "invalid_token" {
 		t.Fatalf("next check with the old key: %s", got)
+	}
+}
+
+// Health Watch streams the status and its change at shutdown.
+func TestGRPCHealthWatch(t *testing.T) {
+	t.Parallel()
+	k := newTestKey(t, "ES256", "es-1")
+	h := newHarness(t, baseConfig(t, k))
+	conn := startGRPC(t, h)
+	stream, err := healthpb.NewHealthClient(conn).Watch(t.Context(), &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil || first.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first %v %v", first, err)
+	}
+	h.srv.Shutdown()
+	next, err := stream.Recv()
+	if err != nil || next.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("after Shutdown %v %v", next, err)
+	}
+}
+
+// HS256 from hmac_secret_file (trailing newline ignored).
+func TestHMACSecretFile(t *testing.T) {
+	t.Parallel()
+	secret := strings.Repeat("z", 48)
+	path := t.TempDir() + "/hmac"
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Providers: []Provider{{Issuer: testIssuer, Audiences: []string{testAudience}, HMACSecretFile: path}}}
+	h := newHarness(t, cfg)
+	c := claimsAt(h.clock.Now())
+	tok := signRaw(t, "HS256", []byte(secret), map[string]any{"alg": "HS256", "typ": "JWT"}, []byte(mustJSON(t, c)))
+	if got := h.check(t, bearerReq(tok)).reason(); got != "allow" {
+		t.Fatalf("HS256 from file: %s", got)
+	}
+	wrong := signRaw(t, "HS256", []byte(strings.Repeat("y", 48)), map[string]any{"alg": "HS256"}, []byte(mustJSON(t, c)))
+	if got := h.check(t, bearerReq(wrong)).reason(); got != "invalid_token" {
+		t.Fatalf("HS256 with another secret: %s", got)
+	}
+	// An ES256 token is refused: this provider has no public keys at all.
+	if got := h.check(t, bearerReq(newTestKey(t, "ES256", "es-1").token(t, c))).reason(); got != "invalid_token" {
+		t.Fatalf("ES256 on an HMAC-only provider: %s", got)
+	}
+	os.WriteFile(path, []byte("short"), 0o600)
+	if _, err := NewServer(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "at least 32 bytes") {
+		t.Fatalf("short secret file: %v", err)
 	}
 }
