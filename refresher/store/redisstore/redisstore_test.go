@@ -12,19 +12,28 @@ import (
 	"github.com/tokengate/tokengate/refresher/store/storetest"
 )
 
-// openOn returns an opener of fresh stores on one real redis-server: each
-// store gets its own key prefix, so the suite's parallel subtests (and the
-// revocation feed they compare exactly) do not see each other.
+// openURL opens a fresh store at url: each gets its own key prefix, so the
+// suite's parallel subtests (and the revocation feed they compare exactly)
+// do not see each other on one server.
+func openURL(t *testing.T, url string) *redisstore.Store {
+	t.Helper()
+	b := make([]byte, 6)
+	rand.Read(b)
+	s, err := redisstore.Open(context.Background(), url,
+		redisstore.Options{KeyPrefix: "test-" + hex.EncodeToString(b) + ":"})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	return s
+}
+
 func openOn(r *proctest.Redis, split bool) func(t *testing.T) store.Store {
 	return func(t *testing.T) store.Store {
 		t.Helper()
-		b := make([]byte, 6)
-		rand.Read(b)
-		s, err := redisstore.Open(context.Background(), "redis://"+r.Addr+"/0",
-			redisstore.Options{KeyPrefix: "test-" + hex.EncodeToString(b) + ":"})
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
+		s := openURL(t, "redis://"+r.Addr+"/0")
 		if split {
 			redisstore.SplitKeys(s)
 		}
