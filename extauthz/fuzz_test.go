@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
@@ -97,7 +98,7 @@ func FuzzCheck(f *testing.F) {
 	cfg.Token.QueryParam = "access_token"
 	cfg.Routes = []Route{{PathPrefix: "/public/", Action: ActionPublic}, {PathPrefix: "/opt/", Action: ActionOptional}}
 	cfg.CORS.AllowedOrigins = []string{"https://app.test"}
-	h := newHarness(f, cfg)
+	h := newHarness(f, cfg, func(o *Options) { o.Logger = slog.New(slog.DiscardHandler) })
 	good := k.token(f, claimsAt(h.clock.Now()))
 	f.Add("GET", "/api", "authorization", "Bearer "+good)
 	f.Add("OPTIONS", "/public/x", "origin", "https://app.test")
