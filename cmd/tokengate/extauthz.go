@@ -80,7 +80,7 @@ func runExtauthz(ctx context.Context, e env) error {
 	}
 	var devToken string
 	if f.dev {
-		if devToken, err = f.setUpDev(); err != nil {
+		if devToken, err = f.setUpDev(e.stderr); err != nil {
 			return err
 		}
 		f.reflection = true
@@ -147,7 +147,7 @@ const (
 
 // setUpDev loads or creates the dev key, makes it the inline JWKS of the one
 // provider, and signs a sample token valid for an hour.
-func (f *extauthzFlags) setUpDev() (string, error) {
+func (f *extauthzFlags) setUpDev(stderr io.Writer) (string, error) {
 	if f.jwksURL != "" || f.jwksFile != "" || f.config != "" {
 		return "", fmt.Errorf("%w: --dev brings its own key; drop --jwks-url, --jwks-file and --config", errUsage)
 	}
@@ -156,7 +156,7 @@ func (f *extauthzFlags) setUpDev() (string, error) {
 		return "", fmt.Errorf("dev key: %w", err)
 	}
 	if created {
-		fmt.Fprintf(os.Stderr, "created dev signing key %s\n", devKeyPath)
+		fmt.Fprintf(stderr, "created dev signing key %s\n", devKeyPath)
 	}
 	if f.issuer == "" {
 		f.issuer = devIssuer

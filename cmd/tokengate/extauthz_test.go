@@ -312,7 +312,7 @@ func TestExtauthzDevToken(t *testing.T) {
 	devKeyPath = filepath.Join(dir, ".tokengate", "extauthz-dev-key.json")
 	t.Cleanup(func() { devKeyPath = old })
 	f := extauthzFlags{dev: true}
-	tok, err := f.setUpDev()
+	tok, err := f.setUpDev(io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestExtauthzDevToken(t *testing.T) {
 	// A restart reuses the key, so earlier tokens stay valid.
 	before, _ := os.ReadFile(devKeyPath)
 	f2 := extauthzFlags{dev: true}
-	if _, err := f2.setUpDev(); err != nil {
+	if _, err := f2.setUpDev(io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	after, _ := os.ReadFile(devKeyPath)
