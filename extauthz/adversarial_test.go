@@ -1,14 +1,14 @@
 package extauthz
 
 import (
-	"encoding/base64"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
-
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
 
 // TestAdversarial: every one of these must be refused. The JWKS URL counts
@@ -37,8 +37,14 @@ func TestAdversarial(t *testing.T) {
 	now := h.clock.Now()
 	good := claimsAt(now)
 	payload := []byte(mustJSON(t, good))
-	// The RSA public key's DER, as an attacker would use it for HS256.
+	// The RSA public key as an attacker would use it for HS256: PEM (the
+	// classic attack) and the JWK JSON.
 	rsaPubJSON := mustJSON(t, rs.pub)
+	der, err := x509.MarshalPKIXPublicKey(&rs.priv.(*rsa.PrivateKey).PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 
 	evilJWK := mustJSON(t, evil.pub)
 	cases := []struct {
@@ -48,7 +54,8 @@ func TestAdversarial(t *testing.T) {
 	}{
 		{"alg none", signRaw(t, "none", nil, map[string]any{"alg": "none", "kid": "es-1"}, payload), "invalid_token"},
 		{"alg NoNe", signRaw(t, "none", nil, map[string]any{"alg": "NoNe"}, payload), "invalid_token"},
-		{"HS256 signed with the RSA public key", signRaw(t, "HS256", []byte(rsaPubJSON), map[string]any{"alg": "HS256", "kid": "rs-1"}, payload), "invalid_token"},
+		{"HS256 signed with the RSA public key (PEM)", signRaw(t, "HS256", rsaPubPEM, map[string]any{"alg": "HS256", "kid": "rs-1"}, payload), "invalid_token"},
+		{"HS256 signed with the RSA public key (JWK)", signRaw(t, "HS256", []byte(rsaPubJSON), map[string]any{"alg": "HS256", "kid": "rs-1"}, payload), "invalid_token"},
 		{"unknown kid", evil.tokenWithHeader(t, map[string]any{"alg": "ES256", "kid": "nope"}, good), "invalid_token"},
 		{"kid with path characters", evil.tokenWithHeader(t, map[string]any{"alg": "ES256", "kid": "../../../../etc/passwd"}, good), "invalid_token"},
 		{"kid with control characters", evil.tokenWithHeader(t, map[string]any{"alg": "ES256", "kid": "a\x00\r\nb"}, good), "invalid_token"},
@@ -136,6 +143,3 @@ func without(c map[string]any, k string) map[string]any {
 type jsonRaw string
 
 func (j jsonRaw) MarshalJSON() ([]byte, error) { return []byte(j), nil }
-
-var _ = base64.RawURLEncoding
-var _ authv3.CheckRequest
