@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/internal/keyset"
@@ -158,6 +159,9 @@ func TestExtauthzProcess(t *testing.T) {
 	if err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health %v %v", hr, err)
 	}
+	if _, err := eaReflectionServices(conn); err == nil || !strings.Contains(err.Error(), "Unimplemented") {
+		t.Fatalf("reflection without --grpc-reflection: %v", err)
+	}
 
 	// HTTP forward-auth: the same decisions.
 	status, hdr, body := eaHTTP(t, "http://"+httpAddr+"/authz/api/x", map[string]string{"Authorization": "Bearer " + tok})
@@ -234,7 +238,7 @@ func TestExtauthzProcessUnavailable(t *testing.T) {
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
 	dead := fmt.Sprintf("http://127.0.0.1:%d/jwks.json", proctest.FreePort(t))
 	p := proctest.Start(t, "extauthz", nil, bin, "extauthz", "--jwks-url", dead, "--issuer", "https://issuer.test",
-		"--audience", "api", "--grpc-listen", grpcAddr, "--http-listen", httpAddr)
+		"--audience", "api", "--grpc-listen", grpcAddr, "--http-listen", httpAddr, "--grpc-reflection")
 	p.WaitHTTP(t, "http://"+httpAddr+"/readyz", 503, 30*time.Second)
 	// Without --config a SIGHUP is ignored, not fatal.
 	if err := p.Signal(syscall.SIGHUP); err != nil {
@@ -252,6 +256,31 @@ func TestExtauthzProcessUnavailable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "Unavailable") {
 		t.Fatalf("Check error %v, want Unavailable", err)
 	}
+	services, err := eaReflectionServices(conn)
+	if err != nil || !slices.Contains(services, "envoy.service.auth.v3.Authorization") || !slices.Contains(services, "grpc.health.v1.Health") {
+		t.Fatalf("reflection with --grpc-reflection: %v %v", services, err)
+	}
+}
+
+// eaReflectionServices lists the services gRPC reflection reports.
+func eaReflectionServices(conn *grpc.ClientConn) ([]string, error) {
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	defer stream.CloseSend()
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		return nil, err
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	return names, nil
 }
 
 func TestExtauthzFlagErrors(t *testing.T) {
