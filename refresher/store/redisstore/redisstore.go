@@ -23,7 +23,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -37,10 +36,6 @@ import (
 // replica whose clock is slightly behind the rotating one can still replay
 // it; the decision itself uses the request's Now, never Redis's clock.
 const sealedSlack = 2 * time.Second
-
-// maxWaitChunk bounds one blocking XREAD, so a cancelled long-poll frees
-// its connection within about a second.
-const maxWaitChunk = time.Second
 
 // sidCacheSize bounds the in-process cache of token hash → sid (about 200
 // bytes an entry).
@@ -63,6 +58,9 @@ type Store struct {
 	// saves the index round trip of a refresh that follows a lookup or a
 	// rotation on the same replica.
 	sids *lru.Cache[string, string]
+	// watch is the one blocking reader of the feed that wakes every
+	// waiting Revocations call.
+	watch feedWatch
 }
 
 var _ store.Store = (*Store)(nil)
@@ -394,84 +392,20 @@ func (s *Store) RevokeSubject(ctx context.Context, sub string, now, until time.T
 	return revoked, nil
 }
 
-// streamID matches a Redis stream ID, the feed's cursor.
-var streamID = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
-
-func (s *Store) Revocations(ctx context.Context, cursor string, now time.Time, wait time.Duration) ([]store.Revocation, string, error) {
-	if !streamID.MatchString(cursor) {
-		cursor = "" // another backend's cursor, or none: everything retained
-	}
-	start := "-"
-	if cursor != "" {
-		start = "(" + cursor
-	}
-	octx, cancel := s.op(ctx)
-	msgs, err := s.rdb.XRangeN(octx, s.feedKey(), start, "+", feedPage).Result()
-	cancel()
-	if err != nil {
-		return nil, cursor, fmt.Errorf("redisstore: read revocation feed: %w", err)
-	}
-	if len(msgs) > 0 || wait <= 0 {
-		return s.entries(msgs, cursor, now)
-	}
-	from := cursor
-	if from == "" {
-		from = "0-0"
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		remaining := time.Until(deadline)
-		if remaining <= 0 || ctx.Err() != nil {
-			return nil, cursor, nil
-		}
-		block := max(min(remaining, maxWaitChunk), time.Millisecond)
-		wctx, cancel := context.WithTimeout(ctx, block+s.timeout)
-		streams, err := s.rdb.XRead(wctx, &redis.XReadArgs{
-			Streams: []string{s.feedKey(), from}, Count: feedPage, Block: block,
-		}).Result()
-		cancel()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, cursor, nil
-			}
-			return nil, cursor, fmt.Errorf("redisstore: wait on revocation feed: %w", err)
-		}
-		if len(streams) == 1 && len(streams[0].Messages) > 0 {
-			return s.entries(streams[0].Messages, cursor, now)
-		}
-	}
-}
-
-// entries turns stream messages into feed entries whose until is after now,
-// and returns the cursor after the last message.
-func (s *Store) entries(msgs []redis.XMessage, cursor string, now time.Time) ([]store.Revocation, string, error) {
-	var out []store.Revocation
-	for _, m := range msgs {
-		cursor = m.ID
-		sid, _ := m.Values["sid"].(string)
-		sub, _ := m.Values["sub"].(string)
-		u, _ := m.Values["until"].(string)
-		until, err := decodeTime(u)
-		if err != nil {
-			return nil, cursor, fmt.Errorf("redisstore: feed entry %s: until %q: %w", m.ID, u, err)
-		}
-		if until.After(now) {
-			out = append(out, store.Revocation{SessionID: sid, Subject: sub, Until: until})
-		}
-	}
-	return out, cursor, nil
-}
-
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
 	return s.rdb.Ping(ctx).Err()
 }
 
-func (s *Store) Close() error { return s.rdb.Close() }
+// Close stops the feed watcher and closes the connections (which also
+// ends the watcher's blocking read).
+func (s *Store) Close() error {
+	wait := s.watch.close()
+	err := s.rdb.Close()
+	wait()
+	return err
+}
 
 func flatMap(v []any) (map[string]string, error) {
 	if len(v)%2 != 0 {
