@@ -69,3 +69,57 @@ func TestOutage(t *testing.T) {
 		t.Fatalf("Rotate after restart = %v, %v; want rotated", res.Outcome, err)
 	}
 }
+
+// TestWaitingPollsDoNotStarveRefreshes: with a pool of 4 connections, 64
+// long polls waiting on the feed hold none of them (one shared reader
+// does), so a rotation still goes through, and the revocation it causes
+// wakes every poll.
+func TestWaitingPollsDoNotStarveRefreshes(t *testing.T) {
+	r := proctest.StartRedis(t)
+	ctx := context.Background()
+	s, err := redisstore.Open(ctx, "redis://"+r.Addr, redisstore.Options{PoolSize: 4, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now().UTC().Truncate(time.Second)
+	sess := store.Session{ID: "poll-sid", Subject: "u1", CreatedAt: now, IdleTTL: time.Hour, ExpiresAt: now.Add(24 * time.Hour)}
+	first := store.Token{Hash: "cc33", SessionID: sess.ID, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.CreateSession(ctx, sess, first); err != nil {
+		t.Fatal(err)
+	}
+	_, cursor, err := s.Revocations(ctx, "", now, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const polls = 64
+	got := make(chan []store.Revocation, polls)
+	for range polls {
+		go func() {
+			revs, _, err := s.Revocations(ctx, cursor, now, time.Minute)
+			if err != nil {
+				t.Errorf("Revocations: %v", err)
+			}
+			got <- revs
+		}()
+	}
+	req := store.RotateRequest{ParentHash: first.Hash, Child: store.Token{Hash: "dd44", IssuedAt: now, ExpiresAt: now.Add(time.Hour)},
+		Sealed: []byte("x"), Now: now, Grace: time.Second, RevokeUntil: now.Add(time.Minute)}
+	if res, err := s.Rotate(ctx, req); err != nil || res.Outcome != store.Rotated {
+		t.Fatalf("Rotate with %d polls waiting = %v, %v; want rotated", polls, res.Outcome, err)
+	}
+	if _, err := s.RevokeSession(ctx, sess.ID, now, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for range polls {
+		select {
+		case revs := <-got:
+			if len(revs) != 1 || revs[0].SessionID != sess.ID {
+				t.Fatalf("a poll returned %v, want the one revocation", revs)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a waiting poll was not woken by the revocation")
+		}
+	}
+}
