@@ -49,8 +49,8 @@ func freePort(t *testing.T) int {
 // runContainer starts a rendered container's command with the real binary,
 // as the kubelet would, but with each volume mount moved under root and the
 // listen addresses replaced by loopback ports. It returns the running
-// process's output buffer; the process is killed when the test ends.
-func runContainer(t *testing.T, c corev1.Container, root string, env, replace map[string]string) *lockedBuffer {
+// process; it is killed when the test ends.
+func runContainer(t *testing.T, c corev1.Container, root string, env, replace map[string]string) *proc {
 	t.Helper()
 	var args []string
 	for _, a := range c.Args {
@@ -68,35 +68,45 @@ func runContainer(t *testing.T, c corev1.Container, root string, env, replace ma
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
+	p := &proc{out: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() { cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		<-p.done
 		if t.Failed() {
-			t.Logf("%s output:\n%s", c.Name, out.String())
+			t.Logf("%s output:\n%s", c.Name, p.out.String())
 		}
 	})
-	return out
+	return p
+}
+
+// proc is a started process: its output, and a channel closed when it exits.
+type proc struct {
+	out  *lockedBuffer
+	done chan struct{}
 }
 
 // waitHealthy probes with `tokengate healthcheck` until it succeeds or the
 // deadline passes: the readiness gate the chart's probes use.
-func waitHealthy(t *testing.T, target string, out *lockedBuffer) {
+func waitHealthy(t *testing.T, target string, p *proc) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		select {
+		case <-p.done:
+			t.Fatalf("the process exited before %s became healthy:\n%s", target, p.out.String())
+		default:
+		}
 		b, err := exec.Command(dockerfileBinary(t).bin, "healthcheck", "--timeout", "2s", target).CombinedOutput()
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s never became healthy: %v %s\nprocess output:\n%s", target, err, b, out.String())
+			t.Fatalf("%s never became healthy: %v %s\nprocess output:\n%s", target, err, b, p.out.String())
 		}
 		time.Sleep(100 * time.Millisecond) // polling interval of a readiness probe, not synchronisation
 	}
@@ -147,7 +157,8 @@ func TestChartRefresherStarts(t *testing.T) {
 	})
 }
 
-func startRefresher(t *testing.T, objs []rendered, pod *corev1.PodSpec, root string, env map[string]string) {
+// startRefresher starts the rendered refresher and returns its loopback port.
+func startRefresher(t *testing.T, objs []rendered, pod *corev1.PodSpec, root string, env map[string]string) int {
 	t.Helper()
 	rf := pod.Containers[0]
 	args := argMap(t, rf)
@@ -168,6 +179,7 @@ func startRefresher(t *testing.T, objs []rendered, pod *corev1.PodSpec, root str
 	port := freePort(t)
 	out := runContainer(t, rf, root, env, map[string]string{"--listen=:8080": fmt.Sprintf("--listen=127.0.0.1:%d", port)})
 	waitHealthy(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), out)
+	return port
 }
 
 // startRedis runs a throwaway redis-server on a free port (CI installs it;
