@@ -81,7 +81,8 @@ describe('body transport', () => {
       assert.equal(r.status, 200, JSON.stringify(r));
       assert.deepEqual(r.body.user.id, 'u-1001');
       assert.equal(r.body.user.name, '张伟', `upstream got x-user-name ${r.body.user.rawName}`);
-      assert.equal(r.body.user.rawName, encodeURIComponent('张伟').toUpperCase().replace(/%[0-9a-f]{2}/gi, (m) => m.toUpperCase()));
+      // extauthz's default header encoding: percent-encoded UTF-8 (docs/extauthz.md).
+      assert.equal(r.body.user.rawName, '%E5%BC%A0%E4%BC%9F');
       assert.deepEqual(r.body.user.roles, ['reader', 'writer']);
       assert.ok(r.body.user.session, 'x-session-id');
 
