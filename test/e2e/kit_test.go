@@ -50,6 +50,14 @@ type replica struct {
 // purpose.
 func startRefresher(t *testing.T, name, redisAddr, keyPath string, extra ...string) replica {
 	t.Helper()
+	r := launchRefresher(t, name, redisAddr, keyPath, extra...)
+	r.Proc.WaitHTTP(t, r.URL+"/readyz", http.StatusOK, 20*time.Second)
+	return r
+}
+
+// launchRefresher starts a refresher and waits only until it is alive.
+func launchRefresher(t *testing.T, name, redisAddr, keyPath string, extra ...string) replica {
+	t.Helper()
 	bin := proctest.Tokengate(t)
 	port := proctest.FreePort(t)
 	args := append([]string{"refresher",
@@ -65,7 +73,7 @@ func startRefresher(t *testing.T, name, redisAddr, keyPath string, extra ...stri
 	}, extra...)
 	p := proctest.Start(t, name, nil, bin, args...)
 	r := replica{Name: name, URL: "http://127.0.0.1:" + strconv.Itoa(port), Proc: p}
-	p.WaitHTTP(t, r.URL+"/readyz", http.StatusOK, 20*time.Second)
+	p.WaitHTTP(t, r.URL+"/healthz", http.StatusOK, 20*time.Second)
 	return r
 }
 

@@ -203,3 +203,29 @@ func TestRedisOutageMidStorm(t *testing.T) {
 	}
 	t.Logf("before/during the outage: %d refreshes ok, %d answered 503", successes.Load(), unavailable.Load())
 }
+
+// TestRefresherStartsWithoutRedis: a refresher whose Redis is down at
+// start runs not-ready (503 refreshes, not a crash loop) and becomes ready
+// by itself when Redis comes up; the session signed in before is intact.
+func TestRefresherStartsWithoutRedis(t *testing.T) {
+	aof := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	redis := proctest.StartRedis(t, aof...)
+	key := signingKey(t)
+	first := startRefresher(t, "refresher-first", redis.Addr, key)
+	sess := createSession(t, first, "early-user")
+	first.Proc.Stop(t)
+	redis.Stop()
+
+	r := launchRefresher(t, "refresher", redis.Addr, key, "--redis-timeout", "200ms")
+	if got := status(r.URL + "/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with Redis down = %d, want 503", got)
+	}
+	if ans := refresh(r, sess.RefreshToken); ans.Status != http.StatusServiceUnavailable || ans.RetryAfter == "" {
+		t.Errorf("refresh with Redis down: %v (Retry-After %q), want 503 with Retry-After", ans, ans.RetryAfter)
+	}
+	redis.Restart(aof...)
+	r.Proc.WaitHTTP(t, r.URL+"/readyz", http.StatusOK, 30*time.Second)
+	if ans := refresh(r, sess.RefreshToken); ans.Status != http.StatusOK {
+		t.Errorf("refresh after Redis came up: %v", ans)
+	}
+}
