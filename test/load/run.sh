@@ -220,58 +220,83 @@ for ((r = 1; r <= ROUNDS; r++)); do
 	fi
 done
 
-# load_for KIND SECONDS: keep tokengate busy for a while (for the profiler).
+# load_for TARGET KIND SECONDS: keep a server busy for a while (for the profiler).
 load_for() {
-	if [[ $1 == grpc ]]; then
+	if [[ $2 == grpc ]]; then
 		"${on_gen[@]}" timeout "$ROUND_TIMEOUT" "$GHZ" --insecure --protoset "$OUT/authz.protoset" \
 			--call envoy.service.auth.v3.Authorization.Check --data-file "$OUT/check.json" \
-			-z "${2}s" -c "$CONCURRENCY" --connections "$CONNECTIONS" -O json -o /dev/null "$ours_grpc"
+			-z "${3}s" -c "$CONCURRENCY" --connections "$CONNECTIONS" -O json -o /dev/null "$(grpc_addr "$1")"
 	else
-		"${on_gen[@]}" timeout "$ROUND_TIMEOUT" wrk -t1 -c"$CONCURRENCY" -d"${2}s" \
-			-H "Authorization: Bearer $token" "$(http_url tokengate)" >/dev/null
+		"${on_gen[@]}" timeout "$ROUND_TIMEOUT" wrk -t1 -c"$CONCURRENCY" -d"${3}s" \
+			-H "Authorization: Bearer $token" "$(http_url "$1")" >/dev/null
 	fi
 }
-# profile KIND: a CPU profile of tokengate under KIND load, from its
-# /debug/pprof when it serves one, else from perf. The cumulative view shows
-# what share of the server's CPU is tokengate's own code (extauthz.*) and what
-# is gRPC/HTTP/protobuf work the no-op server does as well.
+# The blocks a Check's CPU goes to, as symbols whose cumulative share the
+# profile summary lists for both servers: the difference between the two
+# columns is what tokengate adds.
+blocks=(
+	'runtime.goexit'                                            # all Go code
+	'entry_SYSCALL_64_after_hwframe'                            # the kernel: loopback I/O, futex
+	'grpc.(*Server).processRPC'                                 # one gRPC call, transport excluded
+	'proto.(*codecV2).Unmarshal'                                # decoding the CheckRequest
+	'proto.(*codecV2).Marshal'                                  # encoding the CheckResponse
+	'_Authorization_Check_Handler'                              # the Check handler
+	'net/http.(*conn).serve'                                    # one HTTP connection's work
+	'net/http.(*conn).readRequest'                              # parsing the HTTP request
+	'net/http.(*response).finishRequest'                        # writing the HTTP response
+	'net/http.serverHandler.ServeHTTP'                          # the HTTP handler
+	'runtime.gcBgMarkWorker'                                    # garbage collection
+	'runtime.mallocgc'                                          # allocation
+)
+# profile TARGET KIND: a CPU profile of one server under KIND load, with perf
+# (both servers the same way), else from tokengate's /debug/pprof if it
+# serves one. The summary gives the blocks above, tokengate's own functions
+# (extauthz.*) and the top cumulative and flat symbols.
 profile() {
-	local kind=$1 seconds=10 out="$OUT/profile-$1.txt" prof
-	log "profiling tokengate under $kind load for ${seconds}s"
-	if curl -fsS -o /dev/null "http://$ours_http/debug/pprof/" 2>/dev/null; then
+	local target=$1 kind=$2 seconds=10 out="$OUT/profile-$1-$2.txt" prof pid sym
+	pid=$(pid_of "$target")
+	log "profiling $target under $kind load for ${seconds}s"
+	if command -v perf >/dev/null; then
+		perf record -F 999 -g -o "$OUT/perf-$target-$kind.data" -p "$pid" -- sleep "$seconds" >/dev/null 2>&1 &
+		prof=$!
+		load_for "$target" "$kind" $((seconds + 2)) || true
+		wait "$prof" || true
+		perf report -i "$OUT/perf-$target-$kind.data" --children --sort symbol --stdio -g none 2>/dev/null |
+			grep -E '^ +[0-9]' >"$OUT/perf-$target-$kind.children" || true
+		{
+			echo "== $target under $kind load: blocks (cumulative share of the server's CPU) =="
+			for sym in "${blocks[@]}"; do
+				grep -F "$sym" "$OUT/perf-$target-$kind.children" | awk -v s="$sym" 'NR == 1 {print "  " $1 "  " s}' || true
+			done
+			echo "== cumulative, tokengate's own code =="
+			grep -E 'tokengate/tokengate' "$OUT/perf-$target-$kind.children" | awk 'NR <= 40' || true
+			echo "== cumulative, top 60 =="
+			awk 'NR <= 60' "$OUT/perf-$target-$kind.children"
+			echo "== flat (self), top 40 =="
+			perf report -i "$OUT/perf-$target-$kind.data" --no-children --sort symbol --stdio -g none 2>/dev/null |
+				grep -E '^ +[0-9]' | awk 'NR <= 40' || true
+		} >"$out"
+	elif [[ $target == tokengate ]] && curl -fsS -o /dev/null "http://$ours_http/debug/pprof/" 2>/dev/null; then
 		curl -fsS -o "$OUT/tokengate-$kind.pprof" "http://$ours_http/debug/pprof/profile?seconds=$seconds" &
 		prof=$!
-		load_for "$kind" $((seconds + 2)) || true
+		load_for "$target" "$kind" $((seconds + 2)) || true
 		wait "$prof"
 		{
 			go tool pprof -top -cum -nodecount=60 "$OUT/bin/tokengate" "$OUT/tokengate-$kind.pprof"
 			go tool pprof -top -nodecount=40 "$OUT/bin/tokengate" "$OUT/tokengate-$kind.pprof"
 		} >"$out" 2>&1
-	elif command -v perf >/dev/null; then
-		perf record -F 999 -g -o "$OUT/perf-$kind.data" -p "$ours_pid" -- sleep "$seconds" >/dev/null 2>&1 &
-		prof=$!
-		load_for "$kind" $((seconds + 2)) || true
-		wait "$prof" || true
-		{
-			echo "== cumulative (children), tokengate's own code =="
-			perf report -i "$OUT/perf-$kind.data" --children --sort symbol --stdio -g none 2>/dev/null |
-				grep -E '^ +[0-9].*tokengate/tokengate' | awk 'NR <= 40' || true
-			echo "== cumulative (children), top 60 =="
-			perf report -i "$OUT/perf-$kind.data" --children --sort symbol --stdio -g none 2>/dev/null |
-				grep -E '^ +[0-9]' | awk 'NR <= 60' || true
-			echo "== flat (self), top 40 =="
-			perf report -i "$OUT/perf-$kind.data" --no-children --sort symbol --stdio -g none 2>/dev/null |
-				grep -E '^ +[0-9]' | awk 'NR <= 40' || true
-		} >"$out"
 	else
-		log "no /debug/pprof on tokengate and no perf: no profile"
+		log "no perf (and no /debug/pprof on $target): no profile"
 		return
 	fi
 	log "profile: $out"
 }
 if [[ $PROFILE == 1 && $AA != 1 ]]; then
-	profile grpc
-	if [[ $HTTP == 1 ]]; then profile http; fi
+	kinds=(grpc)
+	if [[ $HTTP == 1 ]]; then kinds+=(http); fi
+	for kind in "${kinds[@]}"; do
+		for target in noop tokengate; do profile "$target" "$kind"; done
+	done
 fi
 
 # What tokengate itself counted: every Check of the run must be an allow.
