@@ -1,0 +1,275 @@
+package extauthz
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Header names a mapping may never set: hop-by-hop, routing and
+// credential headers whose rewriting would change what the request is.
+var reservedHeaders = map[string]bool{
+	"host": true, "authorization": true, "cookie": true, "content-length": true,
+	"content-type": true, "transfer-encoding": true, "connection": true, "te": true,
+	"upgrade": true, "proxy-authorization": true, "keep-alive": true,
+}
+
+// Validate reports every problem in the configuration, each with its path,
+// joined into one error. It has no side effects (it does not read files or
+// fetch URLs); defaults are applied before checking.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	if len(c.Providers) == 0 {
+		add("providers", "at least one provider is required")
+	}
+	issuers := map[string]int{}
+	names := map[string]int{}
+	for i, p := range c.Providers {
+		path := fmt.Sprintf("providers[%d]", i)
+		p.validate(path, add)
+		dupIssuer := false
+		if p.Issuer != "" {
+			if j, dup := issuers[p.Issuer]; dup {
+				add(path+".issuer", "duplicates providers[%d].issuer", j)
+				dupIssuer = true
+			}
+			issuers[p.Issuer] = i
+		}
+		// The name defaults to the issuer: a duplicate issuer is reported once.
+		if j, dup := names[p.Name]; dup && p.Name != "" && !dupIssuer {
+			add(path+".name", "duplicates providers[%d].name", j)
+		}
+		names[p.Name] = i
+	}
+	if c.MaxTokenBytes < 0 {
+		add("max_token_bytes", "must be positive")
+	}
+	if c.Token.Cookie != "" && !validToken(c.Token.Cookie) {
+		add("token.cookie", "%q is not a valid cookie name", c.Token.Cookie)
+	}
+	c.validateHeaders(add)
+	if !validAction(c.DefaultAction) {
+		add("default_action", "must be public, optional or required, not %q", c.DefaultAction)
+	}
+	for i, r := range c.Routes {
+		r.validate(fmt.Sprintf("routes[%d]", i), add)
+	}
+	if err := checkClaimPath(c.Authorization.RolesClaim); err != nil {
+		add("authorization.roles_claim", "%v", err)
+	}
+	if err := checkClaimPath(c.Authorization.ScopesClaim); err != nil {
+		add("authorization.scopes_claim", "%v", err)
+	}
+	for i, o := range c.CORS.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			add(fmt.Sprintf("cors.allowed_origins[%d]", i), "%q is not an origin like https://app.example.com", o)
+		}
+	}
+	if c.Cache.Size < 0 {
+		add("cache.size", "must be positive")
+	}
+	if strings.ContainsAny(c.Realm, "\"\\\r\n") {
+		add("realm", "must not contain quotes, backslashes or line breaks")
+	}
+	return errors.Join(errs...)
+}
+
+func (p Provider) validate(path string, add func(string, string, ...any)) {
+	if p.Issuer == "" {
+		add(path+".issuer", "is required")
+	}
+	if len(p.Audiences) == 0 {
+		add(path+".audiences", "at least one audience is required")
+	}
+	for i, a := range p.Audiences {
+		if a == "" {
+			add(fmt.Sprintf("%s.audiences[%d]", path, i), "must not be empty")
+		}
+	}
+	sources := 0
+	for _, set := range []bool{p.JWKSURL != "", p.JWKSFile != "", len(p.JWKS) > 0} {
+		if set {
+			sources++
+		}
+	}
+	hasSecret := p.HMACSecret != "" || p.HMACSecretFile != ""
+	switch {
+	case sources > 1:
+		add(path, "set only one of jwks_url, jwks_file and jwks")
+	case sources == 0 && !hasSecret:
+		add(path, "one of jwks_url, jwks_file, jwks or hmac_secret(_file) is required")
+	}
+	if p.HMACSecret != "" && p.HMACSecretFile != "" {
+		add(path, "set only one of hmac_secret and hmac_secret_file")
+	}
+	if p.HMACSecret != "" && len(p.HMACSecret) < 32 {
+		add(path+".hmac_secret", "must be at least 32 bytes for HS256")
+	}
+	if p.JWKSURL != "" {
+		u, err := url.Parse(p.JWKSURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			add(path+".jwks_url", "must be an http or https URL, not %q", p.JWKSURL)
+		}
+	}
+	if len(p.JWKS) > 0 {
+		var probe struct {
+			Keys []json.RawMessage `json:"keys"`
+		}
+		if err := json.Unmarshal(p.JWKS, &probe); err != nil || len(probe.Keys) == 0 {
+			add(path+".jwks", "must be a JWK set object with a non-empty keys list")
+		}
+	}
+	if len(p.Algorithms) == 0 {
+		add(path+".algorithms", "must not be empty")
+	}
+	for i, a := range p.Algorithms {
+		apath := fmt.Sprintf("%s.algorithms[%d]", path, i)
+		switch {
+		case strings.EqualFold(a, "none"):
+			add(apath, "none is never accepted")
+		case a == "HS256":
+			if !hasSecret {
+				add(apath, "HS256 needs hmac_secret or hmac_secret_file")
+			}
+		case !supportedAlg(a):
+			add(apath, "unsupported algorithm %q (use ES256, ES384, ES512, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA, HS256)", a)
+		}
+	}
+	if hasSecret && !contains(p.Algorithms, "HS256") {
+		add(path+".algorithms", "an HMAC secret is configured but HS256 is not allowed")
+	}
+	if p.Leeway.Duration < 0 || p.Leeway.Duration > 5*time.Minute {
+		add(path+".leeway", "must be between 0 and 5m")
+	}
+	if p.MaxLifetime.Duration < 0 {
+		add(path+".max_lifetime", "must not be negative")
+	}
+	if p.RefreshMinInterval.Duration < time.Second {
+		add(path+".refresh_min_interval", "must be at least 1s")
+	}
+	if p.RefreshMaxInterval.Duration < p.RefreshMinInterval.Duration {
+		add(path+".refresh_max_interval", "must not be below refresh_min_interval")
+	}
+	if p.KidRefetchInterval.Duration < 0 {
+		add(path+".kid_refetch_interval", "must not be negative")
+	}
+	if p.FetchTimeout.Duration <= 0 {
+		add(path+".fetch_timeout", "must be positive")
+	}
+	if p.FilePollInterval.Duration <= 0 {
+		add(path+".file_poll_interval", "must be positive")
+	}
+}
+
+func (c Config) validateHeaders(add func(string, string, ...any)) {
+	seen := map[string]string{}
+	claim := func(name, path string) {
+		lname := strings.ToLower(name)
+		switch {
+		case name == "" || !validToken(name):
+			add(path, "%q is not a valid header name", name)
+		case reservedHeaders[lname] || strings.HasPrefix(lname, ":"):
+			add(path, "%q cannot be set by extauthz", name)
+		default:
+			if other, dup := seen[lname]; dup {
+				add(path, "header %q is also set by %s", name, other)
+			}
+			seen[lname] = path
+		}
+	}
+	for i, m := range c.Headers.Identity {
+		path := fmt.Sprintf("headers.identity[%d]", i)
+		claim(m.Name, path+".name")
+		if err := checkClaimPath(m.Claim); err != nil {
+			add(path+".claim", "%v", err)
+		}
+	}
+	if c.Headers.PayloadHeader != "" {
+		claim(c.Headers.PayloadHeader, "headers.payload_header")
+	}
+	if !validToken(c.Headers.ExpiresInHeader) {
+		add("headers.expires_in_header", "%q is not a valid header name", c.Headers.ExpiresInHeader)
+	}
+	switch c.Headers.Encoding {
+	case "percent", "rfc2047":
+	default:
+		add("headers.encoding", "must be percent or rfc2047, not %q", c.Headers.Encoding)
+	}
+}
+
+func (r Route) validate(path string, add func(string, string, ...any)) {
+	if !validAction(r.Action) {
+		add(path+".action", "must be public, optional or required, not %q", r.Action)
+	}
+	if r.Path != "" && r.PathPrefix != "" {
+		add(path, "set only one of path and path_prefix")
+	}
+	if r.Path != "" && !strings.HasPrefix(r.Path, "/") {
+		add(path+".path", "must start with /")
+	}
+	if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+		add(path+".path_prefix", "must start with /")
+	}
+	if r.Host != "" && (strings.ContainsAny(r.Host, "/ ") || strings.Count(r.Host, "*") > 1 || (strings.Contains(r.Host, "*") && !strings.HasPrefix(r.Host, "*."))) {
+		add(path+".host", "%q is not a host or *.domain", r.Host)
+	}
+	for i, m := range r.Methods {
+		if m == "" || m != strings.ToUpper(m) || !validToken(m) {
+			add(fmt.Sprintf("%s.methods[%d]", path, i), "%q is not an upper-case method", m)
+		}
+	}
+	if r.Action != ActionRequired && (len(r.RolesAny) > 0 || len(r.ScopesAll) > 0) {
+		add(path, "roles_any and scopes_all need action: required")
+	}
+}
+
+func validAction(a Action) bool {
+	return a == ActionPublic || a == ActionOptional || a == ActionRequired
+}
+
+// validToken reports whether s is an RFC 9110 token (header, cookie and
+// method names).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func checkClaimPath(p string) error {
+	if p == "" {
+		return errors.New("must name a claim")
+	}
+	for _, part := range strings.Split(p, ".") {
+		if part == "" {
+			return fmt.Errorf("%q has an empty segment", p)
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
