@@ -150,7 +150,9 @@ func (st *state) decide(ctx context.Context, in *request) *outcome {
 			}
 			return &outcome{reason: ReasonUnavailable, unavailable: unavailable}
 		}
-		refused, _ = err.(*denial)
+		if err != nil && !errors.As(err, &refused) {
+			refused = deny(ReasonInvalidToken, "the token could not be verified")
+		}
 	}
 	if refused == nil {
 		refused = st.checkRevoked(e)
