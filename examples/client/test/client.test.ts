@@ -95,7 +95,7 @@ for (const [kind, make] of Object.entries(makers)) {
       const o = baseOptions();
       const api = make(fake, o);
       const s = fake.signIn();
-      await api.client.setTokens(s.body as never, { date: s.date });
+      await api.client.setTokens(s.body, { date: s.date });
       fake.expireAll(); // the server says expired while the client still believes the token is fresh
       const results = await Promise.all(Array.from({ length: 10 }, () => api.get()));
       expect(fake.count('/v1/token')).toBe(1);
@@ -110,7 +110,7 @@ for (const [kind, make] of Object.entries(makers)) {
       const o = baseOptions();
       const api = make(fake, o);
       const s = fake.signIn();
-      await api.client.setTokens(s.body as never, { date: s.date });
+      await api.client.setTokens(s.body, { date: s.date });
       fake.refuseAll = 'token_expired'; // even a freshly refreshed token is refused as expired
       const err = await api.get().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(TokenGateError);
@@ -125,8 +125,8 @@ for (const [kind, make] of Object.entries(makers)) {
         const o = baseOptions();
         const api = make(fake, o);
         const s = fake.signIn();
-        await api.client.setTokens(s.body as never, { date: s.date });
-        fake.refuse.set(s.body.access_token as string, reason);
+        await api.client.setTokens(s.body, { date: s.date });
+        fake.refuse.set(s.body.access_token, reason);
         const results = await Promise.allSettled(Array.from({ length: 5 }, () => api.get()));
         for (const r of results) {
           expect(r.status).toBe('rejected');
@@ -146,7 +146,7 @@ for (const [kind, make] of Object.entries(makers)) {
       const o = baseOptions();
       const api = make(fake, o);
       const s = fake.signIn();
-      await api.client.setTokens(s.body as never, { date: s.date });
+      await api.client.setTokens(s.body, { date: s.date });
       fake.expireAll();
       await expect(api.get()).resolves.toMatchObject({ ok: true });
       expect(fake.count('/v1/token')).toBe(1);
@@ -156,7 +156,7 @@ for (const [kind, make] of Object.entries(makers)) {
       const o = baseOptions();
       const api = make(fake, o);
       const s = fake.signIn();
-      await api.client.setTokens(s.body as never, { date: s.date });
+      await api.client.setTokens(s.body, { date: s.date });
       fake.expireAll();
       fake.tokenFailures.push({ status: 400, body: { error: 'invalid_grant' } });
       const results = await Promise.allSettled(Array.from({ length: 4 }, () => api.get()));
@@ -170,7 +170,7 @@ for (const [kind, make] of Object.entries(makers)) {
       const o = baseOptions({ onRefreshError: (e) => errors.push(`${e.status} ${e.error} retry=${e.willRetry} in=${e.retryInMs}`) });
       const api = make(fake, o);
       const s = fake.signIn();
-      await api.client.setTokens(s.body as never, { date: s.date });
+      await api.client.setTokens(s.body, { date: s.date });
       fake.expireAll();
       fake.tokenFailures.push({ status: 503, body: { error: 'temporarily_unavailable' }, headers: { 'retry-after': '7' } });
       let done = false;
@@ -192,7 +192,7 @@ for (const [kind, make] of Object.entries(makers)) {
       const o = baseOptions({ refreshAttempts: 2 });
       const api = make(fake, o);
       const s = fake.signIn();
-      await api.client.setTokens(s.body as never, { date: s.date });
+      await api.client.setTokens(s.body, { date: s.date });
       fake.expireAll();
       fake.tokenFailures.push(
         { status: 503, body: { error: 'temporarily_unavailable' }, headers: { 'retry-after': '1' } },
@@ -210,7 +210,7 @@ for (const [kind, make] of Object.entries(makers)) {
       const o = baseOptions({ refreshAttempts: 2 });
       const api = make(fake, o);
       const s = fake.signIn();
-      await api.client.setTokens(s.body as never, { date: s.date });
+      await api.client.setTokens(s.body, { date: s.date });
       fake.expireAll();
       fake.tokenFailures.push({ status: 0, network: true }, { status: 0, network: true });
       const p = api.get().catch((e: unknown) => e);
@@ -224,7 +224,7 @@ for (const [kind, make] of Object.entries(makers)) {
       fake.ttlSeconds = 120;
       const api = make(fake, o);
       const s = fake.signIn();
-      await api.client.setTokens(s.body as never, { date: s.date });
+      await api.client.setTokens(s.body, { date: s.date });
       await api.get();
       expect(fake.count('/v1/token')).toBe(0);
       vi.setSystemTime(Date.now() + 61_000); // 59 s left < refreshAhead
@@ -239,7 +239,7 @@ for (const [kind, make] of Object.entries(makers)) {
       const o = baseOptions({ refreshAhead: 30 });
       const api = make(fake, o);
       const s = fake.signIn();
-      await api.client.setTokens(s.body as never, { date: s.date });
+      await api.client.setTokens(s.body, { date: s.date });
       expect(api.client.session!.expiresAt.getTime()).toBe(Date.now() + 120_000);
       vi.setSystemTime(Date.now() + 100_000); // 20 s left
       await api.get();
@@ -262,7 +262,7 @@ describe('x-token-expires-in', () => {
     fake.ttlSeconds = 300;
     const f = createFetch({ ...baseOptions(), fetch: fake.fetch });
     const s = fake.signIn();
-    await f.client.setTokens({ ...(s.body as never), access_token: s.body.access_token as string }, { date: null });
+    await f.client.setTokens({ ...(s.body), access_token: s.body.access_token }, { date: null });
     // The server says the token has less left than the client believes (e.g. it was minted a while ago).
     fake.serverOffsetMs = 200_000;
     await f(API);
@@ -284,7 +284,7 @@ describe('proactive timer', () => {
     const vis = new Visibility();
     const client = new TokenClient({ ...baseOptions({ refreshAhead: 60, autoRefresh: true, visibility: vis }), fetch: fake.fetch });
     const s = fake.signIn();
-    await client.setTokens(s.body as never, { date: s.date });
+    await client.setTokens(s.body, { date: s.date });
     vis.set(false);
     await vi.advanceTimersByTimeAsync(110_000);
     expect(fake.count('/v1/token')).toBe(0);
@@ -303,7 +303,7 @@ describe('proactive timer', () => {
     fake.ttlSeconds = 4;
     const client = new TokenClient({ ...baseOptions({ refreshAhead: 600, autoRefresh: true }), fetch: fake.fetch });
     const s = fake.signIn();
-    await client.setTokens(s.body as never, { date: s.date });
+    await client.setTokens(s.body, { date: s.date });
     await vi.advanceTimersByTimeAsync(1900);
     expect(fake.count('/v1/token')).toBe(0);
     await vi.advanceTimersByTimeAsync(200);
@@ -337,7 +337,7 @@ describe('across tabs', () => {
     const hub = new ChannelHub();
     const a = createFetch({ ...baseOptions(), locks, channel: hub.channel(), fetch: fake.fetch });
     const s = fake.signIn();
-    await a.client.setTokens(s.body as never, { date: s.date });
+    await a.client.setTokens(s.body, { date: s.date });
     const b = createFetch({ ...baseOptions(), locks, channel: hub.channel(), fetch: fake.fetch });
     await vi.advanceTimersByTimeAsync(0);
     expect(b.client.session?.accessToken).toBe(s.body.access_token);
@@ -347,7 +347,7 @@ describe('across tabs', () => {
     const fake = new FakeTokengate();
     const { list, signOuts } = tabs(fake, 2);
     const s = fake.signIn();
-    await list[0].client.setTokens(s.body as never, { date: s.date });
+    await list[0].client.setTokens(s.body, { date: s.date });
     await vi.advanceTimersByTimeAsync(0);
     fake.expireAll();
     const all = await settle(Promise.all(list.flatMap((f) => [f(API), f(API), f(API)])));
@@ -361,7 +361,7 @@ describe('across tabs', () => {
     const fake = new FakeTokengate();
     const { locks, list } = tabs(fake, 1, { lockTimeout: 5 });
     const s = fake.signIn();
-    await list[0].client.setTokens(s.body as never, { date: s.date });
+    await list[0].client.setTokens(s.body, { date: s.date });
     fake.expireAll();
     const release = locks.hold('tokengate:refresh');
     let status = 0;
@@ -379,7 +379,7 @@ describe('across tabs', () => {
     const fake = new FakeTokengate();
     const { list, signOuts } = tabs(fake, 3);
     const s = fake.signIn();
-    await list[0].client.setTokens(s.body as never, { date: s.date });
+    await list[0].client.setTokens(s.body, { date: s.date });
     await vi.advanceTimersByTimeAsync(0);
     await list[1].client.signOut();
     await vi.advanceTimersByTimeAsync(0);
@@ -393,7 +393,7 @@ describe('across tabs', () => {
     const fake = new FakeTokengate();
     const f = createFetch({ ...baseOptions(), crossTab: false, fetch: fake.fetch });
     const s = fake.signIn();
-    await f.client.setTokens(s.body as never, { date: s.date });
+    await f.client.setTokens(s.body, { date: s.date });
     fake.expireAll();
     const all = await Promise.all(Array.from({ length: 5 }, () => f(API)));
     expect(all.every((r) => r.status === 200)).toBe(true);
@@ -408,7 +408,7 @@ describe('requests that are not ours', () => {
     try {
       const f = createFetch({ ...baseOptions(), fetch: fake.fetch });
       const s = fake.signIn();
-      await f.client.setTokens(s.body as never, { date: s.date });
+      await f.client.setTokens(s.body, { date: s.date });
       await f('http://elsewhere.test/x');
       await f('http://app.test/api/items');
       expect(fake.calls.map((c) => [c.path, c.auth !== null])).toEqual([
@@ -443,7 +443,7 @@ describe('shared storage and events', () => {
     const a = createFetch({ ...baseOptions(), locks, storage, fetch: fake.fetch });
     const b = createFetch({ ...baseOptions(), locks, storage, fetch: fake.fetch });
     const s = fake.signIn();
-    await a.client.setTokens(s.body as never, { date: s.date });
+    await a.client.setTokens(s.body, { date: s.date });
     await b.client.getAccessToken(); // b now holds the same session
     fake.expireAll();
     const all = await Promise.all([a(API), b(API), a(API), b(API)]);
@@ -460,7 +460,7 @@ describe('shared storage and events', () => {
     const a = mk(0);
     const b = mk(1);
     const s = fake.signIn();
-    await a.client.setTokens(s.body as never, { date: s.date });
+    await a.client.setTokens(s.body, { date: s.date });
     await settle(a.client.refresh());
     await vi.advanceTimersByTimeAsync(0);
     expect(seen).toEqual([['sign-in j1', 'refresh j2'], ['other-tab j1', 'other-tab j2']]);
@@ -510,7 +510,7 @@ describe('waiting and passing through', () => {
     };
     const f = createFetch({ ...baseOptions(), fetch: slow });
     const s = fake.signIn();
-    await f.client.setTokens(s.body as never, { date: s.date });
+    await f.client.setTokens(s.body, { date: s.date });
     const refreshing = f.client.refresh();
     const req = f(API);
     await vi.advanceTimersByTimeAsync(1000);
@@ -530,7 +530,7 @@ describe('waiting and passing through', () => {
     const fake = new FakeTokengate();
     const f = createFetch({ ...baseOptions(), fetch: async (i, init) => ((i instanceof Request ? i.url : String(i)).includes('/api/') ? answers.shift()! : fake.fetch(i, init)) });
     const s = fake.signIn();
-    await f.client.setTokens(s.body as never, { date: s.date });
+    await f.client.setTokens(s.body, { date: s.date });
     expect((await f(API)).status).toBe(403);
     expect((await f(API)).status).toBe(401);
     expect(f.client.session).not.toBeNull();
@@ -561,7 +561,7 @@ describe('axios with validateStatus accepting 4xx', () => {
     const inst = axios.create({ baseURL: 'http://app.test', adapter: axiosAdapter(fake), validateStatus: () => true });
     const { client } = attachTokenRefresh(inst, { ...baseOptions(), fetch: fake.fetch });
     const s = fake.signIn();
-    await client.setTokens(s.body as never, { date: s.date });
+    await client.setTokens(s.body, { date: s.date });
     fake.expireAll();
     const res = await inst.get('/api/items');
     expect(res.status).toBe(200);
@@ -583,7 +583,7 @@ describe('refresher answers that say nothing about the token', () => {
     const o = baseOptions();
     const f = createFetch({ ...o, fetch: fake.fetch });
     const s = fake.signIn();
-    await f.client.setTokens(s.body as never, { date: s.date });
+    await f.client.setTokens(s.body, { date: s.date });
     fake.expireAll();
     fake.tokenFailures.push({ status: 502, body: '<html>Bad Gateway</html>' as never });
     const p = f(API);

@@ -1,7 +1,10 @@
 // Test edges: a fake tokengate (refresher + extauthz-protected API) behind a
 // fetch function, an in-process Web Locks manager and BroadcastChannel hub.
 // Everything inside the client runs for real.
-import type { ChannelLike, LockManagerLike } from '../src/index.js';
+import type { ChannelLike, LockManagerLike, TokenResponse } from '../src/index.js';
+
+/** What the fake refresher issues: a token response with every field present. */
+export type IssuedPair = Required<Pick<TokenResponse, 'access_token' | 'refresh_token' | 'expires_in' | 'session_id'>> & TokenResponse;
 
 function b64url(s: string): string {
   return Buffer.from(s, 'utf8').toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
@@ -43,7 +46,7 @@ export class FakeTokengate {
   }
 
   /** signIn issues a pair like POST /v1/sessions. */
-  signIn(): { body: Record<string, unknown>; date: string } {
+  signIn(): { body: IssuedPair; date: string } {
     return { body: this.issue(), date: new Date(this.serverNow()).toUTCString() };
   }
 
@@ -56,7 +59,7 @@ export class FakeTokengate {
     return this.calls.filter((c) => c.path === path).length;
   }
 
-  private issue(): Record<string, unknown> {
+  private issue(): IssuedPair {
     this.seq++;
     const now = this.serverNow();
     const exp = Math.floor(now / 1000) + this.ttlSeconds;
