@@ -194,10 +194,13 @@ type keySource struct {
 
 	readyOnce sync.Once
 	ready     chan struct{} // closed once keys first load
+	// updated is signalled (without blocking) after every key-set change,
+	// so a waiter learns of a reload as an event rather than by polling.
+	updated chan struct{}
 }
 
 func newKeySource(name string, m *metrics, log *slog.Logger, clock func() time.Time, refetchInterval time.Duration) *keySource {
-	return &keySource{name: name, metrics: m, log: log, clock: clock, refetchInterval: refetchInterval, ready: make(chan struct{})}
+	return &keySource{name: name, metrics: m, log: log, clock: clock, refetchInterval: refetchInterval, ready: make(chan struct{}), updated: make(chan struct{}, 1)}
 }
 
 func (s *keySource) loaded() bool { return s.keys.Load() != nil }
@@ -208,6 +211,10 @@ func (s *keySource) store(ks *keySet, notes []string) {
 	}
 	s.keys.Store(ks)
 	s.readyOnce.Do(func() { close(s.ready) })
+	select {
+	case s.updated <- struct{}{}:
+	default:
+	}
 	s.metrics.jwksKeys.WithLabelValues(s.name).Set(float64(len(ks.all)))
 	s.metrics.jwksLastSuccess.WithLabelValues(s.name).Set(float64(s.clock().Unix()))
 }
