@@ -43,6 +43,8 @@ type extauthzFlags struct {
 	issuer, audience       string
 	reflection, dev        bool
 	logLevel               string
+	revocationsURL         string
+	adminToken, adminFile  string
 	devJWKS                []byte // --dev: the dev key as inline JWKS
 }
 
@@ -57,6 +59,9 @@ func (f *extauthzFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.reflection, "grpc-reflection", false, "serve gRPC reflection (for grpcurl)")
 	fs.BoolVar(&f.dev, "dev", false, "generate a dev key under ./.tokengate/, trust it, print a sample token")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.revocationsURL, "revocations-url", "", "refresher base URL or its /v1/revocations feed: deny revoked sessions with token_revoked")
+	fs.StringVar(&f.adminToken, "admin-token", "", "the refresher's admin bearer token, for --revocations-url (prefer --admin-token-file)")
+	fs.StringVar(&f.adminFile, "admin-token-file", "", "file holding the refresher's admin bearer token")
 }
 
 func runExtauthz(ctx context.Context, e env) error {
@@ -104,7 +109,38 @@ func runExtauthz(ctx context.Context, e env) error {
 			printDevWalkthrough(e.stdout, devToken, grpcAddr, httpAddr)
 		}
 	}
-	return serveExtauthz(ctx, cfg, run)
+	if f.revocationsURL == "" {
+		return serveExtauthz(ctx, cfg, run)
+	}
+	feed, err := f.revocationFeed(log, reg)
+	if err != nil {
+		return err
+	}
+	run.Denylist = feed
+	// The feed runs as long as the servers do; /readyz waits for its first load.
+	feedCtx, stopFeed := context.WithCancel(ctx)
+	defer stopFeed()
+	feedDone := make(chan struct{})
+	go func() {
+		defer close(feedDone)
+		feed.Run(feedCtx)
+	}()
+	err = serveExtauthz(ctx, cfg, run)
+	stopFeed()
+	<-feedDone
+	return err
+}
+
+// revocationFeed builds the denylist from --revocations-url and the admin token.
+func (f *extauthzFlags) revocationFeed(log *slog.Logger, reg prometheus.Registerer) (*extauthz.RevocationFeed, error) {
+	token, tokErr := adminTokenFrom(f.adminToken, f.adminFile)
+	feed, err := extauthz.NewRevocationFeed(extauthz.RevocationFeedConfig{
+		URL: f.revocationsURL, AdminToken: token, Logger: log, Registerer: reg,
+	})
+	if err = errors.Join(tokErr, err); err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	return feed, nil
 }
 
 // loadConfig builds the config from --config and the one-provider flags.

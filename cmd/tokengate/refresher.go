@@ -130,18 +130,11 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 	cfg.RefreshTokenTransport = refresher.Transport(f.transport)
 	app := &refresherApp{log: log}
 	var errs []error
-	if f.adminToken != "" && f.adminTokenFile != "" {
-		errs = append(errs, errors.New("admin-token: give --admin-token or --admin-token-file, not both"))
+	adminToken, err := adminTokenFrom(f.adminToken, f.adminTokenFile)
+	if err != nil {
+		errs = append(errs, err)
 	}
-	if f.adminTokenFile != "" {
-		b, err := os.ReadFile(f.adminTokenFile)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("admin-token-file: %w", err))
-		}
-		cfg.AdminToken = strings.TrimSpace(string(b))
-	} else {
-		cfg.AdminToken = f.adminToken
-	}
+	cfg.AdminToken = adminToken
 	dir := boltDir(f.store)
 	if f.dev {
 		if cfg.Issuer == "" {

@@ -157,9 +157,10 @@ func TestRefresherWithExtauthz(t *testing.T) {
 
 	httpPort, grpcPort := proctest.FreePort(t), proctest.FreePort(t)
 	authz := "http://127.0.0.1:" + strconv.Itoa(httpPort)
-	ext := proctest.Start(t, "extauthz", nil, proctest.Tokengate(t), "extauthz",
+	ext := proctest.Start(t, "extauthz", []string{"TOKENGATE_ADMIN_TOKEN=" + admin}, proctest.Tokengate(t), "extauthz",
 		"--http-listen", "127.0.0.1:"+strconv.Itoa(httpPort), "--grpc-listen", "127.0.0.1:"+strconv.Itoa(grpcPort),
-		"--jwks-url", base+"/.well-known/jwks.json", "--issuer", "https://auth.test", "--audience", "api")
+		"--jwks-url", base+"/.well-known/jwks.json", "--issuer", "https://auth.test", "--audience", "api",
+		"--revocations-url", base)
 	ext.WaitHTTP(t, authz+"/readyz", http.StatusOK, 20*time.Second)
 
 	status, first, _ := postJSON(t, "POST", base+"/v1/sessions", admin, "application/json",
@@ -186,12 +187,28 @@ func TestRefresherWithExtauthz(t *testing.T) {
 	if status, _ := check(next.AccessToken + "x"); status != http.StatusUnauthorized {
 		t.Errorf("a tampered token = %d, want 401", status)
 	}
+	revokedWord := func(token string) string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", authz+"/authz/api/orders", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct{ Error string }
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return body.Error
+	}
 	if status, _, _ := postJSON(t, "POST", base+"/v1/revoke", "", "application/x-www-form-urlencoded", "token="+next.RefreshToken); status != http.StatusOK {
 		t.Fatalf("revoke = %d", status)
 	}
 	if status, p, _ := postJSON(t, "POST", base+"/v1/token", "", "application/x-www-form-urlencoded", refreshForm(next.RefreshToken)); status != http.StatusBadRequest || p.Error != "invalid_grant" {
 		t.Fatalf("refresh after revoke = %d %+v", status, p)
 	}
+	// extauthz learns of the sign-out from the feed (long-poll) and refuses
+	// the still-unexpired access token with token_revoked.
+	waitFor(t, func() bool { return revokedWord(next.AccessToken) == "token_revoked" })
 	feed := get(t, base+"/v1/revocations?wait=0")
 	if !strings.Contains(feed, "invalid_token") {
 		t.Errorf("the feed answered without the admin token: %s", feed)
