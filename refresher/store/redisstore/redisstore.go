@@ -5,7 +5,7 @@
 //
 //	P s:{sid}          hash   session (sub, created, idle, exp, rev, gen, cur)
 //	P c:{sid}          string the session's claims (JSON)
-//	P t:{sid}:HASH     hash   refresh-token record (sid, gen, iat, exp, rot, child)
+//	P k:{sid}          hash   refresh-token records: HASH → "gen|iat|exp|rot|child"
 //	P p:{sid}:HASH     string sealed pair the rotation of HASH issued (grace window)
 //	P h:HASH           string token hash → sid (the lookup a refresh starts from)
 //	P u:SUB            hash   sids of a subject (for revoke-all)
@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -99,8 +100,8 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 // Client returns the underlying go-redis client (benchmarks, sizing).
 func (s *Store) Client() redis.UniversalClient { return s.rdb }
 
-func (s *Store) sessionKey(sid string) string     { return s.prefix + "s:{" + sid + "}" }
-func (s *Store) tokenKey(sid, hash string) string { return s.prefix + "t:{" + sid + "}:" + hash }
+func (s *Store) sessionKey(sid string) string { return s.prefix + "s:{" + sid + "}" }
+func (s *Store) tokensKey(sid string) string  { return s.prefix + "k:{" + sid + "}" }
 func (s *Store) sealedKey(sid, hash string) string {
 	return s.prefix + "p:{" + sid + "}:" + hash
 }
@@ -113,21 +114,28 @@ func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.timeout)
 }
 
-// timeLayout is fixed-width, so the scripts compare times as strings.
-const timeLayout = "2006-01-02T15:04:05.000000000Z"
+// Times are stored as 16 hex digits of the Unix nanoseconds with the sign
+// bit flipped: fixed width and ordered like the instants, so the scripts
+// compare them as strings, exactly, and they are half the size of an
+// RFC 3339 string. "" is the zero time.
+const signBit = 1 << 63
 
 func encodeTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(timeLayout)
+	return fmt.Sprintf("%016x", uint64(t.UnixNano())^signBit)
 }
 
 func decodeTime(v string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
-	return time.Parse(timeLayout, v)
+	n, err := strconv.ParseUint(v, 16, 64)
+	if err != nil || len(v) != 16 {
+		return time.Time{}, fmt.Errorf("time %q: not 16 hex digits", v)
+	}
+	return time.Unix(0, int64(n^signBit)).UTC(), nil
 }
 
 // millis is a TTL in whole milliseconds, at least one second so a key is
@@ -143,7 +151,7 @@ func (s *Store) CreateSession(ctx context.Context, sess store.Session, first sto
 	claims := string(sess.Claims)
 	args := []any{sess.ID, sess.Subject, claims, encodeTime(sess.CreatedAt), int64(sess.IdleTTL),
 		encodeTime(sess.ExpiresAt), first.Hash, encodeTime(first.IssuedAt), encodeTime(first.ExpiresAt), ttl}
-	keys := []string{s.sessionKey(sess.ID), s.tokenKey(sess.ID, first.Hash), s.claimsKey(sess.ID)}
+	keys := []string{s.sessionKey(sess.ID), s.tokensKey(sess.ID), s.claimsKey(sess.ID)}
 	if !s.split {
 		keys = append(keys, s.indexKey(first.Hash), s.subjectKey(sess.Subject))
 		n, err := createScript.Run(ctx, s.rdb, keys, args...).Int()
@@ -217,14 +225,14 @@ func (s *Store) GetToken(ctx context.Context, hash string) (store.Token, error) 
 	if err != nil {
 		return store.Token{}, fmt.Errorf("redisstore: get token: %w", err)
 	}
-	m, err := s.rdb.HGetAll(ctx, s.tokenKey(sid, hash)).Result()
+	rec, err := s.rdb.HGet(ctx, s.tokensKey(sid), hash).Result()
+	if errors.Is(err, redis.Nil) {
+		return store.Token{}, store.ErrNotFound
+	}
 	if err != nil {
 		return store.Token{}, fmt.Errorf("redisstore: get token: %w", err)
 	}
-	if len(m) == 0 {
-		return store.Token{}, store.ErrNotFound
-	}
-	return decodeToken(hash, m)
+	return decodeToken(hash, sid, rec)
 }
 
 func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.RotateResult, error) {
@@ -237,8 +245,7 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
 	}
-	keys := []string{s.sessionKey(sid), s.tokenKey(sid, req.ParentHash),
-		s.tokenKey(sid, req.Child.Hash), s.sealedKey(sid, req.ParentHash), s.claimsKey(sid)}
+	keys := []string{s.sessionKey(sid), s.tokensKey(sid), s.sealedKey(sid, req.ParentHash), s.claimsKey(sid)}
 	if !s.split {
 		keys = append(keys, s.feedKey(), s.indexKey(req.Child.Hash))
 	}
@@ -246,7 +253,7 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 	reply, err := rotateScript.Run(ctx, s.rdb, keys,
 		encodeTime(req.Now), encodeTime(req.Now.Add(-req.Grace)), req.Child.Hash,
 		encodeTime(req.Child.IssuedAt), encodeTime(req.Child.ExpiresAt), req.Sealed,
-		millis(req.Grace+sealedSlack), encodeTime(req.RevokeUntil), feedTTL,
+		millis(req.Grace+sealedSlack), encodeTime(req.RevokeUntil), feedTTL, req.ParentHash, sid,
 	).Slice()
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
@@ -437,12 +444,8 @@ func decodeRotate(sid, parent string, reply []any) (store.RotateResult, int64, e
 	}
 	res := store.RotateResult{Outcome: store.Outcome(code)}
 	sf, _ := reply[1].([]any)
-	pf, _ := reply[2].([]any)
+	rec, _ := reply[2].(string)
 	sm, err := flatMap(sf)
-	if err != nil {
-		return res, 0, err
-	}
-	pm, err := flatMap(pf)
 	if err != nil {
 		return res, 0, err
 	}
@@ -450,7 +453,7 @@ func decodeRotate(sid, parent string, reply []any) (store.RotateResult, int64, e
 	if res.Session, err = decodeSession(sid, sm, claims); err != nil {
 		return res, 0, err
 	}
-	if res.Parent, err = decodeToken(parent, pm); err != nil {
+	if res.Parent, err = decodeToken(parent, sid, rec); err != nil {
 		return res, 0, err
 	}
 	if sealed, ok := reply[3].(string); ok && code == codeReplayed {
@@ -484,20 +487,24 @@ func decodeSession(sid string, m map[string]string, claims string) (store.Sessio
 	return s, nil
 }
 
-func decodeToken(hash string, m map[string]string) (store.Token, error) {
-	t := store.Token{Hash: hash, SessionID: m["sid"], ChildHash: m["child"]}
+func decodeToken(hash, sid, rec string) (store.Token, error) {
+	f := strings.Split(rec, "|")
+	if len(f) != 5 {
+		return store.Token{}, fmt.Errorf("token of session %s: corrupt record %q", sid, rec)
+	}
+	t := store.Token{Hash: hash, SessionID: sid, ChildHash: f[4]}
 	var errs []error
 	var err error
-	t.Generation, err = strconv.ParseUint(m["gen"], 10, 64)
+	t.Generation, err = strconv.ParseUint(f[0], 10, 64)
 	errs = append(errs, err)
-	t.IssuedAt, err = decodeTime(m["iat"])
+	t.IssuedAt, err = decodeTime(f[1])
 	errs = append(errs, err)
-	t.ExpiresAt, err = decodeTime(m["exp"])
+	t.ExpiresAt, err = decodeTime(f[2])
 	errs = append(errs, err)
-	t.RotatedAt, err = decodeTime(m["rot"])
+	t.RotatedAt, err = decodeTime(f[3])
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
-		return store.Token{}, fmt.Errorf("token of session %s: corrupt record: %w", t.SessionID, err)
+		return store.Token{}, fmt.Errorf("token of session %s: corrupt record: %w", sid, err)
 	}
 	return t, nil
 }

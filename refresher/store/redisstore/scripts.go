@@ -10,8 +10,9 @@ import "github.com/redis/go-redis/v9"
 // on Cluster those keys are written by separate commands, in an order that
 // never loses a session or a revocation (see the Store methods).
 //
-// Times are fixed-width UTC strings (see encodeTime), so Lua compares them
-// as strings, exactly, without float rounding; "" is the zero time.
+// Times are fixed-width, order-preserving strings (see encodeTime), so Lua
+// compares them as strings, exactly, without float rounding; "" is the
+// zero time.
 
 // feedLua appends one revocation to the feed stream, keeps the stream alive
 // at least until the entry's until, and drops entries from the head whose
@@ -35,7 +36,12 @@ local function feed_append(key, sid, sub, untl, ttl, now)
 end
 `
 
-// createScript: KEYS session, first token, claims, [index of first token,
+// Token records are fields of one hash per session (KEYS "tokens"): field
+// = token hash, value = "generation|issued|expires|rotated|child hash".
+// One field costs about half of a key of its own, and a session keeps a
+// record per rotation until it ends.
+
+// createScript: KEYS session, tokens, claims, [index of first token,
 // subject index]. ARGV sid, sub, claims, created, idle, exp, token hash,
 // iat, token exp, ttl ms. Returns 1 created, 0 exists. Creating the same
 // session with the same first token again is success, so a retried call is
@@ -57,7 +63,7 @@ redis.call('HSET', KEYS[1], 'sub', ARGV[2], 'created', ARGV[4], 'idle', ARGV[5],
   'exp', ARGV[6], 'rev', '', 'gen', '0', 'cur', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[10])
-redis.call('HSET', KEYS[2], 'sid', ARGV[1], 'gen', '0', 'iat', ARGV[8], 'exp', ARGV[9], 'rot', '', 'child', '')
+redis.call('HSET', KEYS[2], ARGV[7], '0|' .. ARGV[8] .. '|' .. ARGV[9] .. '||')
 redis.call('PEXPIRE', KEYS[2], ARGV[10])
 return 1
 `)
@@ -73,47 +79,46 @@ const (
 )
 
 // rotateScript is the whole Rotate decision table (store.Store.Rotate) in
-// one step. KEYS session, parent token, child token, parent's sealed pair,
-// claims, [feed, child's index]. ARGV now, grace cutoff (now-grace), child
-// hash, child iat, child exp, sealed, sealed ttl ms, revoke until, feed ttl
-// ms. Returns {code, session fields, parent fields, sealed or false, session
-// pttl ms, claims}.
+// one step. KEYS session, tokens, parent's sealed pair, claims, [feed,
+// child's index]. ARGV now, grace cutoff (now-grace), child hash, child
+// iat, child exp, sealed, sealed ttl ms, revoke until, feed ttl ms, parent
+// hash, sid. Returns {code, session fields, parent record, sealed or
+// false, session pttl ms, claims}.
 var rotateScript = redis.NewScript(feedLua + `
 local now = ARGV[1]
 local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'cur', 'sub')
-local p = redis.call('HMGET', KEYS[2], 'rot', 'child', 'exp', 'gen', 'sid')
-if not s[2] or not p[3] then return {4} end
+local rec = redis.call('HGET', KEYS[2], ARGV[10])
+if not s[2] or not rec then return {4} end
+local gen, iat, exp, rot, child = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
 local code
 local sealed = false
 if s[1] ~= '' then
   code = 6
 elseif now >= s[2] then
   code = 5
-elseif p[1] ~= '' then
-  if ARGV[2] < p[1] and p[2] == s[3] then
+elseif rot ~= '' then
+  if ARGV[2] < rot and child == s[3] then
     code = 2
-    sealed = redis.call('GET', KEYS[4])
+    sealed = redis.call('GET', KEYS[3])
   else
     code = 3
     redis.call('HSET', KEYS[1], 'rev', now)
-    if KEYS[6] then feed_append(KEYS[6], p[5], s[4], ARGV[8], ARGV[9], now) end
+    if KEYS[5] then feed_append(KEYS[5], ARGV[11], s[4], ARGV[8], ARGV[9], now) end
   end
-elseif now >= p[3] then
+elseif now >= exp then
   code = 5
 else
   code = 1
   local ttl = redis.call('PTTL', KEYS[1])
-  redis.call('HSET', KEYS[2], 'rot', now, 'child', ARGV[3])
-  redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7])
-  redis.call('HSET', KEYS[3], 'sid', p[5], 'gen', tostring(tonumber(p[4]) + 1), 'iat', ARGV[4],
-    'exp', ARGV[5], 'rot', '', 'child', '')
-  redis.call('PEXPIRE', KEYS[3], ttl)
+  rec = gen .. '|' .. iat .. '|' .. exp .. '|' .. now .. '|' .. ARGV[3]
+  redis.call('HSET', KEYS[2], ARGV[10], rec,
+    ARGV[3], tostring(tonumber(gen) + 1) .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '||')
+  redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[7])
   redis.call('HINCRBY', KEYS[1], 'gen', 1)
   redis.call('HSET', KEYS[1], 'cur', ARGV[3])
-  if KEYS[7] then redis.call('SET', KEYS[7], p[5], 'PX', ttl) end
+  if KEYS[6] then redis.call('SET', KEYS[6], ARGV[11], 'PX', ttl) end
 end
-return {code, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), sealed, redis.call('PTTL', KEYS[1]),
-  redis.call('GET', KEYS[5])}
+return {code, redis.call('HGETALL', KEYS[1]), rec, sealed, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[4])}
 `)
 
 // revokeScript: KEYS session, [feed]. ARGV now, until, feed ttl ms,
