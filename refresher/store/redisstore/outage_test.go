@@ -123,3 +123,58 @@ func TestWaitingPollsDoNotStarveRefreshes(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterFeedGapCloses: on Cluster a revocation reaches the feed in a
+// second step. Simulate that step failing (the entry and its mark removed)
+// and check that the next revocation attempt — a repeated sign-out or a
+// refresh of the revoked session — appends it.
+func TestClusterFeedGapCloses(t *testing.T) {
+	r := proctest.StartRedis(t)
+	ctx := context.Background()
+	s, err := redisstore.Open(ctx, "redis://"+r.Addr, redisstore.Options{KeyPrefix: "gap:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	redisstore.SplitKeys(s)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, via := range []string{"revoke", "refresh"} {
+		t.Run(via, func(t *testing.T) {
+			sid := "gap-" + via
+			sess := store.Session{ID: sid, Subject: "u", CreatedAt: now, IdleTTL: time.Hour, ExpiresAt: now.Add(24 * time.Hour)}
+			first := store.Token{Hash: "h-" + via, SessionID: sid, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+			if err := s.CreateSession(ctx, sess, first); err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := s.RevokeSession(ctx, sid, now, now.Add(time.Minute)); err != nil || !ok {
+				t.Fatalf("RevokeSession = %v, %v", ok, err)
+			}
+			// The lost second step: no feed entry, no mark.
+			s.Client().Del(ctx, "gap:feed")
+			s.Client().HDel(ctx, "gap:s:{"+sid+"}", "fed")
+
+			switch via {
+			case "revoke":
+				if ok, err := s.RevokeSession(ctx, sid, now.Add(time.Second), now.Add(time.Minute)); err != nil || ok {
+					t.Fatalf("second RevokeSession = %v, %v; want false, nil", ok, err)
+				}
+			case "refresh":
+				res, err := s.Rotate(ctx, store.RotateRequest{ParentHash: first.Hash, Now: now.Add(time.Second), Grace: time.Second,
+					RevokeUntil: now.Add(time.Minute), Child: store.Token{Hash: "c-" + via, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}})
+				if err != nil || res.Outcome != store.Revoked {
+					t.Fatalf("Rotate = %v, %v; want revoked", res.Outcome, err)
+				}
+			}
+			revs, _, err := s.Revocations(ctx, "", now, 0)
+			if err != nil || len(revs) != 1 || revs[0].SessionID != sid {
+				t.Fatalf("feed after the retry = %v, %v; want the session", revs, err)
+			}
+			// Once on the feed, further attempts add nothing.
+			s.RevokeSession(ctx, sid, now.Add(2*time.Second), now.Add(time.Minute))
+			if revs, _, _ := s.Revocations(ctx, "", now, 0); len(revs) != 1 {
+				t.Errorf("feed has %d entries after another attempt, want 1", len(revs))
+			}
+			s.Client().Del(ctx, "gap:feed")
+		})
+	}
+}

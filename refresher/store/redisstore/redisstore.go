@@ -258,7 +258,7 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
 	}
-	res, pttl, err := decodeRotate(sid, req.ParentHash, reply)
+	res, pttl, fed, err := decodeRotate(sid, req.ParentHash, reply)
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
 	}
@@ -279,9 +279,11 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 				return store.RotateResult{}, fmt.Errorf("redisstore: index child token: %w", err)
 			}
 		}
-	case store.ReuseDetected:
-		if err := s.appendFeed(ctx, sid, res.Session.Subject, req.Now, req.RevokeUntil); err != nil {
-			return store.RotateResult{}, err
+	case store.ReuseDetected, store.Revoked:
+		if !fed {
+			if err := s.appendFeed(ctx, sid, res.Session.Subject, req.Now, req.RevokeUntil); err != nil {
+				return store.RotateResult{}, err
+			}
 		}
 	}
 	return res, nil
@@ -306,6 +308,9 @@ func (s *Store) appendFeed(ctx context.Context, sid, sub string, now, until time
 		sid, sub, encodeTime(until), millis(until.Sub(now)), encodeTime(now)).Err()
 	if err != nil {
 		return fmt.Errorf("redisstore: append revocation feed: %w", err)
+	}
+	if err := markFedScript.Run(ctx, s.rdb, []string{s.sessionKey(sid)}).Err(); err != nil {
+		return fmt.Errorf("redisstore: mark revocation fed: %w", err)
 	}
 	return nil
 }
@@ -360,12 +365,15 @@ func (s *Store) revoke(ctx context.Context, sid string, now, until time.Time, on
 	if err != nil {
 		return 0, fmt.Errorf("redisstore: revoke session: %w", err)
 	}
-	if len(reply) != 2 {
+	if len(reply) != 3 {
 		return 0, fmt.Errorf("redisstore: revoke session: unexpected reply %v", reply)
 	}
 	code, _ := reply[0].(int64)
 	sub, _ := reply[1].(string)
-	if code == 1 && s.split {
+	fed, _ := reply[2].(string)
+	// Cluster: append to the feed as a second step; a revocation whose
+	// append failed earlier is appended by the next attempt.
+	if s.split && (code == 1 || code == 0 && fed != "1") {
 		if err := s.appendFeed(ctx, sid, sub, now, until); err != nil {
 			return 0, err
 		}
@@ -431,36 +439,36 @@ func flatMap(v []any) (map[string]string, error) {
 }
 
 // decodeRotate reads rotateScript's reply.
-func decodeRotate(sid, parent string, reply []any) (store.RotateResult, int64, error) {
+func decodeRotate(sid, parent string, reply []any) (res store.RotateResult, pttl int64, fed bool, err error) {
 	if len(reply) == 0 {
-		return store.RotateResult{}, 0, errors.New("empty reply")
+		return res, 0, false, errors.New("empty reply")
 	}
 	code, _ := reply[0].(int64)
 	if code == codeUnknown {
-		return store.RotateResult{Outcome: store.Unknown}, 0, nil
+		return store.RotateResult{Outcome: store.Unknown}, 0, false, nil
 	}
 	if code < codeRotated || code > codeRevoked || len(reply) != 6 {
-		return store.RotateResult{}, 0, fmt.Errorf("unexpected reply %v", reply)
+		return res, 0, false, fmt.Errorf("unexpected reply %v", reply)
 	}
-	res := store.RotateResult{Outcome: store.Outcome(code)}
+	res = store.RotateResult{Outcome: store.Outcome(code)}
 	sf, _ := reply[1].([]any)
 	rec, _ := reply[2].(string)
 	sm, err := flatMap(sf)
 	if err != nil {
-		return res, 0, err
+		return res, 0, false, err
 	}
 	claims, _ := reply[5].(string)
 	if res.Session, err = decodeSession(sid, sm, claims); err != nil {
-		return res, 0, err
+		return res, 0, false, err
 	}
 	if res.Parent, err = decodeToken(parent, sid, rec); err != nil {
-		return res, 0, err
+		return res, 0, false, err
 	}
 	if sealed, ok := reply[3].(string); ok && code == codeReplayed {
 		res.Sealed = []byte(sealed)
 	}
-	pttl, _ := reply[4].(int64)
-	return res, pttl, nil
+	pttl, _ = reply[4].(int64)
+	return res, pttl, sm["fed"] == "1", nil
 }
 
 func decodeSession(sid string, m map[string]string, claims string) (store.Session, error) {

@@ -103,7 +103,10 @@ elseif rot ~= '' then
   else
     code = 3
     redis.call('HSET', KEYS[1], 'rev', now)
-    if KEYS[5] then feed_append(KEYS[5], ARGV[11], s[4], ARGV[8], ARGV[9], now) end
+    if KEYS[5] then
+      feed_append(KEYS[5], ARGV[11], s[4], ARGV[8], ARGV[9], now)
+      redis.call('HSET', KEYS[1], 'fed', '1')
+    end
   end
 elseif now >= exp then
   code = 5
@@ -122,16 +125,29 @@ return {code, redis.call('HGETALL', KEYS[1]), rec, sealed, redis.call('PTTL', KE
 `)
 
 // revokeScript: KEYS session, [feed]. ARGV now, until, feed ttl ms,
-// only-if-active ("1"/"0"), sid. Returns {code, subject}: -1 no such session,
-// 0 already revoked (or, with only-if-active, expired), 1 revoked now.
+// only-if-active ("1"/"0"), sid. Returns {code, subject, fed}: code -1 no
+// such session, 0 already revoked, 1 revoked now, 2 not active (expired;
+// only with only-if-active). fed is "1" once the revocation is on the feed
+// (Cluster appends it in a second step and marks it with markFedScript).
 var revokeScript = redis.NewScript(feedLua + `
-local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'sub')
-if not s[2] then return {-1, ''} end
-if s[1] ~= '' then return {0, s[3]} end
-if ARGV[4] == '1' and ARGV[1] >= s[2] then return {0, s[3]} end
+local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'sub', 'fed')
+if not s[2] then return {-1, '', ''} end
+if s[1] ~= '' then return {0, s[3], s[4] or ''} end
+if ARGV[4] == '1' and ARGV[1] >= s[2] then return {2, s[3], ''} end
 redis.call('HSET', KEYS[1], 'rev', ARGV[1])
-if KEYS[2] then feed_append(KEYS[2], ARGV[5], s[3], ARGV[2], ARGV[3], ARGV[1]) end
-return {1, s[3]}
+if KEYS[2] then
+  feed_append(KEYS[2], ARGV[5], s[3], ARGV[2], ARGV[3], ARGV[1])
+  redis.call('HSET', KEYS[1], 'fed', '1')
+  return {1, s[3], '1'}
+end
+return {1, s[3], ''}
+`)
+
+// markFedScript records that a session's revocation reached the feed
+// (Cluster). KEYS session. It never recreates an expired session.
+var markFedScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'fed', '1') end
+return 1
 `)
 
 // appendScript: the feed append on its own (Cluster, where the feed lives
