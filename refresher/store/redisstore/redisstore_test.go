@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -138,5 +139,69 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	if d := cmp.Diff(feeds[0], feeds[1]); d != "" || cursors[0] != cursors[1] || len(feeds[0]) != 1 {
 		t.Errorf("feeds differ or are not one entry: cursors %q/%q (-0 +1):\n%s", cursors[0], cursors[1], d)
+	}
+}
+
+// TestEveryKeyExpires: after every kind of write (sign-in, rotation,
+// replay, reuse, claims update, sign-out, revoke-all), on both write paths,
+// every key the store left has a TTL, so nothing outlives its session.
+func TestEveryKeyExpires(t *testing.T) {
+	r := proctest.StartRedis(t)
+	for _, split := range []bool{false, true} {
+		t.Run(fmt.Sprintf("split=%v", split), func(t *testing.T) {
+			ctx := context.Background()
+			prefix := fmt.Sprintf("ttl-%v:", split)
+			s, err := redisstore.Open(ctx, "redis://"+r.Addr, redisstore.Options{KeyPrefix: prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if split {
+				redisstore.SplitKeys(s)
+			}
+			now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+			for i := range 3 {
+				sid := "sid-" + strconv.Itoa(i)
+				sess := store.Session{ID: sid, Subject: "alice", Claims: []byte(`{"x":1}`), CreatedAt: now, IdleTTL: time.Hour, ExpiresAt: now.Add(24 * time.Hour)}
+				first := store.Token{Hash: "first-" + sid, SessionID: sid, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+				if err := s.CreateSession(ctx, sess, first); err != nil {
+					t.Fatal(err)
+				}
+				rot := func(parent, child string, at time.Time) store.Outcome {
+					res, err := s.Rotate(ctx, store.RotateRequest{ParentHash: parent, Sealed: []byte("p"), Now: at, Grace: time.Second,
+						RevokeUntil: at.Add(15 * time.Minute), Child: store.Token{Hash: child, IssuedAt: at, ExpiresAt: at.Add(time.Hour)}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return res.Outcome
+				}
+				rot(first.Hash, "c1-"+sid, now.Add(time.Minute))
+				rot(first.Hash, "x-"+sid, now.Add(time.Minute)) // replay
+				if _, err := s.PatchClaims(ctx, sid, []byte(`{"x":2}`), now.Add(2*time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					rot(first.Hash, "x2-"+sid, now.Add(time.Hour)) // reuse: revokes
+				}
+				if i == 1 {
+					s.RevokeSession(ctx, sid, now.Add(3*time.Minute), now.Add(18*time.Minute))
+				}
+			}
+			if _, err := s.RevokeSubject(ctx, "alice", now.Add(4*time.Minute), now.Add(19*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			keys, err := s.Client().Keys(ctx, prefix+"*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(keys) < 10 {
+				t.Fatalf("only %d keys written: %v", len(keys), keys)
+			}
+			for _, k := range keys {
+				if ttl, err := s.Client().PTTL(ctx, k).Result(); err != nil || ttl <= 0 {
+					t.Errorf("key %s: TTL %v, %v; want an expiry", k, ttl, err)
+				}
+			}
+		})
 	}
 }
