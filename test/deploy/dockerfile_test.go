@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -127,6 +128,14 @@ func TestDockerfileRuntimeStage(t *testing.T) {
 	}
 	if u, _, _ := strings.Cut(user, ":"); u != "65532" {
 		t.Errorf("USER %q, want 65532", user)
+	}
+	// The build image's Go matches the module's go line (major.minor).
+	df, _ := os.ReadFile(filepath.Join(repoRoot(t), "Dockerfile"))
+	gm, _ := os.ReadFile(filepath.Join(repoRoot(t), "go.mod"))
+	arg := regexp.MustCompile(`(?m)^ARG GO_VERSION=(\d+\.\d+)`).FindSubmatch(df)
+	mod := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(gm)
+	if arg == nil || mod == nil || string(arg[1]) != string(mod[1]) {
+		t.Errorf("Dockerfile ARG GO_VERSION %q does not match go.mod's go %q", arg, mod)
 	}
 	if entrypoint != `["/tokengate"]` {
 		t.Errorf("ENTRYPOINT %s, want the exec form [\"/tokengate\"] (no shell to run a string)", entrypoint)
