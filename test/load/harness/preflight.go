@@ -71,9 +71,9 @@ func expectAllow(resp *authv3.CheckResponse, identity bool) error {
 	for _, h := range ok.GetHeaders() {
 		got[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
 	}
-	want := map[string]string{"x-user-id": loadSubject, "x-user-name": loadName, "x-user-roles": "reader,writer"}
-	for k, v := range want {
-		if got[k] != v {
+	want := [][2]string{{"x-user-id", loadSubject}, {"x-user-name", loadName}, {"x-user-roles", "reader,writer"}}
+	for _, kv := range want {
+		if k, v := kv[0], kv[1]; got[k] != v {
 			return fmt.Errorf("allowed, but header %s = %q, want %q (headers %v)", k, got[k], v, got)
 		}
 	}

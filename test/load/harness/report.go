@@ -243,7 +243,11 @@ func (s series) write(b *strings.Builder) error {
 		med[target] = s.median(target)
 	}
 	noop, ours := med["noop"], med["tokengate"]
-	fmt.Fprintf(b, "\nMedians of %d rounds:\n\n", len(s.rounds))
+	if len(s.rounds) == 1 {
+		b.WriteString("\nOne round only (medians need several):\n\n")
+	} else {
+		fmt.Fprintf(b, "\nMedians of %d rounds:\n\n", len(s.rounds))
+	}
 	b.WriteString("| server | requests/s | p50 | p99 | server CPU / request |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: |\n")
 	for _, target := range targets {
