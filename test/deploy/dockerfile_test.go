@@ -154,7 +154,16 @@ type dockerBuild struct {
 var (
 	dockerBuildOnce sync.Once
 	dockerBuilt     dockerBuild
+	dockerBuildDir  string // removed by TestMain
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if dockerBuildDir != "" {
+		os.RemoveAll(dockerBuildDir)
+	}
+	os.Exit(code)
+}
 
 // dockerfileBinary builds tokengate once per test binary exactly as the
 // Dockerfile does (its RUN … go build line, parsed, with the build args
@@ -211,6 +220,7 @@ func buildLikeDockerfile(t *testing.T, stages [][]dockerInstr, root string) dock
 	if err != nil {
 		return dockerBuild{err: err}
 	}
+	dockerBuildDir = dir
 	out := filepath.Join(dir, "tokengate")
 	runArgs := slices.Clone(args)
 	for i := range runArgs {
