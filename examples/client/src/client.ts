@@ -98,6 +98,8 @@ export class TokenClient {
   private current: Session | null = null;
   private inflight: Promise<Session> | undefined;
   private signedOut = false;
+  /** Bumped by every sign-in and sign-out: a refresh that started in an older epoch must not revive a session. */
+  private epoch = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private unsubscribeVisibility: (() => void) | undefined;
   private lastRefreshAt: number | undefined;
@@ -140,6 +142,7 @@ export class TokenClient {
   async setTokens(res: TokenResponse, init: { date?: string | null } = {}): Promise<void> {
     await this.ready;
     const s = sessionFromResponse(res, init.date, this.now());
+    this.epoch++;
     await this.adopt(s, 'sign-in', true);
   }
 
@@ -340,6 +343,7 @@ export class TokenClient {
   }
 
   private doRefresh(stale: string | undefined): Promise<Session> {
+    const epoch = this.epoch;
     return withLock(this.locks, `${this.o.name}:refresh`, (this.o.lockTimeout ?? 10) * 1000, async () => {
       // Another tab may have refreshed while we waited for the lock; its
       // session is in shared storage or arrived over BroadcastChannel. Give
@@ -364,6 +368,11 @@ export class TokenClient {
         now: this.now,
         onError: (e) => this.emit(() => this.o.onRefreshError?.(e)),
       });
+      if (this.epoch !== epoch) {
+        // Signed out (or signed in anew) while the refresher answered: its pair belongs to a session this tab no longer has.
+        if (this.current) return this.current;
+        throw new TokenGateError('signed_out', 'the session ended while refreshing');
+      }
       if (r.ok) {
         const next = sessionFromResponse(r.body, r.date, r.receivedAt, s ?? undefined);
         this.lastRefreshAt = r.receivedAt;
@@ -392,6 +401,7 @@ export class TokenClient {
 
   private async endSession(reason: SignOutReason, broadcast: boolean): Promise<void> {
     const wasSignedOut = this.signedOut;
+    this.epoch++;
     this.signedOut = true;
     this.current = null;
     clearTimeout(this.timer);
@@ -412,6 +422,8 @@ export class TokenClient {
         if (!isSession(m.session)) return;
         const cur = this.current;
         if (cur && (cur.accessToken === m.session.accessToken || cur.obtainedAt > m.session.obtainedAt)) return;
+        // Another tab signed in anew: a refresh of the old session here must not overwrite it.
+        if (!cur || cur.sessionId !== m.session.sessionId) this.epoch++;
         void this.adopt(m.session, 'other-tab', false);
         return;
       }

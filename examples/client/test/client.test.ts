@@ -593,3 +593,29 @@ describe('refresher answers that say nothing about the token', () => {
     expect(o.signOuts).toEqual([]);
   });
 });
+
+describe('sign-out during a refresh', () => {
+  it('does not let the refresh revive the session', async () => {
+    const fake = new FakeTokengate();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slow: typeof fetch = async (input, init) => {
+      if ((input instanceof Request ? input.url : String(input)).endsWith('/v1/token')) await gate;
+      return fake.fetch(input, init);
+    };
+    const tokens: string[] = [];
+    const o = baseOptions({ onTokens: (t) => tokens.push(t.source) });
+    const f = createFetch({ ...o, fetch: slow });
+    const s = fake.signIn();
+    await f.client.setTokens(s.body, { date: s.date });
+    const refreshing = f.client.refresh().catch((e: unknown) => e);
+    await f.client.signOut();
+    release();
+    const err = (await refreshing) as TokenGateError;
+    expect(err).toBeInstanceOf(TokenGateError);
+    expect(err.code).toBe('signed_out');
+    expect(f.client.session).toBeNull();
+    expect(tokens).toEqual(['sign-in']);
+    expect(o.signOuts).toEqual(['signed_out']);
+  });
+});
