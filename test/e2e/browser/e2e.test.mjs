@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
-import { repoRoot, startStack, waitFor } from './stack.mjs';
+import { cleanup, repoRoot, startStack, waitFor } from './stack.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 const ARGS = [
@@ -28,6 +28,7 @@ before(async () => {
 });
 after(async () => {
   await browser?.close();
+  cleanup();
 });
 
 /** openDemo opens the demo page with the given client options and waits for its handle. */

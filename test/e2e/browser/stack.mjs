@@ -10,7 +10,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFi
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 
 export const repoRoot = resolve(import.meta.dirname, '../../..');
 const clientDir = join(repoRoot, 'examples/client');
@@ -48,6 +48,12 @@ async function httpOk(url) {
 }
 
 let builtBinary;
+
+/** cleanup removes the binary tokengateBinary built, if it built one. */
+export function cleanup() {
+  if (builtBinary) rmSync(dirname(builtBinary), { recursive: true, force: true });
+  builtBinary = undefined;
+}
 /** tokengateBinary is $TOKENGATE_BIN, or ./cmd/tokengate built once into a temp dir. */
 export function tokengateBinary() {
   if (process.env.TOKENGATE_BIN) return process.env.TOKENGATE_BIN;
