@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -43,14 +42,8 @@ func runDev(ctx context.Context, e env) error {
 	fs.StringVar(&transport, "refresh-token-transport", "body", "body, cookie or both")
 	fs.DurationVar(&accessTTL, "access-ttl", 15*time.Minute, "access-token lifetime")
 	fs.DurationVar(&grace, "reuse-grace", 30*time.Second, "reuse grace window")
-	if err := envflag.Parse(fs, e.args, "TOKENGATE_", e.getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if done, err := parseFlags(fs, e); done || err != nil {
+		return err
 	}
 	log, err := newLogger(e.stderr, logLevel)
 	if err != nil {

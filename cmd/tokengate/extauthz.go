@@ -70,16 +70,10 @@ func runExtauthz(ctx context.Context, e env) error {
 	var f extauthzFlags
 	f.register(fs)
 	fs.Usage = envflag.Usage(fs, "TOKENGATE_")
-	if err := envflag.Parse(fs, e.args, "TOKENGATE_", e.getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+	if done, err := parseFlags(fs, e); done || err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
-	}
-	log, err := newExtauthzLogger(e.stderr, f.logLevel)
+	log, err := newLogger(e.stderr, f.logLevel)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -250,14 +244,6 @@ Denied (401 missing_token):
 Over gRPC (reflection is on in dev mode):
   grpcurl -plaintext -d '{"attributes":{"request":{"http":{"method":"GET","host":"app","path":"/hello","headers":{"authorization":"Bearer '"$TOKEN"'"}}}}}' %[1]s envoy.service.auth.v3.Authorization/Check
 `, grpcAddr, httpAddr, token)
-}
-
-func newExtauthzLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %q is not debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
 // extauthzRun is how to serve extauthz; `tokengate dev` fills one in to run

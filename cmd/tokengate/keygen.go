@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -69,14 +68,8 @@ func runKeygen(ctx context.Context, e env) error {
 	fs.StringVar(&c.caFile, "kubernetes-ca-file", saCAFile, "CA bundle that signed the API server's certificate")
 	fs.DurationVar(&c.timeout, "kubernetes-timeout", 30*time.Second, "give up on the API server after this long")
 	fs.Usage = envflag.Usage(fs, "TOKENGATE_")
-	if err := envflag.Parse(fs, e.args, "TOKENGATE_", e.getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: keygen takes no arguments, got %q", errUsage, fs.Args())
+	if done, err := parseFlags(fs, e); done || err != nil {
+		return err
 	}
 	alg, err := keyset.ParseAlg(c.alg)
 	if err != nil {

@@ -5,13 +5,17 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/tokengate/tokengate/internal/envflag"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
@@ -88,6 +92,31 @@ func usage(w io.Writer) {
 	}
 	b.WriteString("\nRun 'tokengate <subcommand> -h' for its flags. Every flag can also be set\nwith an environment variable TOKENGATE_<FLAG>, '-' written as '_'.\n")
 	io.WriteString(w, b.String())
+}
+
+// parseFlags reads a subcommand's flags from its arguments and from
+// TOKENGATE_<FLAG> env vars, and refuses positional arguments. done is true
+// when -h printed the usage: the subcommand then returns nil.
+func parseFlags(fs *flag.FlagSet, e env) (done bool, err error) {
+	if err := envflag.Parse(fs, e.args, "TOKENGATE_", e.getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return false, fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, fs.Name(), fs.Args())
+	}
+	return false, nil
+}
+
+// newLogger makes the JSON logger on w at --log-level.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
 func runVersion(_ context.Context, e env) error {

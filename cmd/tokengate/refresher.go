@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -92,14 +91,6 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log-level: %w", err)
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
 // randomSecret returns 256 random bits, base64url.
@@ -271,14 +262,8 @@ func runRefresher(ctx context.Context, e env) error {
 	fs.Usage = envflag.Usage(fs, "TOKENGATE_")
 	var f refresherFlags
 	f.register(fs)
-	if err := envflag.Parse(fs, e.args, "TOKENGATE_", e.getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if done, err := parseFlags(fs, e); done || err != nil {
+		return err
 	}
 	log, err := newLogger(e.stderr, f.logLevel)
 	if err != nil {
