@@ -1,8 +1,17 @@
 package extauthz
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 )
 
 // Item 10: the verified-token cache.
@@ -77,5 +86,155 @@ func TestCacheDisabled(t *testing.T) {
 	}
 	if hits := counterValue(t, h.srv.metrics.cacheHits); hits != 0 {
 		t.Fatalf("hits %v with the cache disabled", hits)
+	}
+}
+
+// A cache hit answers with the entry's ready-made response. It must be the
+// answer a fresh render gives (here: a server with the cache off, same
+// clock) in every variant — Authorization stripped or not, an allowed
+// Origin or not — over gRPC and HTTP, before and after
+// x-token-expires-in changes; and an answer already returned is never
+// modified when the next second's is built.
+func TestReadyAllowMatchesFreshRender(t *testing.T) {
+	t.Parallel()
+	k := newTestKey(t, "ES256", "es-1")
+	cases := []struct {
+		name       string
+		removeAuth bool
+		viaCookie  bool
+		origin     string
+	}{
+		{name: "plain"},
+		{name: "remove authorization", removeAuth: true},
+		{name: "remove authorization, token in a cookie", removeAuth: true, viaCookie: true},
+		{name: "allowed origin", origin: "https://app.test"},
+		{name: "other origin", origin: "https://evil.test"},
+		{name: "remove authorization and allowed origin", removeAuth: true, origin: "https://app.test"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			servers := make([]*harness, 2) // cached, uncached
+			webs := make([]string, 2)
+			for i := range servers {
+				cfg := baseConfig(t, k)
+				cfg.Cache.Disabled = i == 1
+				cfg.Token.RemoveAuthorizationHeader = tc.removeAuth
+				cfg.Token.Cookie = "at"
+				cfg.CORS.AllowedOrigins = []string{"https://app.test"}
+				servers[i] = newHarness(t, cfg)
+				web := httptest.NewServer(servers[i].srv.Routes())
+				t.Cleanup(web.Close)
+				webs[i] = web.URL
+			}
+			tok := k.token(t, claimsAt(servers[0].clock.Now()))
+			headers := map[string]string{"authorization": "Bearer " + tok}
+			if tc.viaCookie {
+				headers = map[string]string{"cookie": "at=" + tok}
+			}
+			if tc.origin != "" {
+				headers["origin"] = tc.origin
+			}
+			req := checkReq("GET", "app.test", "/api/things", headers)
+
+			var kept, keptCopy *authv3.CheckResponse
+			for step, advance := range []time.Duration{0, 0, 400 * time.Millisecond, 700 * time.Millisecond, 0, 3 * time.Second} {
+				for _, h := range servers {
+					h.clock.Advance(advance)
+				}
+				got, err := servers[0].srv.Check(t.Context(), req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := servers[1].srv.Check(t.Context(), req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+					t.Fatalf("step %d: cached gRPC answer differs from a fresh one (-fresh +cached):\n%s", step, diff)
+				}
+				a := flatten(t, got)
+				if !a.allowed {
+					t.Fatalf("step %d: not allowed: %+v", step, a)
+				}
+				for _, name := range a.removed {
+					if _, ok := a.set[name]; ok {
+						t.Fatalf("step %d: %s both set and removed", step, name)
+					}
+				}
+				if kept == nil && step > 0 {
+					kept, keptCopy = got, proto.Clone(got).(*authv3.CheckResponse)
+				}
+
+				gotHTTP, wantHTTP := forwardAuthHeaders(t, webs[0], headers), forwardAuthHeaders(t, webs[1], headers)
+				if diff := cmp.Diff(wantHTTP, gotHTTP); diff != "" {
+					t.Fatalf("step %d: cached HTTP answer differs from a fresh one (-fresh +cached):\n%s", step, diff)
+				}
+			}
+			if hits := counterValue(t, servers[0].srv.metrics.cacheHits); hits != 11 {
+				t.Fatalf("cache hits %v, want 11 (every check but the first)", hits)
+			}
+			if !proto.Equal(kept, keptCopy) {
+				t.Fatal("a response already returned was modified by a later check")
+			}
+			if got := flatten(t, kept).response["x-token-expires-in"]; got != "900" {
+				t.Fatalf("kept x-token-expires-in %s, want 900", got)
+			}
+		})
+	}
+}
+
+// forwardAuthHeaders sends one forward-auth request and returns the
+// answer's status and headers, without the ones net/http adds.
+func forwardAuthHeaders(t *testing.T, base string, headers map[string]string) http.Header {
+	t.Helper()
+	req, err := http.NewRequest("GET", base+"/authz/api/things", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	h := resp.Header.Clone()
+	h.Del("Date")
+	h.Del("Content-Length")
+	h.Set("Status", strconv.Itoa(resp.StatusCode))
+	return h
+}
+
+// A cached allow, ready-made answer and all, is still refused once its
+// session is revoked: the revocation check runs on every hit.
+func TestReadyAllowRevoked(t *testing.T) {
+	t.Parallel()
+	k := newTestKey(t, "ES256", "es-1")
+	dl := &fakeDenylist{revoked: map[string]bool{}, ready: true}
+	h := newHarness(t, baseConfig(t, k), func(o *Options) { o.Denylist = dl })
+	web := httptest.NewServer(h.srv.Routes())
+	t.Cleanup(web.Close)
+	tok := k.token(t, claimsAt(h.clock.Now()))
+	headers := map[string]string{"authorization": "Bearer " + tok}
+	for range 2 { // a miss, then a hit that stores the ready-made answers
+		if got := h.check(t, bearerReq(tok)).reason(); got != "allow" {
+			t.Fatalf("before revocation: %s", got)
+		}
+		if got := forwardAuthHeaders(t, web.URL, headers).Get("Status"); got != "200" {
+			t.Fatalf("before revocation: HTTP %s", got)
+		}
+	}
+	dl.revoke("sess-1")
+	if got := h.check(t, bearerReq(tok)).reason(); got != "token_revoked" {
+		t.Fatalf("after revocation: %s", got)
+	}
+	if got := forwardAuthHeaders(t, web.URL, headers).Get("Status"); got != "401" {
+		t.Fatalf("after revocation: HTTP %s", got)
+	}
+	if hits := counterValue(t, h.srv.metrics.cacheHits); hits != 5 {
+		t.Fatalf("cache hits %v, want 5: the revoked checks must be hits", hits)
 	}
 }

@@ -33,9 +33,9 @@ func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := s.state.Load()
 	in := fromForwardAuth(r)
-	out := st.decide(r.Context(), in)
-	s.observe(in, out, start)
-	st.writeHTTP(w, out)
+	out := st.decide(r.Context(), &in)
+	s.observe(&in, &out, start)
+	st.writeHTTP(w, &out)
 }
 
 // fromForwardAuth recovers the original request. The proxy MUST set (not
@@ -45,36 +45,64 @@ func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 //   - Traefik forwardAuth, Caddy forward_auth: X-Forwarded-Uri, X-Forwarded-Method, X-Forwarded-Host;
 //   - Envoy HTTP ext_authz (path_prefix: /authz): the original path follows
 //     the prefix and the method and Host are the original ones.
-func fromForwardAuth(r *http.Request) *request {
-	in := &request{method: r.Method, host: r.Host, headers: make(map[string]string, len(r.Header))}
-	for k, vs := range r.Header {
-		sep := ","
-		if k == "Cookie" {
-			sep = "; "
+func fromForwardAuth(r *http.Request) request {
+	in := request{method: r.Method, host: r.Host, headers: make(map[string]string, len(decisionHeaders))}
+	for _, n := range decisionHeaders {
+		vs := r.Header[n.canonical]
+		switch {
+		case len(vs) == 1:
+			in.headers[n.lower] = vs[0]
+		case len(vs) > 1:
+			sep := ","
+			if n.lower == "cookie" {
+				sep = "; "
+			}
+			in.headers[n.lower] = strings.Join(vs, sep)
 		}
-		in.headers[strings.ToLower(k)] = strings.Join(vs, sep)
 	}
 	in.path = strings.TrimPrefix(r.URL.RequestURI(), "/authz")
 	if in.path == "" || in.path[0] != '/' {
 		in.path = "/" + in.path
 	}
-	if u := r.Header.Get("X-Original-URI"); u != "" {
+	// Canonical names looked up directly: Header.Get would canonicalise
+	// (and allocate for X-Original-URI) on every request.
+	if u := firstValue(r.Header, "X-Original-Uri"); u != "" {
 		in.path = u
-		if m := r.Header.Get("X-Original-Method"); m != "" {
+		if m := firstValue(r.Header, "X-Original-Method"); m != "" {
 			in.method = m
 		}
 	}
-	if u := r.Header.Get("X-Forwarded-Uri"); u != "" {
+	if u := firstValue(r.Header, "X-Forwarded-Uri"); u != "" {
 		in.path = u
 	}
-	if m := r.Header.Get("X-Forwarded-Method"); m != "" {
+	if m := firstValue(r.Header, "X-Forwarded-Method"); m != "" {
 		in.method = m
 	}
-	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+	if h := firstValue(r.Header, "X-Forwarded-Host"); h != "" {
 		in.host = h
 	}
 	in.method = strings.ToUpper(in.method)
 	return in
+}
+
+// firstValue is Header.Get for a name already in canonical form.
+func firstValue(h http.Header, canonical string) string {
+	if vs := h[canonical]; len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
+}
+
+// decisionHeaders are the request headers a decision reads (request.header
+// callers: the token finder, the preflight test and CORS). Forward-auth
+// copies only these: the proxy forwards all of the client's headers, and
+// copying every one into a new map was most of fromForwardAuth's cost.
+// net/http has already canonicalised the names in r.Header.
+var decisionHeaders = [...]struct{ lower, canonical string }{
+	{"authorization", "Authorization"},
+	{"cookie", "Cookie"},
+	{"origin", "Origin"},
+	{"access-control-request-method", "Access-Control-Request-Method"},
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {

@@ -23,10 +23,13 @@ type outcome struct {
 	unavailable error    // error: no decision possible
 	set         []header // allow: identity headers to set upstream
 	remove      []string // allow: headers to strip upstream
-	response    []header // allow: headers for the client (x-token-expires-in, CORS)
 	deny        []header // deny: headers of the denial
 	body        []byte   // deny: JSON body
 	status      int      // deny: HTTP status
+	// allow with identity (entry set): what the client is told.
+	stripAuth bool  // remove includes "authorization"
+	expose    bool  // the Origin is allowed: expose x-token-expires-in to it
+	expiresIn int64 // x-token-expires-in, whole seconds, ≥ 0
 }
 
 func (o *outcome) decision() string {
@@ -41,8 +44,8 @@ func (o *outcome) decision() string {
 
 // anonymous allows without identity: every mapped header is removed, so a
 // client can never smuggle one upstream.
-func (st *state) anonymous(in *request, r Reason, src tokenSource) *outcome {
-	o := &outcome{reason: r, remove: st.mapper.names}
+func (st *state) anonymous(in *request, r Reason, src tokenSource) outcome {
+	o := outcome{reason: r, remove: st.mapper.names}
 	if st.removeAuth && src == fromHeader {
 		o.remove = append(append([]string(nil), o.remove...), "authorization")
 	}
@@ -52,26 +55,52 @@ func (st *state) anonymous(in *request, r Reason, src tokenSource) *outcome {
 // allowed sets the identity headers from the verified token (each either
 // set, overwriting client copies, or removed — never both) and tells the
 // client how long its token has left.
-func (st *state) allowed(in *request, e *entry, src tokenSource) *outcome {
-	o := &outcome{reason: ReasonVerified, entry: e, set: e.set, remove: e.unset}
-	if st.removeAuth && src == fromHeader {
-		o.remove = append(append([]string(nil), o.remove...), "authorization")
+func (st *state) allowed(in *request, e *entry, src tokenSource) outcome {
+	o := outcome{reason: ReasonVerified, entry: e, set: e.set, remove: e.unset,
+		stripAuth: st.removeAuth && src == fromHeader,
+		expose:    st.originAllowed(in.header("origin")),
+		expiresIn: max(int64(e.v.exp.Sub(st.clock())/time.Second), 0),
 	}
-	left := int64(e.v.exp.Sub(st.clock()) / time.Second)
-	o.response = []header{{st.expiresHeader, strconv.FormatInt(max(left, 0), 10)}}
-	if st.originAllowed(in.header("origin")) {
-		// Appended to the app's own expose list, so the browser can read it.
-		o.response = append(o.response, header{"access-control-expose-headers", st.expiresHeader})
+	if o.stripAuth {
+		o.remove = e.unsetAuth
 	}
 	return o
+}
+
+// responseHeaders are the headers for the client of an allow with
+// identity: how long the token has left and, for an allowed Origin, the
+// permission to read it.
+func (st *state) responseHeaders(o *outcome) []header {
+	if o.entry == nil {
+		return nil
+	}
+	hs := []header{{st.expiresHeader, strconv.FormatInt(o.expiresIn, 10)}}
+	if o.expose {
+		// Appended to the app's own expose list, so the browser can read it.
+		hs = append(hs, header{"access-control-expose-headers", st.expiresHeader})
+	}
+	return hs
+}
+
+// allowVariant indexes entry.allows: the answers differ by whether the
+// Authorization header is stripped and whether the Origin is allowed.
+func (o *outcome) allowVariant() int {
+	v := 0
+	if o.stripAuth {
+		v |= 1
+	}
+	if o.expose {
+		v |= 2
+	}
+	return v
 }
 
 // denied renders a refusal: status, RFC 6750 WWW-Authenticate, JSON body,
 // no-store, and CORS headers when the Origin is allowed (or the browser
 // could not read the 401 at all).
 // e, when known (revoked, insufficient scope), identifies the token in logs.
-func (st *state) denied(in *request, d *denial, e *entry) *outcome {
-	o := &outcome{reason: d.reason, denial: d, entry: e, status: d.reason.HTTPStatus()}
+func (st *state) denied(in *request, d *denial, e *entry) outcome {
+	o := outcome{reason: d.reason, denial: d, entry: e, status: d.reason.HTTPStatus()}
 	o.deny = []header{
 		{"www-authenticate", st.wwwAuthenticate(d)},
 		{"content-type", "application/json"},
@@ -151,21 +180,35 @@ func (st *state) checkResponse(o *outcome) *authv3.CheckResponse {
 			}},
 		}
 	}
-	var set []*corev3.HeaderValueOption
-	if o.entry != nil {
-		set = o.entry.setProto
-	} else {
-		set = headerOptions(o.set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+	switch {
+	case o.entry == nil:
+		return st.okResponse(o, headerOptions(o.set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
+	case !o.entry.ready:
+		return st.okResponse(o, o.entry.setProto)
 	}
+	// A cache hit: the entry's ready-made answer while x-token-expires-in
+	// is unchanged. Two Checks racing at a second's turn may both build
+	// one; either is right, and neither is modified once stored.
+	slot := &o.entry.allows[o.allowVariant()]
+	if r := slot.Load(); r != nil && r.left == o.expiresIn {
+		return r.resp
+	}
+	resp := st.okResponse(o, o.entry.setProto)
+	slot.Store(&readyAllow{left: o.expiresIn, resp: resp})
+	return resp
+}
+
+// okResponse builds an allow; set are the identity headers as protos.
+func (st *state) okResponse(o *outcome, set []*corev3.HeaderValueOption) *authv3.CheckResponse {
 	ok := &authv3.OkHttpResponse{
 		// OVERWRITE_IF_EXISTS_OR_ADD replaces every client-supplied value.
 		Headers:         set,
 		HeadersToRemove: o.remove,
 	}
-	if len(o.response) > 0 {
-		ok.ResponseHeadersToAdd = headerOptions(o.response[:1], corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
-		if len(o.response) > 1 {
-			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, headerOptions(o.response[1:], corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD)...)
+	if response := st.responseHeaders(o); len(response) > 0 {
+		ok.ResponseHeadersToAdd = headerOptions(response[:1], corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+		if len(response) > 1 {
+			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, headerOptions(response[1:], corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD)...)
 		}
 	}
 	return &authv3.CheckResponse{
@@ -204,6 +247,9 @@ func (st *state) writeHTTP(w http.ResponseWriter, o *outcome) {
 		h.Set("content-length", strconv.Itoa(len(o.body)))
 		w.WriteHeader(o.status)
 		w.Write(o.body)
+	case o.entry != nil && o.entry.ready:
+		st.writeReadyAllow(h, o)
+		w.WriteHeader(http.StatusOK)
 	default:
 		for _, x := range o.set {
 			h.Set(x.name, x.value)
@@ -213,7 +259,7 @@ func (st *state) writeHTTP(w http.ResponseWriter, o *outcome) {
 			// headers_to_remove); other proxies ignore it.
 			h.Set("x-envoy-auth-headers-to-remove", strings.Join(o.remove, ","))
 		}
-		for _, x := range o.response {
+		for _, x := range st.responseHeaders(o) {
 			h.Add(x.name, x.value)
 		}
 		h.Set("cache-control", "no-store")
@@ -221,11 +267,57 @@ func (st *state) writeHTTP(w http.ResponseWriter, o *outcome) {
 	}
 }
 
+// writeReadyAllow writes the same headers as the default case of writeHTTP
+// from the entry's ready-made values, assigned without canonicalising or
+// allocating. The shared []string values have len == cap, so a later Add
+// by anyone copies instead of writing into them.
+func (st *state) writeReadyAllow(h http.Header, o *outcome) {
+	e := o.entry
+	for _, x := range e.httpSet {
+		h[x.name] = x.values
+	}
+	remove := e.httpRemove[0]
+	if o.stripAuth {
+		remove = e.httpRemove[1]
+	}
+	if remove != nil {
+		h[headerToRemoveKey] = remove
+	}
+	r := e.expires.Load()
+	if r == nil || r.left != o.expiresIn {
+		r = &readyExpires{left: o.expiresIn, values: []string{strconv.FormatInt(o.expiresIn, 10)}}
+		e.expires.Store(r)
+	}
+	addHeader(h, st.expiresKey, r.values)
+	if o.expose {
+		addHeader(h, exposeHeadersKey, st.expiresValues)
+	}
+	h[cacheControlKey] = noStore
+}
+
+// Canonical names and shared values of the headers every allow writes.
+var (
+	headerToRemoveKey = http.CanonicalHeaderKey("x-envoy-auth-headers-to-remove")
+	exposeHeadersKey  = http.CanonicalHeaderKey("access-control-expose-headers")
+	cacheControlKey   = http.CanonicalHeaderKey("cache-control")
+	noStore           = []string{"no-store"}
+)
+
+// addHeader is Header.Add for a canonical name and ready-made values.
+func addHeader(h http.Header, name string, values []string) {
+	if old, ok := h[name]; ok {
+		h[name] = append(old[:len(old):len(old)], values...)
+		return
+	}
+	h[name] = values
+}
+
 // fromCheckRequest reads what a decision needs from Envoy's request. With
 // encode_raw_headers Envoy sends header_map instead of headers; both work.
-func fromCheckRequest(req *authv3.CheckRequest) *request {
+// The request is a value so a Check does not allocate it.
+func fromCheckRequest(req *authv3.CheckRequest) request {
 	h := req.GetAttributes().GetRequest().GetHttp()
-	in := &request{method: h.GetMethod(), host: h.GetHost(), path: h.GetPath(), headers: h.GetHeaders()}
+	in := request{method: h.GetMethod(), host: h.GetHost(), path: h.GetPath(), headers: h.GetHeaders()}
 	if len(in.headers) == 0 && h.GetHeaderMap() != nil {
 		in.headers = map[string]string{}
 		for _, kv := range h.GetHeaderMap().GetHeaders() {

@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/prometheus/client_golang/prometheus"
@@ -118,17 +117,18 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	st := s.state.Load()
 	in := fromCheckRequest(req)
-	out := st.decide(ctx, in)
-	s.observe(in, out, start)
+	out := st.decide(ctx, &in)
+	s.observe(&in, &out, start)
 	if out.unavailable != nil {
 		return nil, status.Error(codes.Unavailable, out.unavailable.Error())
 	}
-	return st.checkResponse(out), nil
+	return st.checkResponse(&out), nil
 }
 
 // decide is the pipeline: find the token → match the route policy →
-// verify (cached) → check revocation → authorise → answer.
-func (st *state) decide(ctx context.Context, in *request) *outcome {
+// verify (cached) → check revocation → authorise → answer. The outcome is
+// a value: a cached allow then allocates nothing here.
+func (st *state) decide(ctx context.Context, in *request) outcome {
 	if st.policy.isPreflight(in) {
 		return st.anonymous(in, ReasonPreflight, fromNowhere)
 	}
@@ -144,14 +144,20 @@ func (st *state) decide(ctx context.Context, in *request) *outcome {
 	if refused == nil {
 		var err error
 		e, err = st.verify(ctx, token)
-		if unavailable := (*errUnavailable)(nil); errors.As(err, &unavailable) {
-			if route.action == ActionPublic {
-				return st.anonymous(in, ReasonAnonymous, src)
+		if err != nil {
+			if unavailable := (*errUnavailable)(nil); errors.As(err, &unavailable) {
+				if route.action == ActionPublic {
+					return st.anonymous(in, ReasonAnonymous, src)
+				}
+				return outcome{reason: ReasonUnavailable, unavailable: unavailable}
 			}
-			return &outcome{reason: ReasonUnavailable, unavailable: unavailable}
-		}
-		if err != nil && !errors.As(err, &refused) {
-			refused = deny(ReasonInvalidToken, "the token could not be verified")
+			// errors.As takes the address of its target: a variable of
+			// this block, so only failed verifications pay for it.
+			var d *denial
+			if !errors.As(err, &d) {
+				d = deny(ReasonInvalidToken, "the token could not be verified")
+			}
+			refused = d
 		}
 	}
 	if refused == nil {
@@ -180,7 +186,7 @@ func (st *state) verify(ctx context.Context, token string) (*entry, error) {
 		return nil, err
 	}
 	set, unset := st.mapper.headers(v.claims, v.payload)
-	e := &entry{v: v, set: set, unset: unset, setProto: headerOptions(set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)}
+	e := newEntry(v, set, unset, st.cache != nil)
 	if rv, ok := lookupClaim(v.claims, st.rolesPath); ok {
 		e.roles = stringList(rv)
 	}
@@ -200,7 +206,7 @@ func (st *state) checkRevoked(e *entry) *denial {
 
 func (s *Server) observe(in *request, o *outcome, start time.Time) {
 	s.metrics.duration.Observe(time.Since(start).Seconds())
-	s.metrics.checks.WithLabelValues(o.decision(), string(o.reason)).Inc()
+	s.metrics.countCheck(o.decision(), o.reason)
 	switch {
 	case o.unavailable != nil:
 		s.log.Warn("check failed", "decision", decisionError, "reason", o.reason, "error", o.unavailable.Error(), "method", in.method, "host", in.host, "path", pathOnly(in.path))
@@ -246,6 +252,8 @@ type state struct {
 	corsCreds     bool
 	realm         string
 	expiresHeader string
+	expiresKey    string   // expiresHeader, canonical (HTTP)
+	expiresValues []string // {expiresHeader}, shared by HTTP answers
 	clock         func() time.Time
 	cancel        context.CancelFunc
 }
@@ -269,6 +277,8 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 		corsCreds:     *cfg.CORS.AllowCredentials,
 		realm:         cfg.Realm,
 		expiresHeader: strings.ToLower(cfg.Headers.ExpiresInHeader),
+		expiresKey:    http.CanonicalHeaderKey(cfg.Headers.ExpiresInHeader),
+		expiresValues: []string{strings.ToLower(cfg.Headers.ExpiresInHeader)},
 		clock:         s.opts.Clock,
 		cancel:        cancel,
 	}
