@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -374,37 +373,13 @@ func (s *Store) notify() {
 
 // Revocations implements store.Store. Cursors are feed sequence numbers.
 func (s *Store) Revocations(ctx context.Context, cursor string, now time.Time, wait time.Duration) ([]store.Revocation, string, error) {
-	after, err := strconv.ParseUint(cursor, 10, 64)
-	if err != nil {
-		after = 0 // foreign or empty cursor: everything retained
-	}
-	var timer <-chan time.Time
-	for {
+	return store.WaitFeed(ctx, cursor, wait, func(after uint64) ([]store.Revocation, uint64, <-chan struct{}, error) {
 		s.mu.Lock()
 		changed := s.changed
 		s.mu.Unlock()
 		out, last, err := s.readFeed(after, now)
-		if err != nil {
-			return nil, cursor, err
-		}
-		next := strconv.FormatUint(last, 10)
-		if len(out) > 0 || wait <= 0 {
-			return out, next, nil
-		}
-		if timer == nil {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			timer = t.C
-		}
-		select {
-		case <-changed:
-			after = last
-		case <-timer:
-			return nil, next, nil
-		case <-ctx.Done():
-			return nil, next, nil
-		}
-	}
+		return out, last, changed, err
+	})
 }
 
 func (s *Store) readFeed(after uint64, now time.Time) ([]store.Revocation, uint64, error) {

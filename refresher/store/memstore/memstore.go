@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -190,13 +189,9 @@ func (m *Store) appendFeed(r store.Revocation) {
 
 // Revocations implements store.Store. Cursors are feed sequence numbers.
 func (m *Store) Revocations(ctx context.Context, cursor string, now time.Time, wait time.Duration) ([]store.Revocation, string, error) {
-	after, err := strconv.ParseUint(cursor, 10, 64)
-	if err != nil {
-		after = 0 // foreign or empty cursor: everything retained
-	}
-	var timer <-chan time.Time
-	for {
+	return store.WaitFeed(ctx, cursor, wait, func(after uint64) ([]store.Revocation, uint64, <-chan struct{}, error) {
 		m.mu.Lock()
+		defer m.mu.Unlock()
 		m.prune(now)
 		var out []store.Revocation
 		last := after
@@ -208,26 +203,8 @@ func (m *Store) Revocations(ctx context.Context, cursor string, now time.Time, w
 				last = e.seq
 			}
 		}
-		changed := m.changed
-		m.mu.Unlock()
-		next := strconv.FormatUint(last, 10)
-		if len(out) > 0 || wait <= 0 {
-			return out, next, nil
-		}
-		if timer == nil {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			timer = t.C
-		}
-		select {
-		case <-changed:
-			after = last
-		case <-timer:
-			return nil, next, nil
-		case <-ctx.Done():
-			return nil, next, nil
-		}
-	}
+		return out, last, m.changed, nil
+	})
 }
 
 // prune drops feed entries whose Until has passed; m.mu must be held.
