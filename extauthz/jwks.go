@@ -207,16 +207,17 @@ func (s *keySource) loaded() bool { return s.keys.Load() != nil }
 
 func (s *keySource) store(ks *keySet, notes []string) {
 	for _, n := range notes {
-		s.log.Warn("jwks key skipped", "provider", s.name, "detail", n)
+		s.log.Warn("jwks key skipped", "detail", n)
 	}
 	s.keys.Store(ks)
+	s.metrics.jwksKeys.WithLabelValues(s.name).Set(float64(len(ks.all)))
+	s.metrics.jwksLastSuccess.WithLabelValues(s.name).Set(float64(s.clock().Unix()))
 	s.readyOnce.Do(func() { close(s.ready) })
+	// Signalled last, so a waiter sees the keys and their metrics together.
 	select {
 	case s.updated <- struct{}{}:
 	default:
 	}
-	s.metrics.jwksKeys.WithLabelValues(s.name).Set(float64(len(ks.all)))
-	s.metrics.jwksLastSuccess.WithLabelValues(s.name).Set(float64(s.clock().Unix()))
 }
 
 // refetchNow reloads the keys unless a refetch ran within refetchInterval;
@@ -234,7 +235,7 @@ func (s *keySource) refetchNow(ctx context.Context) bool {
 	}
 	s.lastRefetch = now
 	if err := s.refetch(ctx); err != nil {
-		s.log.Warn("jwks refetch for unknown kid failed; keeping last good keys", "provider", s.name, "error", err)
+		s.log.Warn("jwks refetch for unknown kid failed; keeping last good keys", "error", err)
 	}
 	return true
 }
@@ -272,7 +273,7 @@ func startFileSource(ctx context.Context, src *keySource, path string, every tim
 		src.metrics.jwksFetches.WithLabelValues(src.name, "ok").Inc()
 		last = data
 		src.store(ks, notes)
-		src.log.Info("jwks file loaded", "provider", src.name, "path", path, "keys", len(ks.all))
+		src.log.Info("jwks file loaded", "path", path, "keys", len(ks.all))
 		return nil
 	}
 	if err := load(); err != nil {
@@ -288,7 +289,7 @@ func startFileSource(ctx context.Context, src *keySource, path string, every tim
 				return
 			case <-t.C:
 				if err := load(); err != nil {
-					src.log.Warn("jwks file reload failed; keeping last good keys", "provider", src.name, "error", err)
+					src.log.Warn("jwks file reload failed; keeping last good keys", "error", err)
 				}
 			}
 		}
@@ -403,7 +404,7 @@ func (u *urlSource) initialRetry(ctx context.Context, src *keySource, failed <-c
 			return
 		}
 		backoff = min(2*backoff, maxBackoff)
-		src.log.Warn("jwks fetch failed; retrying", "provider", src.name, "url", u.url, "retry_in", backoff.String(), "error", err)
+		src.log.Warn("jwks fetch failed; retrying", "url", u.url, "retry_in", backoff.String(), "error", err)
 	}
 }
 
@@ -424,5 +425,5 @@ func (e errorSink) Put(_ context.Context, err error) {
 	case e.failed <- struct{}{}:
 	default:
 	}
-	e.src.log.Warn("jwks background refresh failed; keeping last good keys", "provider", e.src.name, "error", err)
+	e.src.log.Warn("jwks background refresh failed; keeping last good keys", "error", err)
 }
