@@ -112,7 +112,9 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Check is the ext_authz gRPC method.
+// Check is the ext_authz gRPC method. An allow from the verified-token
+// cache is a response shared with other Checks of the same token (built at
+// most once a second): callers must treat it as read-only, as gRPC does.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	st := s.state.Load()
