@@ -300,10 +300,6 @@ describe('body transport', () => {
   });
 
   test('token_revoked: an admin sign-out reaches the page as onSignOut("token_revoked")', async (t) => {
-    if (!stack.revocations) {
-      t.skip('needs `tokengate extauthz --revocations-url` (the revocation feed, issue 4)');
-      return;
-    }
     const context = await browser.newContext();
     try {
       const page = await openDemo(context, stack, { autoRefresh: false });

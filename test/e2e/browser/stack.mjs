@@ -4,7 +4,7 @@
 // tiny upstream app (in this process) that echoes the identity headers it
 // received and provides the demo's /login backend. Every port comes from the
 // kernel; every process is stopped by stop().
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -69,12 +69,6 @@ export function tokengateBinary() {
 export function nginxBinary() {
   for (const p of [process.env.NGINX_BIN, '/usr/sbin/nginx', '/usr/bin/nginx'].filter(Boolean)) if (existsSync(p)) return p;
   throw new Error('nginx not found; install it with: apt-get install nginx');
-}
-
-/** supports reports whether `tokengate SUB --help` lists flag. */
-export function supports(sub, flag) {
-  const r = spawnSync(tokengateBinary(), [sub, '--help'], { encoding: 'utf8' });
-  return `${r.stdout ?? ''}${r.stderr ?? ''}`.includes(flag);
 }
 
 /** renderTemplate fills ${NAME} placeholders the way envsubst does; an unknown name is an error. */
@@ -155,9 +149,11 @@ export async function startStack({ transport = 'body', accessTTL = '4s', reuseGr
       '',
     ].join('\n'),
   );
-  const revocations = supports('extauthz', '--revocations-url');
-  const authzArgs = ['extauthz', '--config', config, '--grpc-listen', `127.0.0.1:${authzGrpcPort}`, '--http-listen', `127.0.0.1:${authzHttpPort}`];
-  if (revocations) authzArgs.push('--revocations-url', `${refresherURL}/v1/revocations`, '--admin-token-file', adminTokenFile);
+  // extauthz follows the refresher's revocation feed, so a sign-out is denied at once.
+  const authzArgs = [
+    'extauthz', '--config', config, '--grpc-listen', `127.0.0.1:${authzGrpcPort}`, '--http-listen', `127.0.0.1:${authzHttpPort}`,
+    '--revocations-url', `${refresherURL}/v1/revocations`, '--admin-token-file', adminTokenFile,
+  ];
   const extauthz = spawnLogged('extauthz', bin, authzArgs);
   await waitFor('extauthz /readyz', async () => mustRun(extauthz)() && (await httpOk(`http://127.0.0.1:${authzHttpPort}/readyz`)));
 
@@ -221,7 +217,6 @@ http {
     refresherURL,
     adminToken,
     transport,
-    revocations,
     app,
     /** Requests nginx logged, as "METHOD /path STATUS" lines. */
     accessLog: () => (existsSync(accessLog) ? readFileSync(accessLog, 'utf8').split('\n').filter(Boolean) : []),
