@@ -297,7 +297,7 @@ func TestCheckRoutePolicy(t *testing.T) {
 			r.Attributes.Request.Http.Path = "/write/x"
 			return r
 		}, verify: func(t *testing.T, a answer) {
-			want := `Bearer realm="tokengate", error="insufficient_scope", error_description="the token lacks a required scope", scope="read write delete"`
+			want := `Bearer realm="tokengate", error="insufficient_scope", error_description="the token lacks a required scope", reason="insufficient_scope", scope="read write delete"`
 			if a.set["www-authenticate"] != want {
 				t.Errorf("www-authenticate\n got %s\nwant %s", a.set["www-authenticate"], want)
 			}

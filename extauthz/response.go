@@ -125,7 +125,10 @@ func (st *state) originAllowed(origin string) bool {
 
 // wwwAuthenticate follows RFC 6750 §3: no error attribute when no token was
 // sent; invalid_token for a token refused (expired and revoked included);
-// insufficient_scope with the scope needed.
+// insufficient_scope with the scope needed. RFC 6750 has no code for
+// "expired", so an extension attribute reason="<our reason>" carries it
+// machine-readably: proxies such as nginx auth_request drop our JSON body and
+// pass only this header on, and a client must still tell token_expired apart.
 func (st *state) wwwAuthenticate(d *denial) string {
 	var b strings.Builder
 	b.WriteString(`Bearer realm="`)
@@ -138,7 +141,7 @@ func (st *state) wwwAuthenticate(d *denial) string {
 	if d.reason == ReasonInsufficientScope {
 		code = "insufficient_scope"
 	}
-	b.WriteString(`, error="` + code + `", error_description="` + quoteSafe(d.description) + `"`)
+	b.WriteString(`, error="` + code + `", error_description="` + quoteSafe(d.description) + `", reason="` + string(d.reason) + `"`)
 	if d.reason == ReasonInsufficientScope && d.scope != "" {
 		b.WriteString(`, scope="` + quoteSafe(d.scope) + `"`)
 	}

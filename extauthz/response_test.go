@@ -272,7 +272,7 @@ func TestCheckDeny(t *testing.T) {
 				return bearerReq(k.es.token(t, k.claims(func(c map[string]any) { c["exp"] = k.now.Add(-time.Hour).Unix() })))
 			},
 			verify: func(t *testing.T, a answer) {
-				if want := `Bearer realm="tokengate", error="invalid_token", error_description="the token has expired"`; a.set["www-authenticate"] != want {
+				if want := `Bearer realm="tokengate", error="invalid_token", error_description="the token has expired", reason="token_expired"`; a.set["www-authenticate"] != want {
 					t.Errorf("www-authenticate %s", a.set["www-authenticate"])
 				}
 				if a.status != 401 {

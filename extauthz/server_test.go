@@ -110,7 +110,7 @@ func TestForwardAuth(t *testing.T) {
 		{"nginx: protected original URI", "GET", "/authz", map[string]string{"X-Original-URI": "/admin/x", "Authorization": "Bearer " + tok},
 			want{403, "insufficient_scope", nil}},
 		{"traefik: X-Forwarded-Uri/Method/Host", "GET", "/authz/", map[string]string{"X-Forwarded-Uri": "/api/x", "X-Forwarded-Method": "DELETE", "X-Forwarded-Host": "app.test", "Authorization": "bearer " + expired},
-			want{401, "token_expired", map[string]string{"Www-Authenticate": `Bearer realm="tokengate", error="invalid_token", error_description="the token has expired"`}}},
+			want{401, "token_expired", map[string]string{"Www-Authenticate": `Bearer realm="tokengate", error="invalid_token", error_description="the token has expired", reason="token_expired"`}}},
 		{"caddy: same headers, public", "GET", "/authz/", map[string]string{"X-Forwarded-Uri": "/public/x", "X-Forwarded-Method": "GET"}, want{200, "", nil}},
 	}
 	for _, tc := range cases {

@@ -9,12 +9,13 @@ const KNOWN: ReadonlySet<string> = new Set<DenialReason>([
 ]);
 
 /**
- * parseWwwAuthenticate reads the `error` (and `error_description`) of a
- * `Bearer` challenge (RFC 6750 §3). Other schemes in the same header are
+ * parseWwwAuthenticate reads the `error` (and `error_description`, and
+ * tokengate's extension attribute `reason`) of a `Bearer` challenge
+ * (RFC 6750 §3). Other schemes in the same header are
  * skipped. It returns undefined when there is no Bearer challenge with an
  * error.
  */
-export function parseWwwAuthenticate(header: string | null | undefined): { error: string; description?: string } | undefined {
+export function parseWwwAuthenticate(header: string | null | undefined): { error: string; description?: string; reason?: string } | undefined {
   if (!header) return undefined;
   let challenge: { scheme: string; params: Record<string, string> } | undefined;
   const challenges: { scheme: string; params: Record<string, string> }[] = [];
@@ -34,7 +35,7 @@ export function parseWwwAuthenticate(header: string | null | undefined): { error
     }
   }
   for (const c of challenges) {
-    if (c.scheme === 'bearer' && c.params.error) return { error: c.params.error, description: c.params.error_description };
+    if (c.scheme === 'bearer' && c.params.error) return { error: c.params.error, description: c.params.error_description, reason: c.params.reason };
   }
   return undefined;
 }
@@ -89,7 +90,9 @@ export function denialReason(status: number, wwwAuthenticate: string | null | un
   }
   if (KNOWN.has(challenge.error)) {
     // tokengate's extauthz follows RFC 6750 in the challenge (invalid_token for
-    // expired and revoked tokens too) and says which in error_description.
+    // expired and revoked tokens too) and says which in its `reason`
+    // attribute; older servers said it only in error_description.
+    if (challenge.reason !== undefined && KNOWN.has(challenge.reason)) return challenge.reason as DenialReason;
     if (challenge.error === 'invalid_token' && challenge.description) {
       if (/\bexpired\b/i.test(challenge.description)) return 'token_expired';
       if (/\brevoked\b/i.test(challenge.description)) return 'token_revoked';
