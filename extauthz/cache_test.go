@@ -195,7 +195,7 @@ func forwardAuthHeaders(t *testing.T, base string, headers map[string]string) ht
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,7 +120,7 @@ func TestForwardAuth(t *testing.T) {
 			for k, v := range tc.headers {
 				req.Header.Set(k, v)
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := testClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,7 +159,7 @@ func TestForwardAuthMatchesGRPC(t *testing.T) {
 	req, _ := http.NewRequest("GET", web.URL+"/authz/x", nil)
 	req.Header.Set("Authorization", "Bearer "+bad)
 	req.Header.Set("Origin", "https://app.test")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestReadyzAndHealthz(t *testing.T) {
 	web := httptest.NewServer(h.srv.Routes())
 	t.Cleanup(web.Close)
 	get := func(path string) (int, string) {
-		resp, err := http.Get(web.URL + path)
+		resp, err := testClient.Get(web.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -221,7 +221,7 @@ func eaHTTP(t *testing.T, url string, headers map[string]string) (int, http.Head
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func postJSON(t *testing.T, method, u, auth, contentType, body string) (int, pai
 	if auth != "" {
 		req.Header.Set("Authorization", "Bearer "+auth)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
 	}
@@ -137,7 +137,7 @@ func TestRefresherRestartKeepsSessions(t *testing.T) {
 
 func get(t *testing.T, u string) string {
 	t.Helper()
-	resp, err := http.Get(u)
+	resp, err := testClient.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestRefresherWithExtauthz(t *testing.T) {
 		t.Helper()
 		req, _ := http.NewRequest("GET", authz+"/authz/api/orders", nil)
 		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := testClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +215,7 @@ func TestRefresherWithExtauthz(t *testing.T) {
 	}
 	req, _ := http.NewRequest("GET", base+"/v1/revocations?wait=0", nil)
 	req.Header.Set("Authorization", "Bearer "+admin)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,9 @@
+package extauthz
+
+import "net/http"
+
+// testClient is the HTTP client of this package's tests. Not
+// http.DefaultClient: httptest.Server.Close closes the default transport's
+// idle connections, which breaks a parallel test's request that is just
+// reusing one ("http: CloseIdleConnections called").
+var testClient = &http.Client{Transport: &http.Transport{}}
