@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokengate/tokengate/internal/keyset"
+	"github.com/tokengate/tokengate/internal/proctest"
 )
 
 // checkClock is the time every test reads; it moves only when told.
@@ -225,31 +226,14 @@ type harness struct {
 	srv   *Server
 	clock *checkClock
 	reg   *prometheus.Registry
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *proctest.SyncBuffer
 }
 
 // newHarness starts a Server on cfg with a fake clock, its own registry and
 // debug logs captured.
 func newHarness(t testing.TB, cfg Config, mod ...func(*Options)) *harness {
 	t.Helper()
-	h := &harness{clock: newCheckClock(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	h := &harness{clock: newCheckClock(), reg: prometheus.NewRegistry(), logs: &proctest.SyncBuffer{}}
 	opts := Options{
 		Logger:       slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registry:     h.reg,

@@ -100,23 +100,25 @@ func ModuleRoot() string { return moduleRoot() }
 type Process struct {
 	Name string
 	Cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{}
 	err  error
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads: a
+// process's (or a logger's) output read while it is still being written.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -126,7 +128,7 @@ func (s *syncBuffer) String() string {
 // The process gets SIGTERM (then SIGKILL after 10 s) when the test ends.
 func Start(t testing.TB, name string, env []string, bin string, args ...string) *Process {
 	t.Helper()
-	p := &Process{Name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Name: name, out: &SyncBuffer{}, done: make(chan struct{})}
 	p.Cmd = exec.Command(bin, args...)
 	p.Cmd.Env = append(os.Environ(), env...)
 	p.Cmd.Stdout = p.out
