@@ -13,6 +13,7 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/tokengate/tokengate/internal/fakeclock"
 	"log/slog"
 	"math/big"
 	"sync"
@@ -27,28 +28,6 @@ import (
 	"github.com/tokengate/tokengate/internal/keyset"
 	"github.com/tokengate/tokengate/internal/proctest"
 )
-
-// checkClock is the time every test reads; it moves only when told.
-type checkClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newCheckClock() *checkClock {
-	return &checkClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *checkClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *checkClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // testKey is a signing key generated for a test, with its public JWK.
 type testKey struct {
@@ -224,7 +203,7 @@ func baseConfig(t testing.TB, keys ...*testKey) Config {
 
 type harness struct {
 	srv   *Server
-	clock *checkClock
+	clock *fakeclock.Clock
 	reg   *prometheus.Registry
 	logs  *proctest.SyncBuffer
 }
@@ -233,7 +212,7 @@ type harness struct {
 // debug logs captured.
 func newHarness(t testing.TB, cfg Config, mod ...func(*Options)) *harness {
 	t.Helper()
-	h := &harness{clock: newCheckClock(), reg: prometheus.NewRegistry(), logs: &proctest.SyncBuffer{}}
+	h := &harness{clock: fakeclock.New(), reg: prometheus.NewRegistry(), logs: &proctest.SyncBuffer{}}
 	opts := Options{
 		Logger:       slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registry:     h.reg,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tokengate/tokengate/internal/fakeclock"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -123,24 +124,12 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// feedClock is a settable clock (the package's fakeClock belongs to the check tests).
-type feedClock struct{ ns atomic.Int64 }
+var feedT0 = fakeclock.Start
 
-func newFeedClock(t time.Time) *feedClock {
-	c := &feedClock{}
-	c.set(t)
-	return c
-}
-func (c *feedClock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
-func (c *feedClock) now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *feedClock) add(d time.Duration) { c.set(c.now().Add(d)) }
-
-var feedT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-func startFeed(t *testing.T, fs *feedServer, clock *feedClock, reg *prometheus.Registry) *RevocationFeed {
+func startFeed(t *testing.T, fs *feedServer, clock *fakeclock.Clock, reg *prometheus.Registry) *RevocationFeed {
 	t.Helper()
 	f, err := NewRevocationFeed(RevocationFeedConfig{
-		URL: fs.srv.URL, AdminToken: "admin-secret", Registerer: reg, Now: clock.now,
+		URL: fs.srv.URL, AdminToken: "admin-secret", Registerer: reg, Now: clock.Now,
 		Wait: 10 * time.Second, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 	})
 	if err != nil {
@@ -173,7 +162,7 @@ func TestRevocationFeedInitialLoad(t *testing.T) {
 	fs.add("sid-a", feedT0.Add(10*time.Minute))
 	fs.add("sid-old", feedT0.Add(-time.Minute)) // every token already expired
 	fs.add("sid-a", feedT0.Add(5*time.Minute))  // an earlier until never shortens
-	clock := newFeedClock(feedT0)
+	clock := fakeclock.New()
 	reg := prometheus.NewRegistry()
 	f := startFeed(t, fs, clock, reg)
 	waitSynced(t, f)
@@ -186,7 +175,7 @@ func TestRevocationFeedInitialLoad(t *testing.T) {
 			t.Errorf("Revoked(%s) = %v, want %v", sid, got, want)
 		}
 	}
-	clock.set(feedT0.Add(10 * time.Minute))
+	clock.Advance(10 * time.Minute)
 	if f.Revoked("sid-a") {
 		t.Error("sid-a still denied at its until")
 	}
@@ -201,7 +190,7 @@ func TestRevocationFeedInitialLoad(t *testing.T) {
 func TestRevocationFeedLongPoll(t *testing.T) {
 	t.Parallel()
 	fs := newFeedServer(t, "admin-secret")
-	clock := newFeedClock(feedT0)
+	clock := fakeclock.New()
 	f := startFeed(t, fs, clock, prometheus.NewRegistry())
 	waitSynced(t, f)
 	for fs.next(t) != "0" {
@@ -219,7 +208,7 @@ func TestRevocationFeedKeepsListWhenUnreachable(t *testing.T) {
 	t.Parallel()
 	fs := newFeedServer(t, "admin-secret")
 	fs.add("sid-a", feedT0.Add(time.Hour))
-	clock := newFeedClock(feedT0)
+	clock := fakeclock.New()
 	f := startFeed(t, fs, clock, prometheus.NewRegistry())
 	waitSynced(t, f)
 
@@ -253,7 +242,7 @@ func TestRevocationFeedKeepsListWhenUnreachable(t *testing.T) {
 func TestRevocationFeedNotReadyUntilLoaded(t *testing.T) {
 	t.Parallel()
 	fs := newFeedServer(t, "another-token") // our token is refused
-	clock := newFeedClock(feedT0)
+	clock := fakeclock.New()
 	f := startFeed(t, fs, clock, prometheus.NewRegistry())
 	for range 3 {
 		fs.next(t)

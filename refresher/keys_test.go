@@ -2,6 +2,7 @@ package refresher_test
 
 import (
 	"encoding/json"
+	"github.com/tokengate/tokengate/internal/fakeclock"
 	"os"
 	"path/filepath"
 	"testing"
@@ -58,7 +59,7 @@ func TestKeyRotationProcedure(t *testing.T) {
 		return k
 	}
 	st := memstore.New()
-	clock := newClock()
+	clock := fakeclock.New()
 	serve := func(k *keyset.Keys) *rig { return newRig(t, withStore(st), withKeys(k), withClock(clock)) }
 
 	// Start: only the old key.

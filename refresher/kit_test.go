@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/tokengate/tokengate/internal/fakeclock"
 	"io"
 	"log/slog"
 	"net/http"
@@ -27,28 +28,6 @@ import (
 
 const adminToken = "test-admin-token-0123456789"
 
-// fakeClock is the issuer's clock in tests: time moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func testConfig() refresher.Config {
 	c := refresher.Defaults()
 	c.Issuer = "https://auth.test"
@@ -65,7 +44,7 @@ type rig struct {
 	srv    *refresher.Server
 	http   *httptest.Server
 	store  store.Store
-	clock  *fakeClock
+	clock  *fakeclock.Clock
 	reg    *prometheus.Registry
 	keys   *keyset.Keys
 	client *http.Client
@@ -75,7 +54,7 @@ type rig struct {
 type rigSetup struct {
 	cfg   refresher.Config
 	opts  refresher.Options
-	clock *fakeClock
+	clock *fakeclock.Clock
 }
 
 type rigOption func(*rigSetup)
@@ -87,7 +66,7 @@ func withConfig(f func(*refresher.Config)) rigOption { return func(r *rigSetup) 
 func withKeys(k *keyset.Keys) rigOption { return func(r *rigSetup) { r.opts.Keys = k } }
 
 // withClock shares a clock between rigs (two replicas of one deployment).
-func withClock(c *fakeClock) rigOption { return func(r *rigSetup) { r.clock = c } }
+func withClock(c *fakeclock.Clock) rigOption { return func(r *rigSetup) { r.clock = c } }
 
 func generateKeys(t testing.TB) *keyset.Keys {
 	t.Helper()
@@ -105,7 +84,7 @@ func generateKeys(t testing.TB) *keyset.Keys {
 func newRig(t testing.TB, opts ...rigOption) *rig {
 	t.Helper()
 	logs := &lockedWriter{}
-	setup := rigSetup{cfg: testConfig(), clock: newClock(), opts: refresher.Options{Store: memstore.New(),
+	setup := rigSetup{cfg: testConfig(), clock: fakeclock.New(), opts: refresher.Options{Store: memstore.New(),
 		Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewJSONHandler(logs, nil))}}
 	for _, opt := range opts {
 		opt(&setup)

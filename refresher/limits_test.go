@@ -1,6 +1,7 @@
 package refresher_test
 
 import (
+	"github.com/tokengate/tokengate/internal/fakeclock"
 	"net/http"
 	"strings"
 	"testing"
@@ -163,7 +164,7 @@ func TestConfigValidateListsEveryProblem(t *testing.T) {
 // on another replica) is not limited either.
 func TestRateLimitSparesStoreReplays(t *testing.T) {
 	t.Parallel()
-	st, keys, clock := memstore.New(), generateKeys(t), newClock()
+	st, keys, clock := memstore.New(), generateKeys(t), fakeclock.New()
 	limits := withConfig(func(c *refresher.Config) { c.RateLimitIP, c.RateLimitIPBurst = 0.5, 1 })
 	a := newRig(t, withStore(st), withKeys(keys), withClock(clock), limits)
 	b := newRig(t, withStore(st), withKeys(keys), withClock(clock), limits)

@@ -3,6 +3,7 @@ package refresher_test
 import (
 	"bytes"
 	"context"
+	"github.com/tokengate/tokengate/internal/fakeclock"
 	"net/http"
 	"net/url"
 	"os"
@@ -154,7 +155,7 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	st := memstore.New()
 	keys := generateKeys(t)
-	clock := newClock()
+	clock := fakeclock.New()
 	a := newRig(t, withStore(st), withKeys(keys), withClock(clock))
 	b := newRig(t, withStore(st), withKeys(keys), withClock(clock))
 	t0 := a.startSession("").str("refresh_token")
