@@ -172,6 +172,13 @@ type Store interface {
 	// S.ExpiresAt); the store does not slide it again. Token records live as
 	// long as their session could, so an old generation is still recognised
 	// (and revokes the session) until the session itself has expired.
+	//
+	// A backend whose call can still take effect after the caller gave up
+	// (Redis: a script queued behind a stalled server) must not apply a
+	// rotation later than ctx's deadline: the caller has answered 503 by
+	// then, and a rotation nobody received would turn the client's retry
+	// into reuse. It returns an error instead, so the retry is decided
+	// afresh.
 	Rotate(ctx context.Context, req RotateRequest) (RotateResult, error)
 	// PatchClaims replaces a session's custom claims; ErrNotFound if the
 	// session does not exist or is no longer active at now.

@@ -46,6 +46,12 @@ const sidCacheSize = 1 << 14
 // continues from there.
 const feedPage = 1000
 
+// ErrLate is returned by Rotate when its script reached Redis only after
+// the call's deadline (Redis stalled with the script queued): the script
+// did nothing, so the caller's 503 is the truth and the client's retry is
+// decided afresh (see clock.go).
+var ErrLate = errors.New("the rotation reached Redis after its deadline and was not applied")
+
 // Store is a store.Store on Redis.
 type Store struct {
 	rdb     redis.UniversalClient
@@ -62,6 +68,9 @@ type Store struct {
 	// watch is the one blocking reader of the feed that wakes every
 	// waiting Revocations call.
 	watch feedWatch
+	// clock estimates Redis's clock against ours, for the rotation
+	// deadline (clock.go).
+	clock redisClock
 }
 
 var _ store.Store = (*Store)(nil)
@@ -90,10 +99,17 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 	// An unreachable Redis is not a start-up error: the refresher starts
 	// not-ready and serves as soon as Redis answers, so a Redis restart
 	// never turns into a crash loop of every replica.
-	if err := s.Ping(ctx); err != nil && o.Logger != nil {
-		o.Logger.WarnContext(ctx, "redis store unreachable at start; not ready until it answers",
-			"redis", redact(rawURL), "error", err)
+	if err := s.Ping(ctx); err != nil {
+		if o.Logger != nil {
+			o.Logger.WarnContext(ctx, "redis store unreachable at start; not ready until it answers",
+				"redis", redact(rawURL), "error", err)
+		}
+		return s, nil
 	}
+	// A first clock reading; without it the first rotation takes one.
+	sctx, cancel := s.op(ctx)
+	_ = s.sampleClock(sctx)
+	cancel()
 	return s, nil
 }
 
@@ -250,13 +266,24 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 		keys = append(keys, s.feedKey(), s.indexKey(req.Child.Hash))
 	}
 	feedTTL := millis(req.RevokeUntil.Sub(req.Now))
+	deadline, err := s.serverDeadline(ctx)
+	if err != nil {
+		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: read Redis time: %w", err)
+	}
+	sent := time.Now()
 	reply, err := rotateScript.Run(ctx, s.rdb, keys,
 		encodeTime(req.Now), encodeTime(req.Now.Add(-req.Grace)), req.Child.Hash,
 		encodeTime(req.Child.IssuedAt), encodeTime(req.Child.ExpiresAt), req.Sealed,
 		millis(req.Grace+sealedSlack), encodeTime(req.RevokeUntil), feedTTL, req.ParentHash, sid,
+		deadline,
 	).Slice()
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
+	}
+	if n := len(reply); n >= 3 {
+		if server, ok := parseTime(reply[n-2], reply[n-1]); ok {
+			s.clock.observe(sent, time.Now(), server)
+		}
 	}
 	res, pttl, fed, err := decodeRotate(sid, req.ParentHash, reply)
 	if err != nil {
@@ -444,10 +471,13 @@ func decodeRotate(sid, parent string, reply []any) (res store.RotateResult, pttl
 		return res, 0, false, errors.New("empty reply")
 	}
 	code, _ := reply[0].(int64)
-	if code == codeUnknown {
+	switch code {
+	case codeUnknown:
 		return store.RotateResult{Outcome: store.Unknown}, 0, false, nil
+	case codeLate:
+		return res, 0, false, ErrLate
 	}
-	if code < codeRotated || code > codeRevoked || len(reply) != 6 {
+	if code < codeRotated || code > codeRevoked || len(reply) != 8 {
 		return res, 0, false, fmt.Errorf("unexpected reply %v", reply)
 	}
 	res = store.RotateResult{Outcome: store.Outcome(code)}

@@ -76,19 +76,29 @@ const (
 	codeUnknown  = 4
 	codeExpired  = 5
 	codeRevoked  = 6
+	// codeLate: the script ran after the caller's deadline and did nothing
+	// (see clock.go); not a store.Outcome.
+	codeLate = 7
 )
 
 // rotateScript is the whole Rotate decision table (store.Store.Rotate) in
 // one step. KEYS session, tokens, parent's sealed pair, claims, [feed,
 // child's index]. ARGV now, grace cutoff (now-grace), child hash, child
 // iat, child exp, sealed, sealed ttl ms, revoke until, feed ttl ms, parent
-// hash, sid. Returns {code, session fields, parent record, sealed or
-// false, session pttl ms, claims}.
+// hash, sid, deadline (microseconds on Redis's clock, "" for none).
+// Returns {code, session fields, parent record, sealed or false, session
+// pttl ms, claims, TIME seconds, TIME microseconds}, or {4 (unknown) or 7
+// (late: past the deadline, nothing read or written), TIME seconds, TIME
+// microseconds}.
 var rotateScript = redis.NewScript(feedLua + `
+local t = redis.call('TIME')
+if ARGV[12] ~= '' and tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(ARGV[12]) then
+  return {7, t[1], t[2]}
+end
 local now = ARGV[1]
 local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'cur', 'sub')
 local rec = redis.call('HGET', KEYS[2], ARGV[10])
-if not s[2] or not rec then return {4} end
+if not s[2] or not rec then return {4, t[1], t[2]} end
 local gen, iat, exp, rot, child = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
 local code
 local sealed = false
@@ -121,7 +131,7 @@ else
   redis.call('HSET', KEYS[1], 'cur', ARGV[3])
   if KEYS[6] then redis.call('SET', KEYS[6], ARGV[11], 'PX', ttl) end
 end
-return {code, redis.call('HGETALL', KEYS[1]), rec, sealed, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[4])}
+return {code, redis.call('HGETALL', KEYS[1]), rec, sealed, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[4]), t[1], t[2]}
 `)
 
 // revokeScript: KEYS session, [feed]. ARGV now, until, feed ttl ms,
