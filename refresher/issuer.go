@@ -54,6 +54,7 @@ type Issuer struct {
 	keys    *signingKeys
 	now     func() time.Time
 	recent  *recent
+	unacked *unacked
 	flight  singleflight.Group
 	ipLimit *keyedLimiter
 	sidLim  *keyedLimiter
@@ -68,6 +69,7 @@ func newIssuer(cfg Config, st store.Store, keys *signingKeys, m *metrics, log *s
 		keys:    keys,
 		now:     now,
 		recent:  newRecent(cfg.RecentSize, cfg.ReuseGrace),
+		unacked: newUnacked(cfg.RecentSize),
 		ipLimit: newKeyedLimiter(cfg.RateLimitIP, cfg.RateLimitIPBurst),
 		sidLim:  newKeyedLimiter(cfg.RateLimitSession, cfg.RateLimitSessionBurst),
 		metrics: m,
@@ -286,6 +288,12 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		}
 	}
 	req := store.RotateRequest{ParentHash: hash, Now: now, Grace: i.cfg.ReuseGrace, RevokeUntil: i.revokeUntil(now)}
+	// This replica's own rotation whose answer was lost (unacked.go):
+	// decided as of that attempt, so it replays instead of being reuse.
+	ownSealed, own := i.unacked.match(hash, parent)
+	if own {
+		req.Now = parent.RotatedAt
+	}
 	// A rotated parent or a revoked session can never rotate again (both
 	// states are final), so the child is minted — a signature, the
 	// costliest step — only when the store may actually rotate.
@@ -305,8 +313,12 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	var res store.RotateResult
 	err = i.call(ctx, "rotate", func(ctx context.Context) (err error) { res, err = i.store.Rotate(ctx, req); return })
 	if err != nil {
+		if mayRotate {
+			i.unacked.add(hash, req.Child.Hash, req.Sealed)
+		}
 		return issuedPair{}, unavailable("rotate", err)
 	}
+	i.unacked.remove(hash)
 	if res.Outcome == store.Rotated && !mayRotate {
 		return issuedPair{}, unavailable("rotate", fmt.Errorf("store rotated a token it reported as rotated or revoked"))
 	}
@@ -321,14 +333,19 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 			"generation", res.Parent.Generation+1, "jti", issued.JTI)
 		return issued, nil
 	case store.Replayed:
-		p, err := unseal(token, hash, res.Sealed)
+		sealed, rotatedAt := res.Sealed, res.Parent.RotatedAt
+		if own {
+			// Delivered only now: its grace window starts now.
+			sealed, rotatedAt = ownSealed, now
+		}
+		p, err := unseal(token, hash, sealed)
 		if err != nil {
 			// The sealed pair is gone or unreadable (e.g. replicas with
 			// different grace settings): the child cannot be handed out.
 			return issuedPair{}, i.refused(c, res.Session.ID, "replay_unavailable", now)
 		}
 		i.metrics.replays.WithLabelValues("store").Inc()
-		i.recent.add(hash, recentEntry{sid: res.Session.ID, childHash: res.Parent.ChildHash, rotatedAt: res.Parent.RotatedAt, sealed: res.Sealed})
+		i.recent.add(hash, recentEntry{sid: res.Session.ID, childHash: res.Parent.ChildHash, rotatedAt: rotatedAt, sealed: sealed})
 		return p, nil
 	case store.ReuseDetected:
 		i.recent.forgetSession(res.Session.ID)
