@@ -39,9 +39,11 @@ type Options struct {
 	// ten per CPU). Each waiting revocation long-poll holds a connection.
 	PoolSize int
 	// Logger receives go-redis's own messages (dial failures, pool events)
-	// at debug level; the store's errors reach the caller anyway. Nil
-	// leaves go-redis's logger as it is. go-redis has one process-wide
-	// logger, so the last Open with a Logger wins.
+	// at debug level, and at Open the warning when Redis's persistence can
+	// lose acknowledged rotations (see CheckDurability); the store's errors
+	// reach the caller anyway. Nil leaves go-redis's logger as it is and
+	// skips the check. go-redis has one process-wide logger, so the last
+	// Open with a Logger wins.
 	Logger *slog.Logger
 	// TLSConfig replaces the TLS settings a rediss:// URL implies (server
 	// name from the first address, TLS 1.2 minimum), e.g. to add a CA.

@@ -23,8 +23,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -71,6 +73,10 @@ type Store struct {
 	// clock estimates Redis's clock against ours, for the rotation
 	// deadline (clock.go).
 	clock redisClock
+	// durLog receives the persistence check, made at the first Ping that
+	// succeeds (at Open, or once an unreachable Redis answers).
+	durLog     *slog.Logger
+	durChecked atomic.Bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -95,6 +101,7 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 		prefix:  p.prefix,
 		timeout: p.opts.ReadTimeout,
 		split:   p.cluster,
+		durLog:  o.Logger,
 	}
 	// An unreachable Redis is not a start-up error: the refresher starts
 	// not-ready and serves as soon as Redis answers, so a Redis restart
@@ -435,9 +442,15 @@ func (s *Store) RevokeSubject(ctx context.Context, sub string, now, until time.T
 }
 
 func (s *Store) Ping(ctx context.Context) error {
-	ctx, cancel := s.op(ctx)
+	pctx, cancel := s.op(ctx)
 	defer cancel()
-	return s.rdb.Ping(ctx).Err()
+	if err := s.rdb.Ping(pctx).Err(); err != nil {
+		return err
+	}
+	if s.durLog != nil && s.durChecked.CompareAndSwap(false, true) {
+		s.logDurability(ctx, s.durLog)
+	}
+	return nil
 }
 
 // Close stops the feed watcher and closes the connections (which also

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -78,12 +79,14 @@ func postJSONOrForm(req *http.Request) tokenAnswer {
 // gave up on stays queued in Redis and runs at SIGCONT; it must not turn
 // the client's retry into reuse: no session is revoked, and every client
 // refreshes again after the pause.
+//
+// The long variant (docs/operations.md, "Redis under faults") sets
+// TOKENGATE_STALL_CLIENTS, TOKENGATE_STALL (the pause) and
+// TOKENGATE_STALL_GRACE (--reuse-grace).
 func TestStallLongerThanGrace(t *testing.T) {
-	const (
-		clients = 30
-		grace   = 2 * time.Second
-		stall   = 5 * time.Second // > grace + store timeout + Retry-After
-	)
+	clients := envInt(t, "TOKENGATE_STALL_CLIENTS", 30)
+	grace := envDuration(t, "TOKENGATE_STALL_GRACE", 2*time.Second)
+	stall := envDuration(t, "TOKENGATE_STALL", 5*time.Second) // > grace + store timeout + Retry-After
 	r := proctest.StartRedis(t)
 	t.Cleanup(func() { r.Proc.Signal(syscall.SIGCONT) })
 
@@ -240,4 +243,30 @@ func TestStallLongerThanGrace(t *testing.T) {
 	if revoked > 0 || len(refused) > 0 {
 		t.Errorf("%d of %d sessions revoked by a Redis stall; refused clients: %v", revoked, clients, refused)
 	}
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		t.Fatalf("%s=%q: must be a positive integer", name, v)
+	}
+	return n
+}
+
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("%s=%q: must be a positive duration", name, v)
+	}
+	return d
 }
