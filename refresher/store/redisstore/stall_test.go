@@ -2,6 +2,7 @@ package redisstore_test
 
 import (
 	"context"
+	"errors"
 	"syscall"
 	"testing"
 	"time"
@@ -75,5 +76,38 @@ func TestStalledRotationNotAppliedLate(t *testing.T) {
 	}
 	if sess, err := s.GetSession(ctx, "stalled"); err != nil || !sess.RevokedAt.IsZero() {
 		t.Errorf("session after the stall = %+v, %v; want active", sess, err)
+	}
+}
+
+// TestLateRotationAndClockCorrection: with the clock estimate 10 s off
+// (Redis's deadline then looks long past), the script refuses: Rotate
+// returns ErrLate and nothing is rotated. Its reply carries Redis's TIME,
+// which corrects the estimate, so the retry rotates.
+func TestLateRotationAndClockCorrection(t *testing.T) {
+	r := proctest.StartRedis(t)
+	ctx := context.Background()
+	s, err := redisstore.Open(ctx, "redis://"+r.Addr, redisstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now().UTC()
+	sess := store.Session{ID: "skew", Subject: "u", CreatedAt: now, IdleTTL: time.Hour, ExpiresAt: now.Add(24 * time.Hour)}
+	first := store.Token{Hash: "first-skew", SessionID: sess.ID, IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.CreateSession(ctx, sess, first); err != nil {
+		t.Fatal(err)
+	}
+	req := store.RotateRequest{ParentHash: first.Hash, Sealed: []byte("p"), Now: now, Grace: time.Second,
+		RevokeUntil: now.Add(time.Minute), Child: store.Token{Hash: "child-skew", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}}
+
+	redisstore.SetClockOffset(s, -10*time.Second)
+	if res, err := s.Rotate(ctx, req); !errors.Is(err, redisstore.ErrLate) {
+		t.Fatalf("Rotate with the clock estimate 10 s off = %v, %v; want ErrLate", res.Outcome, err)
+	}
+	if tok, err := s.GetToken(ctx, first.Hash); err != nil || !tok.RotatedAt.IsZero() {
+		t.Fatalf("after a late refusal the token is %+v, %v; want it unrotated", tok, err)
+	}
+	if res, err := s.Rotate(ctx, req); err != nil || res.Outcome != store.Rotated {
+		t.Errorf("the retry = %v, %v; want rotated (the refusal's reply corrected the estimate)", res.Outcome, err)
 	}
 }
