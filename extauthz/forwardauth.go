@@ -82,10 +82,14 @@ func newForwardAuth(proxy string) forwardAuth {
 	return forwardAuth{ProxyEnvoy, familyEnvoy}
 }
 
-// errForwardAuthHeaders: the auth request lacks a header its proxy must set.
+// errForwardAuthHeaders: the auth request lacks a header its proxy must
+// set (or, under envoy, carries another proxy's).
 type errForwardAuthHeaders struct{ proxy, header string }
 
 func (e *errForwardAuthHeaders) Error() string {
+	if e.proxy == ProxyEnvoy {
+		return "forward_auth.proxy is envoy, but the auth request carries " + e.header + ", another proxy's header: set forward_auth.proxy to nginx, traefik or caddy"
+	}
 	return "forward_auth.proxy is " + e.proxy + ": the auth request must carry exactly one " + e.header + " header, set by the proxy"
 }
 
@@ -125,8 +129,18 @@ func (f forwardAuth) original(r *http.Request) (request, error) {
 
 // readEnvoy: Envoy's HTTP ext_authz (path_prefix: /authz) sends the
 // original method and Host, and the original path after the prefix. No
-// X-* header is read: Envoy passes the client's through.
+// X-* header is read for the decision. X-Original-URI or X-Forwarded-Uri
+// only refuses the request: Envoy never sets them (and should not pass
+// them on), while nginx, Traefik and Caddy always do — a forward-auth
+// proxy left on the default would otherwise have every request judged as
+// its auth request, GET /authz/.
 func readEnvoy(r *http.Request, in *request) string {
+	if _, ok := r.Header["X-Original-Uri"]; ok {
+		return "X-Original-URI" // reported as: must not carry one
+	}
+	if _, ok := r.Header["X-Forwarded-Uri"]; ok {
+		return "X-Forwarded-Uri"
+	}
 	in.method, in.host = r.Method, r.Host
 	in.path = strings.TrimPrefix(r.URL.RequestURI(), "/authz")
 	if in.path == "" || in.path[0] != '/' {

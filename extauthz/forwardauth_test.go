@@ -262,8 +262,12 @@ func TestForwardAuthClientCannotChooseWhatIsJudged(t *testing.T) {
 		}},
 		{ProxyEnvoy, []fwdCase{
 			{name: "no X-* header is read", method: "DELETE", target: "/authz/api/users/1", host: "app.test",
-				headers: merge(preflightTrick, map[string]string{"X-Original-Uri": "/public/x", "X-Forwarded-Uri": "/public/x", "X-Forwarded-Host": "public.test"}),
+				headers: merge(preflightTrick, map[string]string{"X-Forwarded-Host": "public.test"}),
 				status:  401, error: "missing_token"},
+			{name: "X-Original-URI (nginx left on the default): refused", method: "GET", target: "/authz/", host: "public.test",
+				headers: map[string]string{"X-Original-Uri": "/api/x", "X-Original-Method": "GET"}, status: 400, error: "invalid_request"},
+			{name: "X-Forwarded-Uri (Caddy, Traefik left on the default): refused", method: "GET", target: "/authz/", host: "public.test",
+				headers: map[string]string{"X-Forwarded-Uri": "/api/x", "X-Forwarded-Method": "GET"}, status: 400, error: "invalid_request"},
 			{name: "a real preflight", method: "OPTIONS", target: "/authz/api/users/1", host: "app.test",
 				headers: map[string]string{"Origin": "https://app.test", "Access-Control-Request-Method": "DELETE"}, status: 200},
 		}},
