@@ -58,6 +58,13 @@ type Options struct {
 	// ReloadTimeout bounds how long Reload waits for a new config's keys.
 	// Default 30s.
 	ReloadTimeout time.Duration
+	// HealthPoll is how often the one shared poller recomputes the health
+	// status for Watch streams, for readiness that changes outside the
+	// server (the denylist). Default 1s.
+	HealthPoll time.Duration
+	// MaxHealthWatches bounds the open grpc.health.v1.Health/Watch
+	// streams; more are refused with RESOURCE_EXHAUSTED. Default 1024.
+	MaxHealthWatches int
 }
 
 // Server answers checks. It is safe for concurrent use; Reload swaps the
@@ -71,6 +78,7 @@ type Server struct {
 	state    atomic.Pointer[state]
 	reloadMu sync.Mutex
 	stopping atomic.Bool
+	health   *healthHub // the status every health Watch stream follows
 }
 
 // NewServer builds a server from cfg. It starts fetching keys but does not
@@ -89,6 +97,12 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	if opts.ReloadTimeout <= 0 {
 		opts.ReloadTimeout = 30 * time.Second
 	}
+	if opts.HealthPoll <= 0 {
+		opts.HealthPoll = time.Second
+	}
+	if opts.MaxHealthWatches <= 0 {
+		opts.MaxHealthWatches = 1024
+	}
 	reg := opts.Registry
 	if reg == nil {
 		r := prometheus.NewRegistry()
@@ -104,6 +118,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	s := &Server{opts: opts, log: opts.Logger, metrics: m, gatherer: opts.Gatherer}
+	s.health = newHealthHub(s.Ready, opts.HealthPoll, opts.MaxHealthWatches)
 	st, err := s.buildState(cfg)
 	if err != nil {
 		return nil, err
@@ -309,8 +324,21 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 			return st, fmt.Errorf("providers[%d]: %w", i, err)
 		}
 		st.verifier.byIssuer[p.issuer] = p
+		if p.keys != nil {
+			go s.notifyWhenLoaded(ctx, p.keys.ready)
+		}
 	}
 	return st, nil
+}
+
+// notifyWhenLoaded updates the health status when a provider's first keys
+// load (or gives up when its configuration is replaced).
+func (s *Server) notifyWhenLoaded(ctx context.Context, loaded <-chan struct{}) {
+	select {
+	case <-loaded:
+		s.readinessChanged()
+	case <-ctx.Done():
+	}
 }
 
 func (s *Server) buildProvider(ctx context.Context, pc Provider) (*provider, error) {
@@ -393,7 +421,10 @@ func (st *state) close() {
 
 // Ready reports whether every provider has loaded keys and the denylist
 // (if any) is ready, and the server is not shutting down.
-func (s *Server) Ready() bool { return !s.stopping.Load() && s.state.Load().ready() }
+func (s *Server) Ready() bool {
+	st := s.state.Load() // nil while NewServer builds the first one
+	return st != nil && !s.stopping.Load() && st.ready()
+}
 
 // WaitReady blocks until every provider has keys or ctx ends.
 func (s *Server) WaitReady(ctx context.Context) error { return s.state.Load().waitKeys(ctx) }
@@ -417,15 +448,26 @@ func (s *Server) Reload(ctx context.Context, cfg Config) error {
 	}
 	old := s.state.Swap(st)
 	old.close()
+	s.readinessChanged()
 	return nil
 }
 
 // Shutdown marks the server as stopping: /readyz and gRPC health answer
-// NOT_SERVING from now on, so load balancers drain it before the listeners close.
-func (s *Server) Shutdown() { s.stopping.Store(true) }
+// NOT_SERVING from now on, and every health Watch stream is told at once,
+// so load balancers drain it before the listeners close (after the drain
+// period; then EndWatches).
+func (s *Server) Shutdown() {
+	s.stopping.Store(true)
+	s.readinessChanged()
+}
 
-// Close stops background key refreshes.
-func (s *Server) Close() { s.state.Load().close() }
+// Close stops background key refreshes and the health poller, and ends
+// the health Watch streams.
+func (s *Server) Close() {
+	s.health.end()
+	s.health.close()
+	s.state.Load().close()
+}
 
 // RegisterGRPC registers the Authorization and Health services on g.
 func (s *Server) RegisterGRPC(g *grpc.Server) {
