@@ -28,6 +28,11 @@ const (
 // loaded keys, so no decision is possible (gRPC UNAVAILABLE, HTTP 503).
 const ReasonUnavailable Reason = "keys_unavailable"
 
+// ReasonRevocationsUnavailable is the error outcome of a token with a `sid`
+// while the revocation denylist has never synced: it cannot tell whether the
+// session was revoked before extauthz started (gRPC UNAVAILABLE, HTTP 503).
+const ReasonRevocationsUnavailable Reason = "revocations_unavailable"
+
 // Decisions, the `decision` metric label.
 const (
 	decisionAllow = "allow"
@@ -40,7 +45,7 @@ func (r Reason) HTTPStatus() int {
 	switch r {
 	case ReasonInsufficientScope:
 		return http.StatusForbidden
-	case ReasonUnavailable:
+	case ReasonUnavailable, ReasonRevocationsUnavailable:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusUnauthorized

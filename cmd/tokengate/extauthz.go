@@ -44,6 +44,7 @@ type extauthzFlags struct {
 	reflection, dev        bool
 	logLevel               string
 	revocationsURL         string
+	revocationsFailOpen    bool
 	adminToken, adminFile  string
 	devJWKS                []byte // --dev: the dev key as inline JWKS
 }
@@ -60,6 +61,7 @@ func (f *extauthzFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.dev, "dev", false, "generate a dev key under ./.tokengate/, trust it, print a sample token")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.revocationsURL, "revocations-url", "", "refresher base URL or its /v1/revocations feed: deny revoked sessions with token_revoked")
+	fs.BoolVar(&f.revocationsFailOpen, "revocations-fail-open", false, "with --revocations-url: until the feed has synced once, allow tokens of sessions that may have been revoked (default: UNAVAILABLE)")
 	fs.StringVar(&f.adminToken, "admin-token", "", "the refresher's admin bearer token, for --revocations-url (prefer --admin-token-file)")
 	fs.StringVar(&f.adminFile, "admin-token-file", "", "file holding the refresher's admin bearer token")
 }
@@ -129,7 +131,7 @@ func runExtauthz(ctx context.Context, e env) error {
 func (f *extauthzFlags) revocationFeed(log *slog.Logger, reg prometheus.Registerer) (*extauthz.RevocationFeed, error) {
 	token, tokErr := adminTokenFrom(f.adminToken, f.adminFile)
 	feed, err := extauthz.NewRevocationFeed(extauthz.RevocationFeedConfig{
-		URL: f.revocationsURL, AdminToken: token, Logger: log, Registerer: reg,
+		URL: f.revocationsURL, AdminToken: token, Logger: log, Registerer: reg, FailOpen: f.revocationsFailOpen,
 	})
 	if err = errors.Join(tokErr, err); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/tokengate/tokengate/internal/proctest"
+)
+
+// The extauthz fault suite: `tokengate extauthz` as a process, its
+// dependencies (the refresher's JWKS and revocation feed) behind a proxy
+// in the test that can make one path down (connections cut), hanging
+// (requests held open) or up (passed through to a real refresher process).
+
+type faultMode int32
+
+const (
+	faultUp   faultMode = iota
+	faultDown           // the connection is cut before any answer
+	faultHang           // the request is held until the mode changes
+)
+
+// faultProxy forwards to target; requests whose path has prefix suffer mode.
+type faultProxy struct {
+	*httptest.Server
+	prefix string
+	mu     sync.Mutex
+	mode   faultMode
+	change chan struct{} // closed when mode changes
+	// faulted receives the path of each request that met a fault.
+	faulted chan string
+}
+
+func newFaultProxy(t *testing.T, target, prefix string, mode faultMode) *faultProxy {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	// A client that gives up (a feed request timing out) is expected here.
+	rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(http.StatusBadGateway) }
+	fp := &faultProxy{prefix: prefix, mode: mode, change: make(chan struct{}), faulted: make(chan string, 10000)}
+	fp.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, fp.prefix) {
+			for {
+				fp.mu.Lock()
+				mode, change := fp.mode, fp.change
+				fp.mu.Unlock()
+				if mode == faultUp {
+					break
+				}
+				select {
+				case fp.faulted <- r.URL.Path:
+				default:
+				}
+				if mode == faultDown {
+					if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+						c.Close()
+					}
+					return
+				}
+				select { // faultHang
+				case <-change:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(fp.Close)
+	return fp
+}
+
+func (fp *faultProxy) set(mode faultMode) {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	fp.mode = mode
+	close(fp.change)
+	fp.change = make(chan struct{})
+}
+
+// awaitFault waits until n more requests met the fault.
+func (fp *faultProxy) awaitFault(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		select {
+		case <-fp.faulted:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no request reached the faulty %s", fp.prefix)
+		}
+	}
+}
+
+// startExtauthzProc starts `tokengate extauthz` with args on free loopback
+// ports and returns it with its HTTP base URL and a gRPC client.
+func startExtauthzProc(t *testing.T, env []string, args ...string) (*proctest.Process, string, authv3.AuthorizationClient) {
+	t.Helper()
+	grpcAddr := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
+	p := proctest.Start(t, "extauthz", env, proctest.Tokengate(t),
+		append([]string{"extauthz", "--grpc-listen", grpcAddr, "--http-listen", httpAddr}, args...)...)
+	p.WaitTCP(t, grpcAddr, 20*time.Second)
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return p, "http://" + httpAddr, authv3.NewAuthorizationClient(conn)
+}
+
+// checkWord is a gRPC Check's outcome in one word: "allow", the denial's
+// error, or the gRPC code of an error (Envoy's ext_authz timeout is 200ms
+// by default: the context here is as generous as the examples' 0.5s).
+func checkWord(c authv3.AuthorizationClient, token string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Host: "app.test", Path: "/api/x",
+			Headers: map[string]string{"authorization": "Bearer " + token}},
+	}}})
+	if err != nil {
+		return status.Code(err).String()
+	}
+	if resp.GetOkResponse() != nil {
+		return "allow"
+	}
+	var body struct{ Error string }
+	_ = json.Unmarshal([]byte(resp.GetDeniedResponse().GetBody()), &body)
+	return body.Error
+}
+
+// waitReadyzReasons polls /readyz until its reasons are exactly want
+// (start-up only: the keys load while the feed stays down).
+func waitReadyzReasons(t *testing.T, p *proctest.Process, base string, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for {
+		resp, err := testClient.Get(base + "/readyz")
+		if err == nil {
+			var body struct{ Reasons []string }
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			resp.Body.Close()
+			last = strings.Join(body.Reasons, "; ")
+			if last == strings.Join(want, "; ") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz reasons %q, want %q\n%s", last, want, p.Output())
+		}
+		select {
+		case <-p.Done():
+			t.Fatalf("extauthz exited:\n%s", p.Output())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// TestExtauthzFaultFeedDownAtStart: extauthz starts while the revocation
+// feed is down, then hanging. A token of a session revoked before it
+// started is never allowed — over gRPC it gets UNAVAILABLE, over
+// forward-auth 503 with Retry-After — and once the feed comes up it is
+// token_revoked while a live session is allowed. With
+// --revocations-fail-open the old behaviour is back, on purpose.
+func TestExtauthzFaultFeedDownAtStart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, base := startRefresher(t, dir)
+	admin := readAdminToken(t, dir)
+	session := func() pairJSON {
+		t.Helper()
+		status, p, _ := postJSON(t, "POST", base+"/v1/sessions", admin, "application/json", `{"sub":"alice"}`)
+		if status != http.StatusCreated {
+			t.Fatalf("POST /v1/sessions = %d", status)
+		}
+		return p
+	}
+	revoked, live := session(), session()
+	if status, _, _ := postJSON(t, "DELETE", base+"/v1/sessions/"+revoked.SessionID, admin, "", ""); status/100 != 2 {
+		t.Fatalf("DELETE /v1/sessions = %d", status)
+	}
+
+	feed := newFaultProxy(t, base, "/v1/revocations", faultDown)
+	env := []string{"TOKENGATE_ADMIN_TOKEN=" + admin}
+	common := []string{"--jwks-url", feed.URL + "/.well-known/jwks.json", "--issuer", "https://auth.test",
+		"--audience", "api", "--revocations-url", feed.URL}
+	p, authzURL, authz := startExtauthzProc(t, env, common...)
+	// The keys load; the feed keeps it not ready.
+	waitReadyzReasons(t, p, authzURL, "revocation feed not ready")
+
+	// A client hammers the revoked token for the whole outage.
+	var mu sync.Mutex
+	seen := map[string]int{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var hammered atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			w := checkWord(authz, revoked.AccessToken)
+			mu.Lock()
+			seen[w]++
+			mu.Unlock()
+			hammered.Add(1)
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	forwardAuth := func(token string) (int, http.Header) {
+		t.Helper()
+		status, _, hdr := postJSON(t, "GET", authzURL+"/authz/api/x", token, "", "")
+		return status, hdr
+	}
+	assertUnavailable := func(phase string) {
+		t.Helper()
+		for name, tok := range map[string]string{"revoked": revoked.AccessToken, "live": live.AccessToken} {
+			if w := checkWord(authz, tok); w != codes.Unavailable.String() {
+				t.Fatalf("feed %s: gRPC Check of the %s session = %s, want Unavailable", phase, name, w)
+			}
+			if status, hdr := forwardAuth(tok); status != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
+				t.Fatalf("feed %s: forward-auth of the %s session = %d %v, want 503 with Retry-After", phase, name, status, hdr)
+			}
+		}
+	}
+	feed.awaitFault(t, 2)
+	assertUnavailable("down")
+	feed.set(faultHang)
+	feed.awaitFault(t, 1) // a feed request is now held open
+	assertUnavailable("hanging")
+
+	// A second extauthz with --revocations-fail-open: allowed, not ready.
+	p2, authz2URL, authz2 := startExtauthzProc(t, env, append(common, "--revocations-fail-open")...)
+	waitReadyzReasons(t, p2, authz2URL, "revocation feed not ready")
+	if w := checkWord(authz2, revoked.AccessToken); w != "allow" {
+		t.Fatalf("--revocations-fail-open before the feed synced: %s, want allow", w)
+	}
+
+	feed.set(faultUp)
+	p.WaitHTTP(t, authzURL+"/readyz", http.StatusOK, 30*time.Second)
+	close(stop)
+	wg.Wait()
+	if w := checkWord(authz, revoked.AccessToken); w != "token_revoked" {
+		t.Fatalf("after the feed came up: revoked session = %s", w)
+	}
+	if w := checkWord(authz, live.AccessToken); w != "allow" {
+		t.Fatalf("after the feed came up: live session = %s", w)
+	}
+	p2.WaitHTTP(t, authz2URL+"/readyz", http.StatusOK, 30*time.Second)
+	if w := checkWord(authz2, revoked.AccessToken); w != "token_revoked" {
+		t.Fatalf("fail-open extauthz after the feed came up: %s", w)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["allow"] != 0 || len(seen) > 2 || seen[codes.Unavailable.String()] == 0 {
+		t.Fatalf("outcomes of the revoked token during the outage: %v; want only Unavailable (and token_revoked once synced)", seen)
+	}
+	metrics := get(t, authzURL+"/metrics")
+	if !strings.Contains(metrics, `tokengate_extauthz_checks_total{decision="error",reason="revocations_unavailable"}`) {
+		t.Errorf("no revocations_unavailable series in /metrics")
+	}
+	t.Logf("revoked token checked %d times during the outage: %v", hammered.Load(), seen)
+}
