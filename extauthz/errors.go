@@ -64,9 +64,16 @@ func (d *denial) Error() string { return string(d.reason) + ": " + d.description
 
 func deny(r Reason, description string) *denial { return &denial{reason: r, description: description} }
 
-// errUnavailable is a technical failure: a provider without keys.
-type errUnavailable struct{ provider string }
+// errUnavailable is a technical failure: a provider without keys, or a
+// token whose kid waits for a JWKS refetch (kidPending).
+type errUnavailable struct {
+	provider   string
+	kidPending bool
+}
 
 func (e *errUnavailable) Error() string {
+	if e.kidPending {
+		return "provider " + e.provider + ": the token's kid is not loaded yet; a JWKS refetch is pending"
+	}
 	return "provider " + e.provider + " has not loaded any keys yet"
 }

@@ -372,7 +372,7 @@ func (s *Server) buildProvider(ctx context.Context, pc Provider) (*provider, err
 		p.hmac = &verifyKey{id: "hmac", alg: "HS256", family: "oct", raw: []byte(secret)}
 	}
 	log := s.log.With("provider", pc.Name)
-	src := newKeySource(pc.Name, s.metrics, log, s.opts.Clock, pc.KidRefetchInterval.Duration)
+	src := newKeySource(ctx, pc, s.metrics, log, s.opts.Clock)
 	switch {
 	case len(pc.JWKS) > 0:
 		if err := newInlineSource(src, pc.JWKS); err != nil {

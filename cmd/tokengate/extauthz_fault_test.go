@@ -8,13 +8,18 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -45,6 +50,9 @@ type faultProxy struct {
 	change chan struct{} // closed when mode changes
 	// faulted receives the path of each request that met a fault.
 	faulted chan string
+	hits    atomic.Int64 // requests under prefix, whatever the mode
+	// requests receives the path of each request under prefix.
+	requests chan string
 }
 
 func newFaultProxy(t *testing.T, target, prefix string, mode faultMode) *faultProxy {
@@ -56,9 +64,14 @@ func newFaultProxy(t *testing.T, target, prefix string, mode faultMode) *faultPr
 	rp := httputil.NewSingleHostReverseProxy(u)
 	// A client that gives up (a feed request timing out) is expected here.
 	rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(http.StatusBadGateway) }
-	fp := &faultProxy{prefix: prefix, mode: mode, change: make(chan struct{}), faulted: make(chan string, 10000)}
+	fp := &faultProxy{prefix: prefix, mode: mode, change: make(chan struct{}), faulted: make(chan string, 10000), requests: make(chan string, 10000)}
 	fp.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, fp.prefix) {
+			fp.hits.Add(1)
+			select {
+			case fp.requests <- r.URL.Path:
+			default:
+			}
 			for {
 				fp.mu.Lock()
 				mode, change := fp.mode, fp.change
@@ -284,4 +297,177 @@ func TestExtauthzFaultFeedDownAtStart(t *testing.T) {
 		t.Errorf("no revocations_unavailable series in /metrics")
 	}
 	t.Logf("revoked token checked %d times during the outage: %v", hammered.Load(), seen)
+}
+
+// junkToken is a well-formed ES256 token for the refresher's issuer and
+// audience whose kid names no published key: what an attacker sends to
+// make extauthz refetch the JWKS.
+func junkToken(t *testing.T, key jwk.Key, kid string) string {
+	t.Helper()
+	now := time.Now()
+	payload, err := json.Marshal(map[string]any{"iss": "https://auth.test", "aud": "api", "sub": "mallory", "sid": "junk",
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The key's own kid would win over the header's: a clone names this one.
+	key, err = key.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key.Set(jwk.KeyIDKey, kid)
+	hdr := jws.NewHeaders()
+	hdr.Set(jws.TypeKey, "at+jwt")
+	tok, err := jws.Sign(payload, jws.WithKey(jwa.ES256(), key, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(tok)
+}
+
+// timedCheck is checkWord with the time the answer took.
+func timedCheck(c authv3.AuthorizationClient, token string) (string, time.Duration) {
+	start := time.Now()
+	w := checkWord(c, token)
+	return w, time.Since(start)
+}
+
+// TestExtauthzFaultKeyRollover: the refresher rolls its signing key over
+// (SIGHUP: the new key signs and is published at once) while an attacker
+// sends a token with a new junk kid every 20ms. The new key's tokens are
+// never invalid_token (a client would sign its user out) and are allowed
+// within a small bound; junk is never allowed. Then the JWKS hangs during
+// a second rollover: checks with the unknown kid answer UNAVAILABLE within
+// a short bound (kid_refetch_wait, 100ms, not the 10s fetch timeout), and
+// once the JWKS answers, the key is in.
+func TestExtauthzFaultKeyRollover(t *testing.T) {
+	t.Parallel()
+	began := time.Now()
+	dir := t.TempDir()
+	key1, key2, key3, mallory := genKey(t), genKey(t), genKey(t), genKey(t)
+	keyFile := filepath.Join(dir, "keys.json")
+	writeKeySet(t, keyFile, key1)
+	admin := "0123456789abcdef0123456789"
+	ref, base := startRefresher(t, dir, "--signing-key", keyFile, "--admin-token", admin)
+	jwksProxy := newFaultProxy(t, base, "/.well-known/jwks.json", faultUp)
+	p, authzURL, authz := startExtauthzProc(t, nil, "--jwks-url", jwksProxy.URL+"/.well-known/jwks.json",
+		"--issuer", "https://auth.test", "--audience", "api")
+	p.WaitHTTP(t, authzURL+"/readyz", http.StatusOK, 30*time.Second)
+	signedBy := func(key jwk.Key) string {
+		t.Helper()
+		var tok string
+		waitFor(t, func() bool {
+			_, s, _ := postJSON(t, "POST", base+"/v1/sessions", admin, "application/json", `{"sub":"alice"}`)
+			tok = s.AccessToken
+			return headerKID(t, tok) == kidOf(key)
+		})
+		return tok
+	}
+	if w := checkWord(authz, signedBy(key1)); w != "allow" {
+		t.Fatalf("first key: %s", w)
+	}
+	rollTo := func(next jwk.Key, keep ...jwk.Key) {
+		t.Helper()
+		writeKeySet(t, keyFile, append([]jwk.Key{next}, keep...)...)
+		if err := ref.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The attacker: a new junk kid every 20ms, for the whole test.
+	var mu sync.Mutex
+	junkSeen := map[string]int{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			w := checkWord(authz, junkToken(t, mallory, fmt.Sprintf("junk-%d", i)))
+			mu.Lock()
+			junkSeen[w]++
+			mu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if junkSeen["allow"] != 0 {
+			t.Errorf("junk kids allowed: %v", junkSeen)
+		}
+		t.Logf("junk-kid checks: %v", junkSeen)
+	}()
+
+	t.Logf("%v: extauthz ready, attacker started", time.Since(began).Round(time.Millisecond))
+	// Rollover 1 under junk kids, right after a junk kid made extauthz
+	// fetch the JWKS (the case the old 30s limit turned into 29s of
+	// invalid_token).
+	for len(jwksProxy.requests) > 0 {
+		<-jwksProxy.requests
+	}
+	select {
+	case <-jwksProxy.requests:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the junk kids caused no JWKS fetch")
+	}
+	fetchesBefore := jwksProxy.hits.Load()
+	rollTo(key2, key1)
+	tok2 := signedBy(key2)
+	start := time.Now()
+	outcomes := map[string]int{}
+	for {
+		w := checkWord(authz, tok2)
+		outcomes[w]++
+		if w == "allow" {
+			break
+		}
+		if w != codes.Unavailable.String() {
+			t.Fatalf("new key's token %v after its first check: %s; want allow or Unavailable (retry), never a sign-out", time.Since(start), w)
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("new key's token not allowed within 10s: %v", outcomes)
+		}
+		time.Sleep(20 * time.Millisecond) // a client's retry pace
+	}
+	rollover := time.Since(start)
+	t.Logf("rollover under junk kids: new key allowed %v after its first check (%v); %d JWKS fetches meanwhile",
+		rollover.Round(time.Millisecond), outcomes, jwksProxy.hits.Load()-fetchesBefore)
+
+	t.Logf("%v: rollover 1 done", time.Since(began).Round(time.Millisecond))
+	// Rollover 2 while the JWKS hangs.
+	jwksProxy.set(faultHang)
+	rollTo(key3, key2)
+	tok3 := signedBy(key3)
+	// Wait for a fetch to be held by the hanging JWKS (the attacker's next
+	// junk kid past the min gap starts one), then check during it.
+	for len(jwksProxy.faulted) > 0 {
+		<-jwksProxy.faulted
+	}
+	jwksProxy.awaitFault(t, 1)
+	var slowest time.Duration
+	for range 5 {
+		w, took := timedCheck(authz, tok3)
+		if w != codes.Unavailable.String() || took > 2*time.Second {
+			t.Fatalf("unknown kid during a hanging JWKS: %s after %v, want Unavailable well within 2s", w, took)
+		}
+		slowest = max(slowest, took)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if w := checkWord(authz, tok2); w != "allow" {
+		t.Fatalf("known key during the hanging JWKS: %s", w)
+	}
+	jwksProxy.set(faultUp)
+	released := time.Now()
+	waitFor(t, func() bool { return checkWord(authz, tok3) == "allow" })
+	t.Logf("hanging JWKS: unknown-kid checks answered Unavailable in at most %v; the new key allowed %v after the JWKS answered; %d JWKS requests in all",
+		slowest.Round(time.Millisecond), time.Since(released).Round(time.Millisecond), jwksProxy.hits.Load())
 }
