@@ -71,7 +71,10 @@ type Provider struct {
 	RequireTypATJWT bool `json:"require_typ_at_jwt,omitempty"`
 	// RefreshMinInterval and RefreshMaxInterval bound the background JWKS
 	// refresh; within them the response's Cache-Control max-age decides.
-	// Defaults 5m and 1h.
+	// RefreshMaxInterval is also the bound on how long a key removed from
+	// the JWKS keeps verifying (its cached tokens are dropped at the refresh
+	// that removes it). Defaults 5m and 1h; a RefreshMaxInterval below 5m
+	// set alone brings RefreshMinInterval down to it.
 	RefreshMinInterval Duration `json:"refresh_min_interval,omitempty"`
 	RefreshMaxInterval Duration `json:"refresh_max_interval,omitempty"`
 	// KidRefetchInterval: a token whose kid is not in the key set makes the
@@ -320,6 +323,9 @@ func (p Provider) withDefaults() Provider {
 		if d.Duration == 0 {
 			d.Duration = v
 		}
+	}
+	if p.RefreshMinInterval.Duration == 0 && p.RefreshMaxInterval.Duration > 0 {
+		p.RefreshMinInterval.Duration = min(DefaultRefreshMinInterval, p.RefreshMaxInterval.Duration)
 	}
 	def(&p.RefreshMinInterval, DefaultRefreshMinInterval)
 	def(&p.RefreshMaxInterval, DefaultRefreshMaxInterval)

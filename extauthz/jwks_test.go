@@ -540,3 +540,68 @@ func TestJWKSUnknownKidSetBounded(t *testing.T) {
 		t.Fatalf("%d JWKS fetches for %d junk kids at one instant, want the start-up fetch and 1 refetch", got, maxTrackedKIDs+200)
 	}
 }
+
+// Key removal, end to end over a real JWKS URL refreshed in the background
+// (refresh_max_interval 1s; the min follows it down): at the refresh that
+// removes a key, its cached tokens are dropped and new ones refused at
+// once — no clock moves between the refresh and the checks — while the
+// remaining key's tokens are still allowed.
+func TestJWKSKeyRemovalDropsCachedTokens(t *testing.T) {
+	t.Parallel()
+	k1 := newTestKey(t, "ES256", "es-1")
+	k2 := newTestKey(t, "ES256", "es-2")
+	js := newJWKSServer(t, jwks(t, k1, k2))
+	cfg := urlConfig(js.URL)
+	cfg.Providers[0].RefreshMaxInterval = Duration{time.Second}
+	h := newHarness(t, cfg)
+	waitReady(t, h.srv)
+	src := h.srv.state.Load().providers[0].keys
+	cached := k1.token(t, claimsAt(h.clock.Now()))
+	for range 2 { // a miss, then a hit: the token is cached
+		if got := h.outcome(t, cached); got != "allow" {
+			t.Fatalf("before removal: %s", got)
+		}
+	}
+	if hits := counterValue(t, h.srv.metrics.cacheHits); hits != 1 {
+		t.Fatalf("cache hits %v, want 1", hits)
+	}
+
+	js.set(jwks(t, k2), 0) // the issuer removes k1
+	deadline := time.After(30 * time.Second)
+	for src.keys.Load().has("es-1") {
+		select {
+		case <-src.updated: // the background refresh loaded a set
+		case <-deadline:
+			t.Fatal("no background refresh removed the key")
+		}
+	}
+	misses := counterValue(t, h.srv.metrics.cacheMisses)
+	if got := h.outcome(t, cached); got != "invalid_token" {
+		t.Fatalf("cached token of the removed key: %s", got)
+	}
+	if got := counterValue(t, h.srv.metrics.cacheMisses); got != misses+1 {
+		t.Fatalf("cache misses %v → %v: the removed key's entry was served from the cache", misses, got)
+	}
+	if got := h.outcome(t, k1.token(t, claimsAt(h.clock.Now()))); got != "invalid_token" {
+		t.Fatalf("new token of the removed key: %s", got)
+	}
+	if got := h.outcome(t, k2.token(t, claimsAt(h.clock.Now()))); got != "allow" {
+		t.Fatalf("token of the remaining key: %s", got)
+	}
+}
+
+// refresh_max_interval alone, below the default refresh_min_interval,
+// brings the min down with it: the one knob for the key-removal bound.
+func TestRefreshMaxIntervalAloneLowersMin(t *testing.T) {
+	t.Parallel()
+	c, err := ParseConfig([]byte("providers:\n  - {issuer: https://a, audiences: [x], jwks_url: https://a/jwks, refresh_max_interval: 1m}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if p := c.WithDefaults().Providers[0]; p.RefreshMinInterval.Duration != time.Minute || p.RefreshMaxInterval.Duration != time.Minute {
+		t.Fatalf("min %v max %v, want 1m and 1m", p.RefreshMinInterval, p.RefreshMaxInterval)
+	}
+}

@@ -40,6 +40,7 @@ type extauthzFlags struct {
 	grpcListen, httpListen string
 	config                 string
 	jwksURL, jwksFile      string
+	jwksRefreshMax         time.Duration
 	issuer, audience       string
 	reflection, dev        bool
 	logLevel               string
@@ -55,6 +56,7 @@ func (f *extauthzFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "YAML config file (docs/extauthz.md); reloaded on SIGHUP")
 	fs.StringVar(&f.jwksURL, "jwks-url", "", "one-provider shortcut: JWKS URL")
 	fs.StringVar(&f.jwksFile, "jwks-file", "", "one-provider shortcut: JWKS file (reloaded when it changes)")
+	fs.DurationVar(&f.jwksRefreshMax, "jwks-refresh-max-interval", 0, "one-provider shortcut: refresh_max_interval, the longest a key removed from the JWKS keeps verifying (default 1h; the JWKS's max-age decides below it)")
 	fs.StringVar(&f.issuer, "issuer", "", "one-provider shortcut: required iss")
 	fs.StringVar(&f.audience, "audience", "", "one-provider shortcut: accepted aud values, comma-separated")
 	fs.BoolVar(&f.reflection, "grpc-reflection", false, "serve gRPC reflection (for grpcurl)")
@@ -149,12 +151,13 @@ func (f *extauthzFlags) loadConfig() (extauthz.Config, error) {
 			return cfg, err
 		}
 	}
-	shortcut := f.jwksURL != "" || f.jwksFile != "" || f.issuer != "" || f.audience != "" || f.devJWKS != nil
+	shortcut := f.jwksURL != "" || f.jwksFile != "" || f.issuer != "" || f.audience != "" || f.devJWKS != nil || f.jwksRefreshMax != 0
 	if shortcut {
 		if len(cfg.Providers) > 0 {
-			return cfg, fmt.Errorf("%w: --jwks-url/--jwks-file/--issuer/--audience describe the one provider; %s already lists providers", errUsage, f.config)
+			return cfg, fmt.Errorf("%w: --jwks-url/--jwks-file/--jwks-refresh-max-interval/--issuer/--audience describe the one provider; %s already lists providers", errUsage, f.config)
 		}
-		p := extauthz.Provider{Issuer: f.issuer, JWKSURL: f.jwksURL, JWKSFile: f.jwksFile, JWKS: f.devJWKS}
+		p := extauthz.Provider{Issuer: f.issuer, JWKSURL: f.jwksURL, JWKSFile: f.jwksFile, JWKS: f.devJWKS,
+			RefreshMaxInterval: extauthz.Duration{Duration: f.jwksRefreshMax}}
 		for _, a := range strings.Split(f.audience, ",") {
 			if a = strings.TrimSpace(a); a != "" {
 				p.Audiences = append(p.Audiences, a)

@@ -471,3 +471,55 @@ func TestExtauthzFaultKeyRollover(t *testing.T) {
 	t.Logf("hanging JWKS: unknown-kid checks answered Unavailable in at most %v; the new key allowed %v after the JWKS answered; %d JWKS requests in all",
 		slowest.Round(time.Millisecond), time.Since(released).Round(time.Millisecond), jwksProxy.hits.Load())
 }
+
+// TestExtauthzFaultKeyRemoval: the refresher takes a key out of its JWKS
+// (SIGHUP with a key file that no longer lists it). extauthz, started with
+// --jwks-refresh-max-interval 1s, refuses that key's token — cached by two
+// allows before — at its next background refresh, and keeps allowing the
+// remaining key.
+func TestExtauthzFaultKeyRemoval(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key1, key2 := genKey(t), genKey(t)
+	keyFile := filepath.Join(dir, "keys.json")
+	writeKeySet(t, keyFile, key1, key2) // key1 signs; both published
+	admin := "0123456789abcdef0123456789"
+	ref, base := startRefresher(t, dir, "--signing-key", keyFile, "--admin-token", admin)
+	p, authzURL, authz := startExtauthzProc(t, nil, "--jwks-url", base+"/.well-known/jwks.json",
+		"--issuer", "https://auth.test", "--audience", "api", "--jwks-refresh-max-interval", "1s")
+	p.WaitHTTP(t, authzURL+"/readyz", http.StatusOK, 30*time.Second)
+	_, s1, _ := postJSON(t, "POST", base+"/v1/sessions", admin, "application/json", `{"sub":"alice"}`)
+	if headerKID(t, s1.AccessToken) != kidOf(key1) {
+		t.Fatal("the first key did not sign")
+	}
+	for range 2 {
+		if w := checkWord(authz, s1.AccessToken); w != "allow" {
+			t.Fatalf("before removal: %s", w)
+		}
+	}
+
+	writeKeySet(t, keyFile, key2)
+	if err := ref.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return !strings.Contains(get(t, base+"/.well-known/jwks.json"), kidOf(key1)) })
+	removed := time.Now()
+	outcomes := map[string]int{}
+	for {
+		w := checkWord(authz, s1.AccessToken)
+		outcomes[w]++
+		if w == "invalid_token" {
+			break
+		}
+		if w != "allow" || time.Since(removed) > 10*time.Second {
+			t.Fatalf("removed key's token %v after removal: %s (outcomes %v)", time.Since(removed), w, outcomes)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	took := time.Since(removed)
+	_, s2, _ := postJSON(t, "POST", base+"/v1/sessions", admin, "application/json", `{"sub":"bob"}`)
+	if w := checkWord(authz, s2.AccessToken); headerKID(t, s2.AccessToken) != kidOf(key2) || w != "allow" {
+		t.Fatalf("the remaining key's token: %s", w)
+	}
+	t.Logf("removed key refused %v after the JWKS dropped it (--jwks-refresh-max-interval 1s; %v)", took.Round(time.Millisecond), outcomes)
+}
