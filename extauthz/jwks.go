@@ -294,7 +294,8 @@ type kidState struct {
 // starts a refetch if the limits allow one, waits for it (at most
 // kids.wait, or until ctx ends), and says what to answer.
 func (s *keySource) awaitKID(ctx context.Context, kid string) kidVerdict {
-	if s.refetch == nil {
+	if s.refetch == nil { // inline keys never change
+		s.metrics.unknownKID.WithLabelValues(s.name, "unknown").Inc()
 		return kidUnknown
 	}
 	r := &s.kids
@@ -377,8 +378,8 @@ func (r *kidRefetcher) removed(old, next *keySet, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for kid := range old.byKID {
-		if _, ok := next.byKID[kid]; ok {
-			continue
+		if _, ok := next.byKID[kid]; ok || !plausibleKID(kid) {
+			continue // kept, or a kid no token can make us look up
 		}
 		if st := r.kids[kid]; st != nil {
 			*st = kidState{refusedAt: now}

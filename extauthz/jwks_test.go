@@ -188,6 +188,9 @@ func TestJWKSURLUnknownKidRefetch(t *testing.T) {
 	if got := fetches(); got != 1 {
 		t.Fatalf("%d fetches for the unknown kid, want 1", got)
 	}
+	if got := counterValue(t, h.srv.metrics.unknownKID.WithLabelValues("idp", "found")); got != 1 {
+		t.Fatalf("jwks_unknown_kid_total{outcome=found} = %v, want 1", got)
+	}
 	// Within the min gap another new kid waits for the next refetch.
 	js.set(jwks(t, k1, k2, k3), 0)
 	for range 3 {
@@ -297,6 +300,11 @@ func TestJWKSKeyRolloverWithJunkKids(t *testing.T) {
 	elapsed := h.clock.Now().Sub(published)
 	if max := int32(elapsed/DefaultKidRefetchMinGap) + 1; js.hits.Load()-base > max {
 		t.Errorf("%d JWKS fetches in %v of junk kids, want ≤ %d", js.hits.Load()-base, elapsed, max)
+	}
+	for _, outcome := range []string{"unknown", "pending"} {
+		if got := counterValue(t, h.srv.metrics.unknownKID.WithLabelValues("idp", outcome)); got < 1 {
+			t.Errorf("jwks_unknown_kid_total{outcome=%s} = %v, want ≥ 1", outcome, got)
+		}
 	}
 	t.Logf("new key allowed %v after publication; its earlier checks: %v; fetches %d", elapsed, outcomes, js.hits.Load()-base)
 }
