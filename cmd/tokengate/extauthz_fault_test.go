@@ -193,7 +193,8 @@ func waitReadyzReasons(t *testing.T, p *proctest.Process, base string, want ...s
 // started is never allowed — over gRPC it gets UNAVAILABLE, over
 // forward-auth 503 with Retry-After — and once the feed comes up it is
 // token_revoked while a live session is allowed. With
-// --revocations-fail-open the old behaviour is back, on purpose.
+// --revocations-fail-open the old behaviour is back, on purpose. Then the
+// feed goes down again after it synced: the last list is kept.
 func TestExtauthzFaultFeedDownAtStart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -297,6 +298,31 @@ func TestExtauthzFaultFeedDownAtStart(t *testing.T) {
 		t.Errorf("no revocations_unavailable series in /metrics")
 	}
 	t.Logf("revoked token checked %d times during the outage: %v", hammered.Load(), seen)
+
+	// The feed goes down after it synced: the last list is kept and extauthz
+	// stays ready; a session revoked meanwhile is still allowed (the
+	// documented gap, bounded by the access-token lifetime) until the feed
+	// answers again. The long poll in flight is cut too.
+	feed.set(faultDown)
+	feed.CloseClientConnections()
+	feed.awaitFault(t, 1)
+	if status, _, _ := postJSON(t, "DELETE", base+"/v1/sessions/"+live.SessionID, admin, "", ""); status/100 != 2 {
+		t.Fatalf("DELETE /v1/sessions = %d", status)
+	}
+	if w := checkWord(authz, revoked.AccessToken); w != "token_revoked" {
+		t.Fatalf("feed down after sync: the session revoked before = %s, want token_revoked (list kept)", w)
+	}
+	if w := checkWord(authz, live.AccessToken); w != "allow" {
+		t.Fatalf("feed down after sync: the session revoked during the outage = %s, want allow (the documented gap)", w)
+	}
+	if status, _, _ := postJSON(t, "GET", authzURL+"/readyz", "", "", ""); status != http.StatusOK {
+		t.Fatalf("/readyz during an outage after sync = %d, want 200", status)
+	}
+	feed.set(faultUp)
+	recovered := time.Now()
+	waitFor(t, func() bool { return checkWord(authz, live.AccessToken) == "token_revoked" })
+	t.Logf("feed down after sync: the session revoked during the outage was token_revoked %v after the feed came back",
+		time.Since(recovered).Round(time.Millisecond))
 }
 
 // junkToken is a well-formed ES256 token for the refresher's issuer and
