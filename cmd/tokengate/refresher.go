@@ -272,7 +272,8 @@ func (a *refresherApp) serve(ctx context.Context, ln net.Listener) error {
 		// Long polls answer at once so they do not hold the shutdown.
 		OnStop: a.srv.Drain,
 	})
-	group.HTTP(a.http.server(a.srv.Routes()), a.http.listener(ln))
+	lim := a.http.orDefault(refresherHTTPLimits(a.cfg.RevocationsMaxWait))
+	group.HTTP(lim.server(a.srv.Routes()), lim.listener(ln))
 	a.log.Info("refresher_listening", "addr", ln.Addr().String())
 	return group.Run(ctx)
 }

@@ -55,7 +55,6 @@ type Group struct {
 
 type server struct {
 	name     string
-	ln       net.Listener
 	serve    func() error
 	shutdown func(context.Context) error // graceful: returns when in-flight work is done or ctx ends
 	kill     func()                      // cuts what is left
@@ -97,7 +96,6 @@ func (g *Group) HTTP(srv *http.Server, ln net.Listener) {
 	})
 	g.servers = append(g.servers, server{
 		name:     "http " + ln.Addr().String(),
-		ln:       ln,
 		serve:    func() error { return srv.Serve(ln) },
 		shutdown: srv.Shutdown,
 		kill:     func() { _ = srv.Close() },
@@ -109,7 +107,6 @@ func (g *Group) HTTP(srv *http.Server, ln net.Listener) {
 func (g *Group) GRPC(s *grpc.Server, ln net.Listener) {
 	g.servers = append(g.servers, server{
 		name:  "grpc " + ln.Addr().String(),
-		ln:    ln,
 		serve: func() error { return s.Serve(ln) },
 		shutdown: func(ctx context.Context) error {
 			stopped := make(chan struct{})
