@@ -69,7 +69,8 @@ type Config struct {
 	// RecentSize bounds the LRU of recently issued pairs.
 	RecentSize int
 	// RateLimitIP is how many counted /v1/token attempts (rotations and
-	// failures, never replays) one client IP may make per second, with
+	// failures, never replays) and /v1/revoke requests (all of them) one
+	// client IP may make per second, one bucket for both, with
 	// RateLimitIPBurst as the bucket size. Zero disables it.
 	RateLimitIP      float64
 	RateLimitIPBurst int

@@ -52,7 +52,7 @@ func unavailable(op string, err error) *Error {
 
 func rateLimited(scope string, wait time.Duration) *Error {
 	return &Error{Status: http.StatusTooManyRequests, Code: "slow_down", Reason: "rate_limited_" + scope,
-		Description: "too many refresh attempts; retry after the Retry-After delay", RetryAfter: wait}
+		Description: "too many attempts; retry after the Retry-After delay", RetryAfter: wait}
 }
 
 func unauthorized() *Error {

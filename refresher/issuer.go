@@ -207,10 +207,10 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// Refresh answers one refresh with token (RFC 6749 §6). A replay inside the
-// grace window that this replica remembers costs one session read (the
-// store still decides) and no rate-limit token; concurrent refreshes of one
-// token share one rotation.
+// Refresh answers one refresh with token (RFC 6749 §6). Concurrent
+// refreshes of one token share one answer (singleflight): one rotation, or
+// for a replay this replica remembers, one session read (the store still
+// decides). Replays spend no rate-limit token.
 func (i *Issuer) Refresh(ctx context.Context, token string, c Client) (Pair, error) {
 	now := i.now()
 	if !wellFormed(token) {
@@ -223,11 +223,6 @@ func (i *Issuer) Refresh(ctx context.Context, token string, c Client) (Pair, err
 		return Pair{}, invalidGrant("malformed", "refresh_token is not a token this server issued")
 	}
 	hash := hashToken(token)
-	if p, ok, err := i.replayRecent(ctx, token, hash, now); err != nil {
-		return Pair{}, err
-	} else if ok {
-		return i.answer(p, now), nil
-	}
 	leader := false
 	// The rotation must not die with the first caller's request: others
 	// share its result. Store calls carry their own timeout.
@@ -283,8 +278,8 @@ func (i *Issuer) replayRecent(ctx context.Context, token, hash string, now time.
 // rotate runs once per token at a time (singleflight).
 func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issuedPair, error) {
 	now := i.now()
-	// A caller that missed the recent pairs just before the previous flight
-	// for this token stored its result lands here: answer it the same way.
+	// A parent this replica remembers: one session read instead of the
+	// token read, the signature and the store's write.
 	if p, ok, err := i.replayRecent(ctx, token, hash, now); err != nil || ok {
 		return p, err
 	}
@@ -405,7 +400,16 @@ func (i *Issuer) revokeUntil(now time.Time) time.Time { return now.Add(i.cfg.Acc
 
 // RevokeToken signs out the session of a refresh token (RFC 7009). Unknown
 // or malformed tokens are not an error: the answer is the same either way.
-func (i *Issuer) RevokeToken(ctx context.Context, token string) error {
+// Every attempt spends the client IP's budget (shared with Refresh): each
+// well-formed token costs a store read, so a flood of guessed tokens is
+// answered 429 before it reaches the store.
+func (i *Issuer) RevokeToken(ctx context.Context, token string, c Client) error {
+	now := i.now()
+	if wait := i.ipLimit.wait(c.IP, now); wait > 0 {
+		i.metrics.rateLimited.WithLabelValues("ip").Inc()
+		return rateLimited("ip", wait)
+	}
+	i.ipLimit.count(c.IP, now)
 	if !wellFormed(token) {
 		return nil
 	}
