@@ -57,7 +57,8 @@ type Config struct {
 	AdminToken string
 	// CORSAllowedOrigins are the browser origins allowed to call /v1/token
 	// and /v1/revoke with credentials ("*" is refused: credentials need
-	// exact origins).
+	// exact origins). With the cookie transport they are also the only
+	// cross-origin pages whose requests may use the refresh cookie (CSRF).
 	CORSAllowedOrigins []string
 	// RefreshTokenTransport: body, cookie or both.
 	RefreshTokenTransport Transport

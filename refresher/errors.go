@@ -55,6 +55,12 @@ func rateLimited(scope string, wait time.Duration) *Error {
 		Description: "too many attempts; retry after the Retry-After delay", RetryAfter: wait}
 }
 
+// crossOrigin refuses a cookie-authenticated request from a page that may
+// not use the cookie (CSRF).
+func crossOrigin(format string, args ...any) *Error {
+	return &Error{Status: http.StatusForbidden, Code: "invalid_request", Reason: "cross_origin", Description: fmt.Sprintf(format, args...)}
+}
+
 func unauthorized() *Error {
 	return &Error{Status: http.StatusUnauthorized, Code: "invalid_token", Reason: "admin_unauthorized",
 		Description: "admin bearer token missing or wrong"}

@@ -240,7 +240,8 @@ func (s *Server) decodeRevokeRequest(r *http.Request) (token string, fromCookie 
 }
 
 // pickToken takes the body's token (body transport) or the cookie's
-// (cookie transport); with both allowed, the body wins.
+// (cookie transport); with both allowed, the body wins. A cookie is used
+// only by a request from an allowed page (cors.checkCookieRequest).
 func (s *Server) pickToken(r *http.Request, fromBody, field string) (string, bool, error) {
 	t := s.cfg.RefreshTokenTransport
 	if fromBody != "" && t.body() {
@@ -248,6 +249,9 @@ func (s *Server) pickToken(r *http.Request, fromBody, field string) (string, boo
 	}
 	if t.cookie() {
 		if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
+			if err := s.cors.checkCookieRequest(r); err != nil {
+				return "", false, err
+			}
 			return c.Value, true, nil
 		}
 	}
