@@ -32,6 +32,9 @@ type Config struct {
 	Authorization AuthorizationConfig `json:"authorization,omitempty"`
 	// CORS lets browsers read denials and lets preflights through.
 	CORS CORSConfig `json:"cors,omitempty"`
+	// ForwardAuth says which proxy sends HTTP forward-auth requests, and so
+	// which headers describe the original request.
+	ForwardAuth ForwardAuthConfig `json:"forward_auth,omitempty"`
 	// Realm is the realm of `WWW-Authenticate: Bearer realm="…"`. Default "tokengate".
 	Realm string `json:"realm,omitempty"`
 	// Cache is the verified-token cache.
@@ -158,14 +161,40 @@ type AuthorizationConfig struct {
 // CORSConfig: browsers must be able to read a 401.
 type CORSConfig struct {
 	// AllowedOrigins (exact, e.g. "https://app.example.com", or "*") get
-	// access-control-allow-* headers on denials.
+	// access-control-allow-* headers on denials. "*" needs
+	// allow_credentials: false. The origin "null" (sandboxed frames, file:
+	// pages, some redirects) is never allowed.
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 	// AllowCredentials adds access-control-allow-credentials: true. Default true.
 	AllowCredentials *bool `json:"allow_credentials,omitempty"`
 	// AllowPreflight lets CORS preflights (OPTIONS with Origin and
-	// Access-Control-Request-Method) through without a token. Default true.
+	// Access-Control-Request-Method, the Origin allowed when AllowedOrigins
+	// is set) through without a token. Default true.
 	AllowPreflight *bool `json:"allow_preflight,omitempty"`
 }
+
+// ForwardAuthConfig: the HTTP forward-auth endpoint (/authz/).
+type ForwardAuthConfig struct {
+	// Proxy names the proxy in front of extauthz, and so the one header
+	// convention trusted to describe the original request; the others are
+	// never read:
+	//   - envoy (default): Envoy's HTTP ext_authz mode; the auth request's
+	//     own method, path (after /authz) and Host; no X-* header is read.
+	//   - nginx: auth_request; X-Original-Method, X-Original-URI and the
+	//     auth request's Host (the proxy sets Host $host).
+	//   - traefik, caddy: X-Forwarded-Method, X-Forwarded-Uri, X-Forwarded-Host.
+	// A request without a header its convention requires is refused (400),
+	// never judged as something else.
+	Proxy string `json:"proxy,omitempty"`
+}
+
+// Forward-auth proxies (forward_auth.proxy).
+const (
+	ProxyEnvoy   = "envoy"
+	ProxyNginx   = "nginx"
+	ProxyTraefik = "traefik"
+	ProxyCaddy   = "caddy"
+)
 
 // CacheConfig: the verified-token cache.
 type CacheConfig struct {
@@ -276,6 +305,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.CORS.AllowPreflight == nil {
 		c.CORS.AllowPreflight = &yes
+	}
+	if c.ForwardAuth.Proxy == "" {
+		c.ForwardAuth.Proxy = ProxyEnvoy
 	}
 	if c.Cache.Size == 0 {
 		c.Cache.Size = DefaultCacheSize

@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		{decisionAllow, ReasonVerified}, {decisionAllow, ReasonAnonymous}, {decisionAllow, ReasonPreflight},
 		{decisionDeny, ReasonMissingToken}, {decisionDeny, ReasonTokenExpired}, {decisionDeny, ReasonInvalidToken},
 		{decisionDeny, ReasonTokenRevoked}, {decisionDeny, ReasonInsufficientScope},
-		{decisionError, ReasonUnavailable},
+		{decisionError, ReasonUnavailable}, {decisionError, ReasonForwardAuthHeaders},
 	} {
 		m.checkCounters[l] = m.checks.WithLabelValues(l.decision, string(l.reason))
 	}

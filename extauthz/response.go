@@ -119,9 +119,7 @@ func (st *state) denied(in *request, d *denial, e *entry) outcome {
 	return o
 }
 
-func (st *state) originAllowed(origin string) bool {
-	return origin != "" && (st.corsAny || st.corsOrigins[origin])
-}
+func (st *state) originAllowed(origin string) bool { return st.policy.origins.allows(origin) }
 
 // wwwAuthenticate follows RFC 6750 §3: no error attribute when no token was
 // sent; invalid_token for a token refused (expired and revoked included);

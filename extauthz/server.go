@@ -249,8 +249,6 @@ type state struct {
 	rolesPath     []string
 	scopesPath    []string
 	removeAuth    bool
-	corsOrigins   map[string]bool
-	corsAny       bool
 	corsCreds     bool
 	realm         string
 	expiresHeader string
@@ -275,7 +273,6 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 		rolesPath:     strings.Split(cfg.Authorization.RolesClaim, "."),
 		scopesPath:    strings.Split(cfg.Authorization.ScopesClaim, "."),
 		removeAuth:    cfg.Token.RemoveAuthorizationHeader,
-		corsOrigins:   map[string]bool{},
 		corsCreds:     *cfg.CORS.AllowCredentials,
 		realm:         cfg.Realm,
 		expiresHeader: strings.ToLower(cfg.Headers.ExpiresInHeader),
@@ -289,12 +286,6 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 			st.close()
 		}
 	}()
-	for _, o := range cfg.CORS.AllowedOrigins {
-		if o == "*" {
-			st.corsAny = true
-		}
-		st.corsOrigins[strings.TrimSuffix(o, "/")] = true
-	}
 	if !cfg.Cache.Disabled {
 		if st.cache, err = newTokenCache(cfg.Cache.Size, s.metrics); err != nil {
 			return st, fmt.Errorf("cache: %w", err)

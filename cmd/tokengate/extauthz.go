@@ -45,6 +45,7 @@ type extauthzFlags struct {
 	logLevel               string
 	revocationsURL         string
 	adminToken, adminFile  string
+	forwardAuthProxy       string
 	devJWKS                []byte // --dev: the dev key as inline JWKS
 }
 
@@ -62,6 +63,7 @@ func (f *extauthzFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.revocationsURL, "revocations-url", "", "refresher base URL or its /v1/revocations feed: deny revoked sessions with token_revoked")
 	fs.StringVar(&f.adminToken, "admin-token", "", "the refresher's admin bearer token, for --revocations-url (prefer --admin-token-file)")
 	fs.StringVar(&f.adminFile, "admin-token-file", "", "file holding the refresher's admin bearer token")
+	fs.StringVar(&f.forwardAuthProxy, "forward-auth-proxy", "", "forward_auth.proxy: the proxy whose headers describe a forward-auth request: envoy (default), nginx, traefik or caddy")
 }
 
 func runExtauthz(ctx context.Context, e env) error {
@@ -159,6 +161,12 @@ func (f *extauthzFlags) loadConfig() (extauthz.Config, error) {
 			}
 		}
 		cfg.Providers = []extauthz.Provider{p}
+	}
+	if f.forwardAuthProxy != "" {
+		if cfg.ForwardAuth.Proxy != "" && cfg.ForwardAuth.Proxy != f.forwardAuthProxy {
+			return cfg, fmt.Errorf("%w: --forward-auth-proxy %s contradicts forward_auth.proxy %s in %s", errUsage, f.forwardAuthProxy, cfg.ForwardAuth.Proxy, f.config)
+		}
+		cfg.ForwardAuth.Proxy = f.forwardAuthProxy
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
