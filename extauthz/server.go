@@ -31,11 +31,19 @@ var _ authv3.AuthorizationServer = (*Server)(nil)
 // Denylist is the revocation hook: Revoked reports whether a session (the
 // token's `sid`) has been revoked. It is consulted on every check that has
 // a verified token, cache hits included. Ready is part of /readyz and gRPC
-// health. Nil in Options means no revocation check.
+// health, and says whether Revoked can be trusted: while it is false, a
+// token that carries a sid (and is not already known revoked) gets
+// UNAVAILABLE (reason revocations_unavailable), unless the Denylist also
+// has a method FailOpen() bool that returns true. Nil in Options means no
+// revocation check.
 type Denylist interface {
 	Revoked(sid string) bool
 	Ready() bool
 }
+
+// failOpener is implemented by a Denylist that may be told to let tokens
+// through while it is not ready (RevocationFeedConfig.FailOpen).
+type failOpener interface{ FailOpen() bool }
 
 // Options are the things a Server needs besides its Config.
 type Options struct {
@@ -163,7 +171,13 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 		}
 	}
 	if refused == nil {
-		refused = st.checkRevoked(e)
+		var err error
+		if refused, err = st.checkRevoked(e); err != nil {
+			if route.action == ActionPublic {
+				return st.anonymous(in, ReasonAnonymous, src)
+			}
+			return outcome{reason: ReasonRevocationsUnavailable, unavailable: err}
+		}
 	}
 	if refused == nil {
 		refused = route.authorize(e)
@@ -199,11 +213,25 @@ func (st *state) verify(ctx context.Context, token string) (*entry, error) {
 	return e, nil
 }
 
-func (st *state) checkRevoked(e *entry) *denial {
-	if st.denylist != nil && e.v.sid != "" && st.denylist.Revoked(e.v.sid) {
-		return deny(ReasonTokenRevoked, "the session has been revoked")
+// errRevocationsUnavailable: the denylist has not loaded yet, so it cannot
+// tell whether a session was revoked before extauthz started.
+var errRevocationsUnavailable = errors.New("the revocation denylist has not loaded yet")
+
+// checkRevoked refuses a token of a revoked session. A token that carries a
+// sid while the denylist is not ready (a feed that has never synced) is an
+// error, not an allow — unless the denylist was set to fail open. A token
+// without a sid cannot be on the list and is not affected.
+func (st *state) checkRevoked(e *entry) (*denial, error) {
+	if st.denylist == nil || e.v.sid == "" {
+		return nil, nil
 	}
-	return nil
+	if st.denylist.Revoked(e.v.sid) {
+		return deny(ReasonTokenRevoked, "the session has been revoked"), nil
+	}
+	if !st.denylistFailOpen && !st.denylist.Ready() {
+		return nil, errRevocationsUnavailable
+	}
+	return nil, nil
 }
 
 func (s *Server) observe(in *request, o *outcome, start time.Time) {
@@ -256,6 +284,10 @@ type state struct {
 	expiresValues []string // {expiresHeader}, shared by HTTP answers
 	clock         func() time.Time
 	cancel        context.CancelFunc
+
+	// denylistFailOpen: the denylist asked that sid tokens be decided
+	// without it while it is not ready.
+	denylistFailOpen bool
 }
 
 func (s *Server) buildState(cfg Config) (st *state, err error) {
@@ -286,6 +318,9 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 			st.close()
 		}
 	}()
+	if fo, ok := st.denylist.(failOpener); ok {
+		st.denylistFailOpen = fo.FailOpen()
+	}
 	if !cfg.Cache.Disabled {
 		if st.cache, err = newTokenCache(cfg.Cache.Size, s.metrics); err != nil {
 			return st, fmt.Errorf("cache: %w", err)
@@ -328,7 +363,7 @@ func (s *Server) buildProvider(ctx context.Context, pc Provider) (*provider, err
 		p.hmac = &verifyKey{id: "hmac", alg: "HS256", family: "oct", raw: []byte(secret)}
 	}
 	log := s.log.With("provider", pc.Name)
-	src := newKeySource(pc.Name, s.metrics, log, s.opts.Clock, pc.KidRefetchInterval.Duration)
+	src := newKeySource(ctx, pc, s.metrics, log, s.opts.Clock)
 	switch {
 	case len(pc.JWKS) > 0:
 		if err := newInlineSource(src, pc.JWKS); err != nil {

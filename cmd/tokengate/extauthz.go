@@ -40,10 +40,12 @@ type extauthzFlags struct {
 	grpcListen, httpListen string
 	config                 string
 	jwksURL, jwksFile      string
+	jwksRefreshMax         time.Duration
 	issuer, audience       string
 	reflection, dev        bool
 	logLevel               string
 	revocationsURL         string
+	revocationsFailOpen    bool
 	adminToken, adminFile  string
 	forwardAuthProxy       string
 	devJWKS                []byte // --dev: the dev key as inline JWKS
@@ -55,12 +57,14 @@ func (f *extauthzFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "YAML config file (docs/extauthz.md); reloaded on SIGHUP")
 	fs.StringVar(&f.jwksURL, "jwks-url", "", "one-provider shortcut: JWKS URL")
 	fs.StringVar(&f.jwksFile, "jwks-file", "", "one-provider shortcut: JWKS file (reloaded when it changes)")
+	fs.DurationVar(&f.jwksRefreshMax, "jwks-refresh-max-interval", 0, "one-provider shortcut: refresh_max_interval, the longest a key removed from the JWKS keeps verifying (default 1h; the JWKS's max-age decides below it)")
 	fs.StringVar(&f.issuer, "issuer", "", "one-provider shortcut: required iss")
 	fs.StringVar(&f.audience, "audience", "", "one-provider shortcut: accepted aud values, comma-separated")
 	fs.BoolVar(&f.reflection, "grpc-reflection", false, "serve gRPC reflection (for grpcurl)")
 	fs.BoolVar(&f.dev, "dev", false, "generate a dev key under ./.tokengate/, trust it, print a sample token")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.revocationsURL, "revocations-url", "", "refresher base URL or its /v1/revocations feed: deny revoked sessions with token_revoked")
+	fs.BoolVar(&f.revocationsFailOpen, "revocations-fail-open", false, "with --revocations-url: until the feed has synced once, allow tokens of sessions that may have been revoked (default: UNAVAILABLE)")
 	fs.StringVar(&f.adminToken, "admin-token", "", "the refresher's admin bearer token, for --revocations-url (prefer --admin-token-file)")
 	fs.StringVar(&f.adminFile, "admin-token-file", "", "file holding the refresher's admin bearer token")
 	fs.StringVar(&f.forwardAuthProxy, "forward-auth-proxy", "", "forward_auth.proxy: the proxy whose headers describe a forward-auth request: envoy (default), nginx, traefik or caddy")
@@ -131,7 +135,7 @@ func runExtauthz(ctx context.Context, e env) error {
 func (f *extauthzFlags) revocationFeed(log *slog.Logger, reg prometheus.Registerer) (*extauthz.RevocationFeed, error) {
 	token, tokErr := adminTokenFrom(f.adminToken, f.adminFile)
 	feed, err := extauthz.NewRevocationFeed(extauthz.RevocationFeedConfig{
-		URL: f.revocationsURL, AdminToken: token, Logger: log, Registerer: reg,
+		URL: f.revocationsURL, AdminToken: token, Logger: log, Registerer: reg, FailOpen: f.revocationsFailOpen,
 	})
 	if err = errors.Join(tokErr, err); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
@@ -149,12 +153,13 @@ func (f *extauthzFlags) loadConfig() (extauthz.Config, error) {
 			return cfg, err
 		}
 	}
-	shortcut := f.jwksURL != "" || f.jwksFile != "" || f.issuer != "" || f.audience != "" || f.devJWKS != nil
+	shortcut := f.jwksURL != "" || f.jwksFile != "" || f.issuer != "" || f.audience != "" || f.devJWKS != nil || f.jwksRefreshMax != 0
 	if shortcut {
 		if len(cfg.Providers) > 0 {
-			return cfg, fmt.Errorf("%w: --jwks-url/--jwks-file/--issuer/--audience describe the one provider; %s already lists providers", errUsage, f.config)
+			return cfg, fmt.Errorf("%w: --jwks-url/--jwks-file/--jwks-refresh-max-interval/--issuer/--audience describe the one provider; %s already lists providers", errUsage, f.config)
 		}
-		p := extauthz.Provider{Issuer: f.issuer, JWKSURL: f.jwksURL, JWKSFile: f.jwksFile, JWKS: f.devJWKS}
+		p := extauthz.Provider{Issuer: f.issuer, JWKSURL: f.jwksURL, JWKSFile: f.jwksFile, JWKS: f.devJWKS,
+			RefreshMaxInterval: extauthz.Duration{Duration: f.jwksRefreshMax}}
 		for _, a := range strings.Split(f.audience, ",") {
 			if a = strings.TrimSpace(a); a != "" {
 				p.Audiences = append(p.Audiences, a)
