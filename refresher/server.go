@@ -228,7 +228,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.issuer.RevokeToken(r.Context(), token); err != nil {
+	if err := s.issuer.RevokeToken(r.Context(), token, s.client(r)); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

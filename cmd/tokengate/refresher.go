@@ -72,7 +72,7 @@ func (f *refresherFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.cfg.StoreTimeout, "store-timeout", d.StoreTimeout, "timeout of each store call (a timeout answers 503)")
 	fs.IntVar(&f.cfg.RecentSize, "recent-size", d.RecentSize, "entries in the in-process LRU of recently issued pairs")
-	fs.Float64Var(&f.cfg.RateLimitIP, "rate-limit-ip", d.RateLimitIP, "counted /v1/token attempts (rotations and failures) per second per client IP; 0 disables")
+	fs.Float64Var(&f.cfg.RateLimitIP, "rate-limit-ip", d.RateLimitIP, "counted /v1/token attempts (rotations and failures) and /v1/revoke requests per second per client IP; 0 disables")
 	fs.IntVar(&f.cfg.RateLimitIPBurst, "rate-limit-ip-burst", d.RateLimitIPBurst, "burst of --rate-limit-ip")
 	fs.Float64Var(&f.cfg.RateLimitSession, "rate-limit-session", d.RateLimitSession, "rotations and failures per second per session; 0 disables")
 	fs.IntVar(&f.cfg.RateLimitSessionBurst, "rate-limit-session-burst", d.RateLimitSessionBurst, "burst of --rate-limit-session")
