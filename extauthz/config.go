@@ -74,12 +74,28 @@ type Provider struct {
 	RequireTypATJWT bool `json:"require_typ_at_jwt,omitempty"`
 	// RefreshMinInterval and RefreshMaxInterval bound the background JWKS
 	// refresh; within them the response's Cache-Control max-age decides.
-	// Defaults 5m and 1h.
+	// RefreshMaxInterval is also the bound on how long a key removed from
+	// the JWKS keeps verifying (its cached tokens are dropped at the refresh
+	// that removes it). Defaults 5m and 1h; a RefreshMaxInterval below 5m
+	// set alone brings RefreshMinInterval down to it.
 	RefreshMinInterval Duration `json:"refresh_min_interval,omitempty"`
 	RefreshMaxInterval Duration `json:"refresh_max_interval,omitempty"`
-	// KidRefetchInterval limits refetches caused by an unknown kid to one per
-	// interval. Default 30s.
+	// KidRefetchInterval: a token whose kid is not in the key set makes the
+	// JWKS be fetched again; the same kid does so at most once per interval
+	// (a kid still absent from a fetch that started after it was first seen
+	// is invalid_token until then). Per kid, in a bounded set. Default 30s.
 	KidRefetchInterval Duration `json:"kid_refetch_interval,omitempty"`
+	// KidRefetchMinGap is the ceiling over all kids: unknown-kid refetches
+	// of the provider start at least this far apart. A new key is picked up
+	// within it even while junk kids arrive (every fetch loads the whole
+	// set); meanwhile its tokens get UNAVAILABLE, never invalid_token.
+	// Default 1s.
+	KidRefetchMinGap Duration `json:"kid_refetch_min_gap,omitempty"`
+	// KidRefetchWait bounds how long a check with an unknown kid waits for
+	// its refetch before answering UNAVAILABLE; the fetch itself goes on in
+	// the background (up to FetchTimeout). Default 100ms, below Envoy's
+	// default ext_authz timeout of 200ms.
+	KidRefetchWait Duration `json:"kid_refetch_wait,omitempty"`
 	// FetchTimeout bounds one JWKS fetch. Default 10s.
 	FetchTimeout Duration `json:"fetch_timeout,omitempty"`
 	// FilePollInterval is how often JWKSFile is checked for changes. Default 5s.
@@ -231,6 +247,8 @@ const (
 	DefaultRefreshMinInterval = 5 * time.Minute
 	DefaultRefreshMaxInterval = time.Hour
 	DefaultKidRefetchInterval = 30 * time.Second
+	DefaultKidRefetchMinGap   = time.Second
+	DefaultKidRefetchWait     = 100 * time.Millisecond
 	DefaultFetchTimeout       = 10 * time.Second
 	DefaultFilePollInterval   = 5 * time.Second
 	DefaultCacheSize          = 10000
@@ -338,9 +356,14 @@ func (p Provider) withDefaults() Provider {
 			d.Duration = v
 		}
 	}
+	if p.RefreshMinInterval.Duration == 0 && p.RefreshMaxInterval.Duration > 0 {
+		p.RefreshMinInterval.Duration = min(DefaultRefreshMinInterval, p.RefreshMaxInterval.Duration)
+	}
 	def(&p.RefreshMinInterval, DefaultRefreshMinInterval)
 	def(&p.RefreshMaxInterval, DefaultRefreshMaxInterval)
 	def(&p.KidRefetchInterval, DefaultKidRefetchInterval)
+	def(&p.KidRefetchMinGap, DefaultKidRefetchMinGap)
+	def(&p.KidRefetchWait, DefaultKidRefetchWait)
 	def(&p.FetchTimeout, DefaultFetchTimeout)
 	def(&p.FilePollInterval, DefaultFilePollInterval)
 	return p

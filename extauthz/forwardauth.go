@@ -1,24 +1,20 @@
 package extauthz
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
 )
 
 // Routes is the HTTP side: forward-auth under /authz/ (any method),
 // /healthz, /readyz and /metrics.
 func (s *Server) Routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/authz", s.handleForwardAuth)
-	mux.HandleFunc("/authz/", s.handleForwardAuth)
+	mux.Handle("/authz", refuseBody(s.handleForwardAuth))
+	mux.Handle("/authz/", refuseBody(s.handleForwardAuth))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -235,50 +231,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("cache-control", "no-store")
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
-}
-
-// healthServer is grpc.health.v1.Health computed from readiness, for the
-// empty service name and envoy.service.auth.v3.Authorization.
-type healthServer struct {
-	healthpb.UnimplementedHealthServer
-	s *Server
-}
-
-func (h *healthServer) status(service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
-	if service != "" && service != "envoy.service.auth.v3.Authorization" {
-		return healthpb.HealthCheckResponse_SERVICE_UNKNOWN, status.Error(codes.NotFound, "unknown service")
-	}
-	if h.s.Ready() {
-		return healthpb.HealthCheckResponse_SERVING, nil
-	}
-	return healthpb.HealthCheckResponse_NOT_SERVING, nil
-}
-
-func (h *healthServer) Check(_ context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
-	st, err := h.status(req.GetService())
-	if err != nil {
-		return nil, err
-	}
-	return &healthpb.HealthCheckResponse{Status: st}, nil
-}
-
-// Watch sends the status now and whenever it changes (checked every second).
-func (h *healthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
-	last := healthpb.HealthCheckResponse_ServingStatus(-1)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		st, _ := h.status(req.GetService())
-		if st != last {
-			if err := stream.Send(&healthpb.HealthCheckResponse{Status: st}); err != nil {
-				return err
-			}
-			last = st
-		}
-		select {
-		case <-stream.Context().Done():
-			return nil
-		case <-t.C:
-		}
-	}
 }

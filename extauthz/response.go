@@ -240,7 +240,11 @@ func (st *state) writeHTTP(w http.ResponseWriter, o *outcome) {
 		h.Set("cache-control", "no-store")
 		h.Set("retry-after", "1")
 		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"token keys are not loaded yet"}` + "\n"))
+		if o.reason == ReasonRevocationsUnavailable {
+			w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"the revocation list is not loaded yet"}` + "\n"))
+		} else {
+			w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"token keys are not loaded yet"}` + "\n"))
+		}
 	case o.denial != nil:
 		for _, x := range o.deny {
 			h.Set(x.name, x.value)

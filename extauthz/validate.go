@@ -172,6 +172,12 @@ func (p Provider) validate(path string, add func(string, string, ...any)) {
 	if p.KidRefetchInterval.Duration < 0 {
 		add(path+".kid_refetch_interval", "must not be negative")
 	}
+	if p.KidRefetchMinGap.Duration < 0 {
+		add(path+".kid_refetch_min_gap", "must not be negative")
+	}
+	if p.KidRefetchWait.Duration < 0 || p.KidRefetchWait.Duration > p.FetchTimeout.Duration {
+		add(path+".kid_refetch_wait", "must be between 0 and fetch_timeout (%v)", p.FetchTimeout.Duration)
+	}
 	if p.FetchTimeout.Duration <= 0 {
 		add(path+".fetch_timeout", "must be positive")
 	}
