@@ -3,6 +3,7 @@ package extauthz
 import (
 	"encoding/base64"
 	"log/slog"
+	"mime"
 	"net/url"
 	"strings"
 	"testing"
@@ -47,6 +48,7 @@ func FuzzIdentityHeaders(f *testing.F) {
 	f.Add([]byte(`{"sub":"x\r\nx-admin: true","org":{"id":7},"roles":"r1 r2"}`))
 	f.Add([]byte(`{"sub":1e400,"name":null,"roles":[{"x":1},true,2.5]}`))
 	f.Add([]byte(`{"sub":"%41%","name":"\u0000\u007f\u0085"}`))
+	f.Add([]byte(`{"sub":"=?UTF-8?b?YWRtaW4=?=","roles":["user,admin","=?utf-8?q?admin?="]}`))
 	m := newIdentityMapper(HeaderConfig{
 		Identity:      append(DefaultIdentityHeaders(), HeaderMapping{Name: "x-org", Claim: "org.id"}),
 		Encoding:      "percent",
@@ -83,6 +85,16 @@ func FuzzIdentityHeaders(f *testing.F) {
 				if h.name == "x-user-id" {
 					if dec, err := url.PathUnescape(h.value); err != nil || dec != sub {
 						t.Fatalf("sub %q → %q → %q (%v)", sub, h.value, dec, err)
+					}
+				}
+			}
+			// rfc2047: what an upstream decodes is the claim, never
+			// something a claim spelled as an encoded word.
+			set, _ = m2047.headers(claims, payload)
+			for _, h := range set {
+				if h.name == "x-user-id" {
+					if dec, err := new(mime.WordDecoder).DecodeHeader(h.value); err != nil || dec != sub {
+						t.Fatalf("rfc2047: sub %q → %q → %q (%v)", sub, h.value, dec, err)
 					}
 				}
 			}
