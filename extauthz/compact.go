@@ -53,7 +53,7 @@ func splitToken(token string) (*compactToken, *denial) {
 	if ct.header, err = decodeHeader(hb); err != nil {
 		return nil, deny(ReasonInvalidToken, "the token header is malformed")
 	}
-	if c := ecdsaOrder(ct.header.Alg); c != nil {
+	if c := ecdsaCurveOf(ct.header.Alg); c != nil {
 		changed, ok := c.lowS(sig)
 		if !ok {
 			return nil, deny(ReasonInvalidToken, "the signature is invalid")
@@ -165,7 +165,7 @@ var ecdsaBySigLen = func() map[int]*ecdsaCurve {
 	return m
 }()
 
-func ecdsaOrder(alg string) *ecdsaCurve { return ecdsaCurves[alg] }
+func ecdsaCurveOf(alg string) *ecdsaCurve { return ecdsaCurves[alg] }
 
 // lowS checks an ECDSA signature's shape (r ‖ s, each the curve's width,
 // 0 < s < n) and, when s > n/2, replaces s with n − s in place: (r, s) and
