@@ -13,7 +13,7 @@ import (
 
 // TestAdversarial: every one of these must be refused. The JWKS URL counts
 // requests, so a token that makes us fetch anything (jku, x5u, jwk, or a
-// junk kid beyond the one rate-limited refetch) fails the test.
+// junk kid beyond its one rate-limited refetch) fails the test.
 func TestAdversarial(t *testing.T) {
 	t.Parallel()
 	es := newTestKey(t, "ES256", "es-1")
@@ -28,7 +28,7 @@ func TestAdversarial(t *testing.T) {
 	t.Cleanup(attacker.Close)
 	js := newJWKSServer(t, jwks(t, es, rs))
 
-	cfg := urlConfig(js.URL)
+	cfg := waitingConfig(js.URL) // each junk kid gets its refetch's verdict, invalid_token
 	cfg.Providers[0].HMACSecret = strings.Repeat("k", 32)
 	cfg.Providers[0].Algorithms = append(append([]string(nil), DefaultAlgorithms...), "HS256")
 	h := newHarness(t, cfg)
@@ -88,6 +88,9 @@ func TestAdversarial(t *testing.T) {
 		{"name with CR LF", es.token(t, with(good, "name", "x\r\nx-admin: true")), "allow-safe"},
 	}
 	for _, tc := range cases {
+		// Past kid_refetch_min_gap, so an unknown kid is decided by its own
+		// refetch rather than answered UNAVAILABLE while it waits for one.
+		h.clock.Advance(DefaultKidRefetchMinGap)
 		t.Run(tc.name, func(t *testing.T) {
 			resp, err := h.srv.Check(t.Context(), bearerReq(tc.token))
 			if err != nil {
@@ -115,9 +118,10 @@ func TestAdversarial(t *testing.T) {
 	if n := elsewhere.Load(); n != 0 {
 		t.Fatalf("a URL named inside a token was fetched %d times", n)
 	}
-	// The unknown kids cost at most one rate-limited refetch in total.
-	if n := js.hits.Load() - fetchesAtStart; n > 1 {
-		t.Fatalf("%d JWKS fetches caused by adversarial tokens, want ≤ 1", n)
+	// Each distinct plausible unknown kid (nope, the path-like one, evil)
+	// costs at most one refetch; the control-character kid none.
+	if n := js.hits.Load() - fetchesAtStart; n > 3 {
+		t.Fatalf("%d JWKS fetches caused by adversarial tokens, want ≤ 3", n)
 	}
 }
 

@@ -84,6 +84,8 @@ providers:
     jwks_file: /k.json
     refresh_min_interval: 10m
     refresh_max_interval: 1m
+    kid_refetch_min_gap: -1s
+    kid_refetch_wait: 20s
   - issuer: https://a
     audiences: [x]
     hmac_secret: short
@@ -123,6 +125,8 @@ realm: 'a"b'
 		`providers[1]: set only one of jwks_url, jwks_file and jwks`,
 		`providers[1].jwks_url: must be an http or https URL, not "ftp://a/jwks"`,
 		`providers[1].refresh_max_interval: must not be below refresh_min_interval`,
+		`providers[1].kid_refetch_min_gap: must not be negative`,
+		`providers[1].kid_refetch_wait: must be between 0 and fetch_timeout (10s)`,
 		`providers[2].hmac_secret: must be at least 32 bytes for HS256`,
 		`providers[2].algorithms: an HMAC secret is configured but HS256 is not allowed`,
 		`providers[2].issuer: duplicates providers[1].issuer`,

@@ -28,6 +28,11 @@ const (
 // loaded keys, so no decision is possible (gRPC UNAVAILABLE, HTTP 503).
 const ReasonUnavailable Reason = "keys_unavailable"
 
+// ReasonRevocationsUnavailable is the error outcome of a token with a `sid`
+// while the revocation denylist has never synced: it cannot tell whether the
+// session was revoked before extauthz started (gRPC UNAVAILABLE, HTTP 503).
+const ReasonRevocationsUnavailable Reason = "revocations_unavailable"
+
 // Decisions, the `decision` metric label.
 const (
 	decisionAllow = "allow"
@@ -40,7 +45,7 @@ func (r Reason) HTTPStatus() int {
 	switch r {
 	case ReasonInsufficientScope:
 		return http.StatusForbidden
-	case ReasonUnavailable:
+	case ReasonUnavailable, ReasonRevocationsUnavailable:
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusUnauthorized
@@ -59,9 +64,16 @@ func (d *denial) Error() string { return string(d.reason) + ": " + d.description
 
 func deny(r Reason, description string) *denial { return &denial{reason: r, description: description} }
 
-// errUnavailable is a technical failure: a provider without keys.
-type errUnavailable struct{ provider string }
+// errUnavailable is a technical failure: a provider without keys, or a
+// token whose kid waits for a JWKS refetch (kidPending).
+type errUnavailable struct {
+	provider   string
+	kidPending bool
+}
 
 func (e *errUnavailable) Error() string {
+	if e.kidPending {
+		return "provider " + e.provider + ": the token's kid is not loaded yet; a JWKS refetch is pending"
+	}
 	return "provider " + e.provider + " has not loaded any keys yet"
 }

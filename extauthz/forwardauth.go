@@ -1,24 +1,20 @@
 package extauthz
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
 )
 
 // Routes is the HTTP side: forward-auth under /authz/ (any method),
 // /healthz, /readyz and /metrics.
 func (s *Server) Routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/authz", s.handleForwardAuth)
-	mux.HandleFunc("/authz/", s.handleForwardAuth)
+	mux.Handle("/authz", refuseBody(s.handleForwardAuth))
+	mux.Handle("/authz/", refuseBody(s.handleForwardAuth))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -32,21 +28,71 @@ func (s *Server) Routes() http.Handler {
 func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := s.state.Load()
-	in := fromForwardAuth(r)
+	in, bad := st.policy.forward.original(r)
+	if bad != nil {
+		// Not a decision: the proxy is misconfigured or bypassed.
+		out := outcome{reason: ReasonForwardAuthHeaders, unavailable: bad}
+		s.observe(&in, &out, start)
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": bad.Error()})
+		return
+	}
 	out := st.decide(r.Context(), &in)
 	s.observe(&in, &out, start)
 	st.writeHTTP(w, &out)
 }
 
-// fromForwardAuth recovers the original request. The proxy MUST set (not
-// pass through) the headers it is read from, or a client could choose the
-// route policy applied to it:
-//   - nginx auth_request: X-Original-URI, X-Original-Method (and Host or X-Forwarded-Host);
-//   - Traefik forwardAuth, Caddy forward_auth: X-Forwarded-Uri, X-Forwarded-Method, X-Forwarded-Host;
-//   - Envoy HTTP ext_authz (path_prefix: /authz): the original path follows
-//     the prefix and the method and Host are the original ones.
-func fromForwardAuth(r *http.Request) request {
-	in := request{method: r.Method, host: r.Host, headers: make(map[string]string, len(decisionHeaders))}
+// ReasonForwardAuthHeaders is the error outcome of a forward-auth request
+// that lacks (or repeats) a header its proxy convention requires: HTTP 400,
+// checks_total{decision="error"}. The request is not judged at all.
+const ReasonForwardAuthHeaders Reason = "forward_auth_headers"
+
+// forwardAuth recovers the original request from a forward-auth request,
+// by the convention of the one proxy the deployment names
+// (forward_auth.proxy), chosen once at config load. Each convention reads
+// only its own headers: a header of another family is never consulted, so a
+// client cannot override what its proxy set by sending another proxy's
+// header (the proxy passes unknown headers through). The proxy MUST set
+// (overwrite) the headers its convention reads.
+type forwardAuth struct {
+	proxy  string // for error messages
+	family headerFamily
+}
+
+// headerFamily is a proxy convention. (A small enum switched on per
+// request: a func value would make the request escape to the heap.)
+type headerFamily uint8
+
+const (
+	familyEnvoy      headerFamily = iota // the auth request itself
+	familyNginx                          // X-Original-*
+	familyXForwarded                     // X-Forwarded-* (Traefik, Caddy)
+)
+
+func newForwardAuth(proxy string) forwardAuth {
+	switch proxy {
+	case ProxyNginx:
+		return forwardAuth{proxy, familyNginx}
+	case ProxyTraefik, ProxyCaddy:
+		return forwardAuth{proxy, familyXForwarded}
+	}
+	return forwardAuth{ProxyEnvoy, familyEnvoy}
+}
+
+// errForwardAuthHeaders: the auth request lacks a header its proxy must
+// set (or, under envoy, carries another proxy's).
+type errForwardAuthHeaders struct{ proxy, header string }
+
+func (e *errForwardAuthHeaders) Error() string {
+	if e.proxy == ProxyEnvoy {
+		return "forward_auth.proxy is envoy, but the auth request carries " + e.header + ", another proxy's header: set forward_auth.proxy to nginx, traefik or caddy"
+	}
+	return "forward_auth.proxy is " + e.proxy + ": the auth request must carry exactly one " + e.header + " header, set by the proxy"
+}
+
+// original reads the request the proxy asks about. The headers a decision
+// reads (token, Origin) are the client's own, forwarded by every proxy.
+func (f forwardAuth) original(r *http.Request) (request, error) {
+	in := request{headers: make(map[string]string, len(decisionHeaders))}
 	for _, n := range decisionHeaders {
 		vs := r.Header[n.canonical]
 		switch {
@@ -60,37 +106,85 @@ func fromForwardAuth(r *http.Request) request {
 			in.headers[n.lower] = strings.Join(vs, sep)
 		}
 	}
+	var missing string
+	switch f.family {
+	case familyNginx:
+		missing = readNginx(r, &in)
+	case familyXForwarded:
+		missing = readXForwarded(r, &in)
+	default:
+		missing = readEnvoy(r, &in)
+	}
+	if missing != "" {
+		in.method, in.host, in.path = r.Method, r.Host, r.URL.Path // for the log line only
+		return in, &errForwardAuthHeaders{f.proxy, missing}
+	}
+	in.method = strings.ToUpper(in.method)
+	return in, nil
+}
+
+// readEnvoy: Envoy's HTTP ext_authz (path_prefix: /authz) sends the
+// original method and Host, and the original path after the prefix. No
+// X-* header is read for the decision. X-Original-URI or X-Forwarded-Uri
+// only refuses the request: Envoy never sets them (and should not pass
+// them on), while nginx, Traefik and Caddy always do — a forward-auth
+// proxy left on the default would otherwise have every request judged as
+// its auth request, GET /authz/.
+func readEnvoy(r *http.Request, in *request) string {
+	if _, ok := r.Header["X-Original-Uri"]; ok {
+		return "X-Original-URI" // reported as: must not carry one
+	}
+	if _, ok := r.Header["X-Forwarded-Uri"]; ok {
+		return "X-Forwarded-Uri"
+	}
+	in.method, in.host = r.Method, r.Host
 	in.path = strings.TrimPrefix(r.URL.RequestURI(), "/authz")
 	if in.path == "" || in.path[0] != '/' {
 		in.path = "/" + in.path
 	}
-	// Canonical names looked up directly: Header.Get would canonicalise
-	// (and allocate for X-Original-URI) on every request.
-	if u := firstValue(r.Header, "X-Original-Uri"); u != "" {
-		in.path = u
-		if m := firstValue(r.Header, "X-Original-Method"); m != "" {
-			in.method = m
-		}
-	}
-	if u := firstValue(r.Header, "X-Forwarded-Uri"); u != "" {
-		in.path = u
-	}
-	if m := firstValue(r.Header, "X-Forwarded-Method"); m != "" {
-		in.method = m
-	}
-	if h := firstValue(r.Header, "X-Forwarded-Host"); h != "" {
-		in.host = h
-	}
-	in.method = strings.ToUpper(in.method)
-	return in
+	return ""
 }
 
-// firstValue is Header.Get for a name already in canonical form.
-func firstValue(h http.Header, canonical string) string {
-	if vs := h[canonical]; len(vs) > 0 {
-		return vs[0]
+// readNginx: auth_request with proxy_set_header X-Original-URI
+// $request_uri, X-Original-Method $request_method and Host $host.
+func readNginx(r *http.Request, in *request) string {
+	var ok bool
+	if in.path, ok = onlyValue(r.Header, "X-Original-Uri"); !ok {
+		return "X-Original-URI"
+	}
+	if in.method, ok = onlyValue(r.Header, "X-Original-Method"); !ok {
+		return "X-Original-Method"
+	}
+	in.host = r.Host
+	return ""
+}
+
+// readXForwarded: Traefik forwardAuth and Caddy forward_auth set
+// X-Forwarded-Method, -Uri and -Host themselves.
+func readXForwarded(r *http.Request, in *request) string {
+	var ok bool
+	if in.path, ok = onlyValue(r.Header, "X-Forwarded-Uri"); !ok {
+		return "X-Forwarded-Uri"
+	}
+	if in.method, ok = onlyValue(r.Header, "X-Forwarded-Method"); !ok {
+		return "X-Forwarded-Method"
+	}
+	if in.host, ok = onlyValue(r.Header, "X-Forwarded-Host"); !ok {
+		return "X-Forwarded-Host"
 	}
 	return ""
+}
+
+// onlyValue returns the value of a header (canonical name) sent exactly
+// once and not empty. Two values mean the proxy appended to the client's
+// copy instead of overwriting it: neither can be trusted.
+// Canonical names are looked up directly: Header.Get would canonicalise
+// (and allocate for X-Original-URI) on every request.
+func onlyValue(h http.Header, canonical string) (string, bool) {
+	if vs := h[canonical]; len(vs) == 1 && vs[0] != "" {
+		return vs[0], true
+	}
+	return "", false
 }
 
 // decisionHeaders are the request headers a decision reads (request.header
@@ -137,50 +231,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("cache-control", "no-store")
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
-}
-
-// healthServer is grpc.health.v1.Health computed from readiness, for the
-// empty service name and envoy.service.auth.v3.Authorization.
-type healthServer struct {
-	healthpb.UnimplementedHealthServer
-	s *Server
-}
-
-func (h *healthServer) status(service string) (healthpb.HealthCheckResponse_ServingStatus, error) {
-	if service != "" && service != "envoy.service.auth.v3.Authorization" {
-		return healthpb.HealthCheckResponse_SERVICE_UNKNOWN, status.Error(codes.NotFound, "unknown service")
-	}
-	if h.s.Ready() {
-		return healthpb.HealthCheckResponse_SERVING, nil
-	}
-	return healthpb.HealthCheckResponse_NOT_SERVING, nil
-}
-
-func (h *healthServer) Check(_ context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
-	st, err := h.status(req.GetService())
-	if err != nil {
-		return nil, err
-	}
-	return &healthpb.HealthCheckResponse{Status: st}, nil
-}
-
-// Watch sends the status now and whenever it changes (checked every second).
-func (h *healthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
-	last := healthpb.HealthCheckResponse_ServingStatus(-1)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		st, _ := h.status(req.GetService())
-		if st != last {
-			if err := stream.Send(&healthpb.HealthCheckResponse{Status: st}); err != nil {
-				return err
-			}
-			last = st
-		}
-		select {
-		case <-stream.Context().Done():
-			return nil
-		case <-t.C:
-		}
-	}
 }

@@ -178,7 +178,7 @@ func newVerifyKey(key jwk.Key) (*verifyKey, error) {
 
 // keySource keeps a provider's keys current: inline keys never change, a
 // file is polled, a URL is refreshed by httprc (the machinery behind
-// jwk.Cache) and refetched on demand.
+// jwk.Cache) and refetched on demand for an unknown kid.
 type keySource struct {
 	name    string
 	keys    atomic.Pointer[keySet]
@@ -187,10 +187,9 @@ type keySource struct {
 	clock   func() time.Time
 
 	// refetch loads the keys again now (URL or file); nil for inline keys.
-	refetch         func(ctx context.Context) error
-	refetchInterval time.Duration
-	refetchMu       sync.Mutex
-	lastRefetch     time.Time
+	refetch func(ctx context.Context) error
+	// kids decides and runs the refetches that unknown kids ask for.
+	kids kidRefetcher
 
 	readyOnce sync.Once
 	ready     chan struct{} // closed once keys first load
@@ -199,8 +198,16 @@ type keySource struct {
 	updated chan struct{}
 }
 
-func newKeySource(name string, m *metrics, log *slog.Logger, clock func() time.Time, refetchInterval time.Duration) *keySource {
-	return &keySource{name: name, metrics: m, log: log, clock: clock, refetchInterval: refetchInterval, ready: make(chan struct{}), updated: make(chan struct{}, 1)}
+// newKeySource makes the key source of provider p (defaults applied);
+// background refetches end with ctx.
+func newKeySource(ctx context.Context, p Provider, m *metrics, log *slog.Logger, clock func() time.Time) *keySource {
+	s := &keySource{name: p.Name, metrics: m, log: log, clock: clock, ready: make(chan struct{}), updated: make(chan struct{}, 1)}
+	s.kids = kidRefetcher{
+		ctx: ctx, perKID: p.KidRefetchInterval.Duration, minGap: p.KidRefetchMinGap.Duration,
+		wait: p.KidRefetchWait.Duration, fetchTimeout: p.FetchTimeout.Duration,
+		finished: make(chan struct{}), kids: map[string]*kidState{},
+	}
+	return s
 }
 
 func (s *keySource) loaded() bool { return s.keys.Load() != nil }
@@ -209,7 +216,10 @@ func (s *keySource) store(ks *keySet, notes []string) {
 	for _, n := range notes {
 		s.log.Warn("jwks key skipped", "detail", n)
 	}
-	s.keys.Store(ks)
+	old := s.keys.Swap(ks)
+	if old != nil {
+		s.kids.removed(old, ks, s.clock())
+	}
 	s.metrics.jwksKeys.WithLabelValues(s.name).Set(float64(len(ks.all)))
 	s.metrics.jwksLastSuccess.WithLabelValues(s.name).Set(float64(s.clock().Unix()))
 	s.readyOnce.Do(func() { close(s.ready) })
@@ -220,24 +230,197 @@ func (s *keySource) store(ks *keySet, notes []string) {
 	}
 }
 
-// refetchNow reloads the keys unless a refetch ran within refetchInterval;
-// callers waiting on the lock see the result of the refetch that held it.
-// It reports whether a refetch happened.
-func (s *keySource) refetchNow(ctx context.Context) bool {
-	if s.refetch == nil {
-		return false
+// kidVerdict is what a refetch for an unknown kid concluded.
+type kidVerdict int
+
+const (
+	kidFound   kidVerdict = iota // the kid is in the key set now
+	kidUnknown                   // a fetch that started after the kid was first seen lacks it: invalid_token
+	kidPending                   // no such fetch has completed (running, limited or failed): UNAVAILABLE
+)
+
+// maxTrackedKIDs bounds the unknown kids remembered per provider. A kid
+// that may trigger a refetch is at most 256 printable bytes
+// (plausibleKID), so the set holds at most 256 KiB of kids (plus about
+// 100 bytes of bookkeeping each); when it is full the oldest entry goes,
+// which at worst lets that kid ask for one more refetch — still under the
+// min-gap ceiling.
+const maxTrackedKIDs = 1024
+
+// kidRefetcher rate-limits the JWKS refetches asked for by tokens whose kid
+// is not in the key set, so that a real new key is picked up promptly even
+// while junk kids arrive:
+//   - each unknown kid needs one fetch that *started after* it was first
+//     seen; until such a fetch has succeeded its checks get UNAVAILABLE
+//     (clients retry), never invalid_token (clients sign out);
+//   - once such a fetch succeeded without the kid, the kid is invalid_token
+//     and does not ask again for perKID (kid_refetch_interval);
+//   - fetches start at least minGap (kid_refetch_min_gap) apart, one at a
+//     time, whatever the kids: the ceiling on what junk kids cost the
+//     issuer. Every fetch loads the whole set, so a new key is in by the
+//     first fetch that starts after it was published: within minGap of the
+//     first check that asks, plus the fetch itself;
+//   - a check waits at most wait (kid_refetch_wait) for the fetch; the
+//     fetch runs in the background, bounded by fetchTimeout, whoever waits.
+//
+// Fetches are started by checks, not by timers: a check that finds the gap
+// not yet passed answers UNAVAILABLE, and the client's retry starts the
+// fetch once it has.
+type kidRefetcher struct {
+	ctx          context.Context
+	perKID       time.Duration
+	minGap       time.Duration
+	wait         time.Duration
+	fetchTimeout time.Duration
+
+	mu sync.Mutex
+	// Fetch generations: the n-th fetch started is generation n. started
+	// counts fetches begun, ok is the generation of the last one that
+	// succeeded (fetches run one at a time, so they complete in order).
+	started, ok uint64
+	running     bool
+	lastStart   time.Time
+	finished    chan struct{} // closed (and replaced) when a fetch completes
+	kids        map[string]*kidState
+	order       []string // kids in insertion order, for eviction
+}
+
+type kidState struct {
+	need      uint64    // a fetch of this generation or later answers for the kid
+	refusedAt time.Time // when such a fetch succeeded without it (zero: not yet)
+}
+
+// awaitKID is called for a plausible kid that is not in the key set. It
+// starts a refetch if the limits allow one, waits for it (at most
+// kids.wait, or until ctx ends), and says what to answer.
+func (s *keySource) awaitKID(ctx context.Context, kid string) kidVerdict {
+	if s.refetch == nil { // inline keys never change
+		s.metrics.unknownKID.WithLabelValues(s.name, "unknown").Inc()
+		return kidUnknown
 	}
-	s.refetchMu.Lock()
-	defer s.refetchMu.Unlock()
+	r := &s.kids
+	var timeout <-chan time.Time
+	for {
+		if ks := s.keys.Load(); ks != nil {
+			if _, ok := ks.byKID[kid]; ok {
+				s.metrics.unknownKID.WithLabelValues(s.name, "found").Inc()
+				return kidFound
+			}
+		}
+		verdict, finished := r.step(s, kid)
+		if verdict != kidPending || finished == nil {
+			s.metrics.unknownKID.WithLabelValues(s.name, verdictLabel(verdict)).Inc()
+			return verdict
+		}
+		if timeout == nil {
+			t := time.NewTimer(r.wait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-finished:
+		case <-timeout:
+			s.metrics.unknownKID.WithLabelValues(s.name, "pending").Inc()
+			return kidPending
+		case <-ctx.Done():
+			s.metrics.unknownKID.WithLabelValues(s.name, "pending").Inc()
+			return kidPending
+		}
+	}
+}
+
+func verdictLabel(v kidVerdict) string {
+	switch v {
+	case kidFound:
+		return "found"
+	case kidUnknown:
+		return "unknown"
+	}
+	return "pending"
+}
+
+// step decides for kid under the lock: unknown, or pending with the channel
+// of the running fetch to wait on (nil when no fetch is running: nothing to
+// wait for until the min gap has passed).
+func (r *kidRefetcher) step(s *keySource, kid string) (kidVerdict, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	now := s.clock()
-	if !s.lastRefetch.IsZero() && now.Sub(s.lastRefetch) < s.refetchInterval {
-		return false
+	st := r.kids[kid]
+	switch {
+	case st == nil:
+		st = &kidState{need: r.started + 1}
+		r.track(kid, st)
+	case !st.refusedAt.IsZero() && now.Sub(st.refusedAt) < r.perKID:
+		return kidUnknown, nil
+	case !st.refusedAt.IsZero():
+		// kid_refetch_interval has passed: the kid may ask once more
+		// (a signer that switched before publishing its key).
+		*st = kidState{need: r.started + 1}
 	}
-	s.lastRefetch = now
-	if err := s.refetch(ctx); err != nil {
-		s.log.Warn("jwks refetch for unknown kid failed; keeping last good keys", "error", err)
+	if r.ok >= st.need {
+		st.refusedAt = now
+		return kidUnknown, nil
 	}
-	return true
+	if !r.running && (r.lastStart.IsZero() || now.Sub(r.lastStart) >= r.minGap) {
+		r.start(s, now)
+	}
+	if !r.running {
+		return kidPending, nil
+	}
+	return kidPending, r.finished
+}
+
+// removed records the kids of old that next lacks as refused now: the
+// issuer took the key out, so its tokens are invalid_token at once rather
+// than UNAVAILABLE while they wait for a refetch of their own.
+func (r *kidRefetcher) removed(old, next *keySet, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for kid := range old.byKID {
+		if _, ok := next.byKID[kid]; ok || !plausibleKID(kid) {
+			continue // kept, or a kid no token can make us look up
+		}
+		if st := r.kids[kid]; st != nil {
+			*st = kidState{refusedAt: now}
+		} else {
+			r.track(kid, &kidState{refusedAt: now})
+		}
+	}
+}
+
+// track remembers kid, evicting the oldest entry when the set is full.
+func (r *kidRefetcher) track(kid string, st *kidState) {
+	for len(r.kids) >= maxTrackedKIDs && len(r.order) > 0 {
+		delete(r.kids, r.order[0])
+		r.order = r.order[1:]
+	}
+	r.kids[kid] = st
+	r.order = append(r.order, kid) // append reallocates as the front is cut: bounded too
+}
+
+// start begins fetch generation started+1 in the background; r.mu is held.
+func (r *kidRefetcher) start(s *keySource, now time.Time) {
+	r.started++
+	gen := r.started
+	r.running = true
+	r.lastStart = now
+	go func() {
+		ctx, cancel := context.WithTimeout(r.ctx, r.fetchTimeout)
+		err := s.refetch(ctx)
+		cancel()
+		if err != nil {
+			s.log.Warn("jwks refetch for unknown kid failed; keeping last good keys", "error", err)
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.running = false
+		if err == nil {
+			r.ok = gen
+		}
+		close(r.finished)
+		r.finished = make(chan struct{})
+	}()
 }
 
 func newInlineSource(src *keySource, data []byte) error {

@@ -18,6 +18,7 @@ type metrics struct {
 	jwksFetches     *prometheus.CounterVec
 	jwksKeys        *prometheus.GaugeVec
 	jwksLastSuccess *prometheus.GaugeVec
+	unknownKID      *prometheus.CounterVec
 	cacheHits       prometheus.Counter
 	cacheMisses     prometheus.Counter
 }
@@ -45,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tokengate_extauthz_jwks_last_success_timestamp_seconds",
 			Help: "Unix time of the provider's last successful key load.",
 		}, []string{"provider"}),
+		unknownKID: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_extauthz_jwks_unknown_kid_total",
+			Help: "Checks whose token named a kid not in the key set, by provider and outcome: found (after a refetch), unknown (invalid_token), pending (UNAVAILABLE: the refetch is running, limited or failed).",
+		}, []string{"provider", "outcome"}),
 		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokengate_extauthz_cache_hits_total",
 			Help: "Checks whose token was found in the verified-token cache.",
@@ -59,12 +64,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		{decisionAllow, ReasonVerified}, {decisionAllow, ReasonAnonymous}, {decisionAllow, ReasonPreflight},
 		{decisionDeny, ReasonMissingToken}, {decisionDeny, ReasonTokenExpired}, {decisionDeny, ReasonInvalidToken},
 		{decisionDeny, ReasonTokenRevoked}, {decisionDeny, ReasonInsufficientScope},
-		{decisionError, ReasonUnavailable},
+		{decisionError, ReasonUnavailable}, {decisionError, ReasonForwardAuthHeaders}, {decisionError, ReasonRevocationsUnavailable},
 	} {
 		m.checkCounters[l] = m.checks.WithLabelValues(l.decision, string(l.reason))
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.checks, m.duration, m.jwksFetches, m.jwksKeys, m.jwksLastSuccess, m.cacheHits, m.cacheMisses} {
+	for _, c := range []prometheus.Collector{m.checks, m.duration, m.jwksFetches, m.jwksKeys, m.jwksLastSuccess, m.unknownKID, m.cacheHits, m.cacheMisses} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

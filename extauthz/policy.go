@@ -7,11 +7,42 @@ import (
 	"strings"
 )
 
-// policy matches a request to the first route rule that fits.
+// policy matches a request to the first route rule that fits. It also
+// owns what a request is: forward says which proxy's headers describe a
+// forward-auth request, and origins which CORS origins are allowed.
 type policy struct {
 	rules     []*rule
 	fallback  *rule
 	preflight bool // CORS preflights pass without a token
+	origins   originSet
+	forward   forwardAuth
+}
+
+// originSet is cors.allowed_origins, ready to test.
+type originSet struct {
+	exact map[string]bool
+	any   bool // "*" (only without credentials: see Validate)
+}
+
+func newOriginSet(origins []string) originSet {
+	o := originSet{exact: map[string]bool{}}
+	for _, v := range origins {
+		if v == "*" {
+			o.any = true
+			continue
+		}
+		o.exact[strings.TrimSuffix(v, "/")] = true
+	}
+	return o
+}
+
+func (o originSet) configured() bool { return o.any || len(o.exact) > 0 }
+
+// allows reports whether origin may read our answers. "null" never may:
+// it is what sandboxed frames, file: pages and cross-origin redirects
+// send, so any site can produce it.
+func (o originSet) allows(origin string) bool {
+	return origin != "" && origin != "null" && (o.any || o.exact[origin])
 }
 
 type rule struct {
@@ -26,7 +57,12 @@ type rule struct {
 }
 
 func newPolicy(c Config) *policy {
-	p := &policy{fallback: &rule{action: c.DefaultAction}, preflight: *c.CORS.AllowPreflight}
+	p := &policy{
+		fallback:  &rule{action: c.DefaultAction},
+		preflight: *c.CORS.AllowPreflight,
+		origins:   newOriginSet(c.CORS.AllowedOrigins),
+		forward:   newForwardAuth(c.ForwardAuth.Proxy),
+	}
 	for _, r := range c.Routes {
 		nr := &rule{exact: r.Path, prefix: r.PathPrefix, action: r.Action, rolesAny: r.RolesAny, scopesAll: r.ScopesAll}
 		if h := strings.ToLower(r.Host); strings.HasPrefix(h, "*.") {
@@ -46,9 +82,19 @@ func newPolicy(c Config) *policy {
 }
 
 // isPreflight: an OPTIONS request with Origin and
-// Access-Control-Request-Method is the browser asking, not the app.
+// Access-Control-Request-Method is the browser asking, not the app. The
+// method is the one the trusted proxy reports (forwardAuth); when CORS
+// origins are configured, the Origin must be one of them — a preflight
+// from anywhere else gets no permission, so it needs no pass either.
 func (p *policy) isPreflight(r *request) bool {
-	return p.preflight && r.method == "OPTIONS" && r.header("origin") != "" && r.header("access-control-request-method") != ""
+	if !p.preflight || r.method != "OPTIONS" || r.header("access-control-request-method") == "" {
+		return false
+	}
+	origin := r.header("origin")
+	if p.origins.configured() {
+		return p.origins.allows(origin)
+	}
+	return origin != ""
 }
 
 // match returns the rule for the request (the default when none matches).

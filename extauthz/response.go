@@ -119,9 +119,7 @@ func (st *state) denied(in *request, d *denial, e *entry) outcome {
 	return o
 }
 
-func (st *state) originAllowed(origin string) bool {
-	return origin != "" && (st.corsAny || st.corsOrigins[origin])
-}
+func (st *state) originAllowed(origin string) bool { return st.policy.origins.allows(origin) }
 
 // wwwAuthenticate follows RFC 6750 §3: no error attribute when no token was
 // sent; invalid_token for a token refused (expired and revoked included);
@@ -242,7 +240,11 @@ func (st *state) writeHTTP(w http.ResponseWriter, o *outcome) {
 		h.Set("cache-control", "no-store")
 		h.Set("retry-after", "1")
 		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"token keys are not loaded yet"}` + "\n"))
+		if o.reason == ReasonRevocationsUnavailable {
+			w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"the revocation list is not loaded yet"}` + "\n"))
+		} else {
+			w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"token keys are not loaded yet"}` + "\n"))
+		}
 	case o.denial != nil:
 		for _, x := range o.deny {
 			h.Set(x.name, x.value)

@@ -41,6 +41,11 @@ type RevocationFeedConfig struct {
 	// Backoff is the first retry delay after a failure, doubling up to
 	// MaxBackoff (defaults 250ms and 10s).
 	Backoff, MaxBackoff time.Duration
+	// FailOpen (--revocations-fail-open) lets tokens that carry a sid be
+	// decided without the denylist until the feed has synced once. Off by
+	// default: until then they get UNAVAILABLE, because a session revoked
+	// before extauthz started would otherwise be let through.
+	FailOpen bool
 }
 
 // RevocationFeed keeps a local denylist of revoked sessions from the
@@ -49,12 +54,14 @@ type RevocationFeedConfig struct {
 // path. Each sid is denied until its entry's until, when every access token
 // of that session has expired anyway.
 //
-// Fail mode: when the feed is unreachable the current list is kept (already
-// revoked sessions stay denied), the error is counted and logged, and the
-// feed retries with backoff; sessions revoked meanwhile are denied once it
-// answers again, and their access tokens expire within the access-token
-// lifetime regardless. Ready stays false until the first complete load, so
-// a starting extauthz never serves with an empty list.
+// Fail mode: Ready stays false until the first complete load, and the
+// server answers tokens that carry a sid with UNAVAILABLE until then (unless
+// FailOpen), so a starting extauthz never allows a session revoked before
+// it started. Once loaded, when the feed is unreachable the current list is
+// kept (already revoked sessions stay denied), the error is counted and
+// logged, and the feed retries with backoff; sessions revoked meanwhile are
+// denied once it answers again, and their access tokens expire within the
+// access-token lifetime regardless.
 type RevocationFeed struct {
 	cfg     RevocationFeedConfig
 	url     string
@@ -144,8 +151,13 @@ func (f *RevocationFeed) Revoked(sid string) bool {
 	return ok && f.now().Before(until)
 }
 
-// Ready reports whether the first complete load has finished.
+// Ready reports whether the first complete load has finished. It stays
+// true afterwards, through feed outages (the last list is kept).
 func (f *RevocationFeed) Ready() bool { return f.ready.Load() }
+
+// FailOpen reports RevocationFeedConfig.FailOpen: the server then decides
+// tokens that carry a sid without the denylist until Ready.
+func (f *RevocationFeed) FailOpen() bool { return f.cfg.FailOpen }
 
 // Synced is closed when the first complete load has finished.
 func (f *RevocationFeed) Synced() <-chan struct{} { return f.synced }

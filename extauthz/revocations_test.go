@@ -288,11 +288,13 @@ func TestRevocationFeedUnreachableAddress(t *testing.T) {
 		}
 	}
 	cancel()
-	if got := metricValue(f.metrics.errors.WithLabelValues("unreachable")); got < 3 {
-		t.Errorf("errors_total{reason=unreachable} = %v, want ≥ 3", got)
-	}
+	// Run has returned only after counting every failed attempt: the
+	// transport signals a failure before the feed counts it.
 	if err := <-done; err != nil {
 		t.Errorf("Run after cancel: %v", err)
+	}
+	if got := metricValue(f.metrics.errors.WithLabelValues("unreachable")); got < 3 {
+		t.Errorf("errors_total{reason=unreachable} = %v, want ≥ 3", got)
 	}
 	if f.Ready() {
 		t.Error("Ready() with an unreachable feed")
@@ -361,4 +363,92 @@ func BenchmarkRevocationFeedRevoked(b *testing.B) {
 			f.Revoked("sid-5000")
 		}
 	})
+}
+
+// A feed that has never synced cannot say whether a session was revoked
+// before extauthz started: tokens that carry a sid get UNAVAILABLE (HTTP
+// 503 + Retry-After), never an allow; tokens without a sid (nothing the
+// feed could list) are decided as usual. Once the feed syncs, the revoked
+// session is token_revoked and the others are allowed.
+func TestCheckFailsClosedUntilFeedSynced(t *testing.T) {
+	t.Parallel()
+	k := newTestKey(t, "ES256", "es-1")
+	fs := newFeedServer(t, "admin-secret")
+	fs.add("sess-1", feedT0.Add(time.Hour)) // revoked before extauthz started
+	fs.failing.Store(http.StatusServiceUnavailable)
+	clock := fakeclock.New()
+	feed := startFeed(t, fs, clock, prometheus.NewRegistry())
+	h := newHarness(t, baseConfig(t, k), func(o *Options) { o.Denylist = feed; o.Clock = clock.Now })
+	for range 3 { // the feed has failed at least twice
+		fs.next(t)
+	}
+	web := httptest.NewServer(h.srv.Routes())
+	t.Cleanup(web.Close)
+
+	revoked := k.token(t, claimsAt(clock.Now()))
+	other := claimsAt(clock.Now())
+	other["sid"] = "sess-2"
+	live := k.token(t, other)
+	noSID := claimsAt(clock.Now())
+	delete(noSID, "sid")
+	service := k.token(t, noSID)
+
+	for range 2 { // a miss, then a cache hit
+		for name, tok := range map[string]string{"revoked": revoked, "live": live} {
+			resp, err := h.srv.Check(context.Background(), bearerReq(tok))
+			if grpcCode(err) != "Unavailable" {
+				t.Fatalf("%s session before the feed synced: %v %v, want UNAVAILABLE", name, resp, err)
+			}
+			hdr := forwardAuthHeaders(t, web.URL, map[string]string{"authorization": "Bearer " + tok})
+			if hdr.Get("Status") != "503" || hdr.Get("Retry-After") == "" {
+				t.Fatalf("%s session over forward-auth before the feed synced: %v", name, hdr)
+			}
+		}
+		if got := h.check(t, bearerReq(service)).reason(); got != "allow" {
+			t.Fatalf("token without sid before the feed synced: %s", got)
+		}
+	}
+	if got := counterValue(t, h.srv.metrics.checks.WithLabelValues(decisionError, string(ReasonRevocationsUnavailable))); got != 8 {
+		t.Errorf("checks_total{error,revocations_unavailable} = %v, want 8", got)
+	}
+
+	fs.failing.Store(0)
+	waitSynced(t, feed)
+	if got := h.check(t, bearerReq(revoked)).reason(); got != "token_revoked" {
+		t.Fatalf("revoked session after the feed synced: %s", got)
+	}
+	if got := h.check(t, bearerReq(live)).reason(); got != "allow" {
+		t.Fatalf("live session after the feed synced: %s", got)
+	}
+}
+
+// RevocationFeedConfig.FailOpen (--revocations-fail-open) restores the
+// old behaviour on purpose: before the first sync, sid tokens are decided
+// without the denylist. Readiness still says not ready.
+func TestCheckFailOpenBeforeFeedSynced(t *testing.T) {
+	t.Parallel()
+	k := newTestKey(t, "ES256", "es-1")
+	fs := newFeedServer(t, "admin-secret")
+	fs.add("sess-1", feedT0.Add(time.Hour))
+	fs.failing.Store(http.StatusServiceUnavailable)
+	clock := fakeclock.New()
+	feed, err := NewRevocationFeed(RevocationFeedConfig{
+		URL: fs.srv.URL, AdminToken: "admin-secret", Now: clock.Now, FailOpen: true,
+		Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- feed.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	h := newHarness(t, baseConfig(t, k), func(o *Options) { o.Denylist = feed; o.Clock = clock.Now })
+	fs.next(t)
+	if got := h.check(t, bearerReq(k.token(t, claimsAt(clock.Now())))).reason(); got != "allow" {
+		t.Fatalf("fail-open before the first sync: %s", got)
+	}
+	if h.srv.Ready() {
+		t.Fatal("Ready() before the first sync, with fail-open")
+	}
 }

@@ -31,11 +31,19 @@ var _ authv3.AuthorizationServer = (*Server)(nil)
 // Denylist is the revocation hook: Revoked reports whether a session (the
 // token's `sid`) has been revoked. It is consulted on every check that has
 // a verified token, cache hits included. Ready is part of /readyz and gRPC
-// health. Nil in Options means no revocation check.
+// health, and says whether Revoked can be trusted: while it is false, a
+// token that carries a sid (and is not already known revoked) gets
+// UNAVAILABLE (reason revocations_unavailable), unless the Denylist also
+// has a method FailOpen() bool that returns true. Nil in Options means no
+// revocation check.
 type Denylist interface {
 	Revoked(sid string) bool
 	Ready() bool
 }
+
+// failOpener is implemented by a Denylist that may be told to let tokens
+// through while it is not ready (RevocationFeedConfig.FailOpen).
+type failOpener interface{ FailOpen() bool }
 
 // Options are the things a Server needs besides its Config.
 type Options struct {
@@ -58,6 +66,13 @@ type Options struct {
 	// ReloadTimeout bounds how long Reload waits for a new config's keys.
 	// Default 30s.
 	ReloadTimeout time.Duration
+	// HealthPoll is how often the one shared poller recomputes the health
+	// status for Watch streams, for readiness that changes outside the
+	// server (the denylist). Default 1s.
+	HealthPoll time.Duration
+	// MaxHealthWatches bounds the open grpc.health.v1.Health/Watch
+	// streams; more are refused with RESOURCE_EXHAUSTED. Default 1024.
+	MaxHealthWatches int
 }
 
 // Server answers checks. It is safe for concurrent use; Reload swaps the
@@ -71,6 +86,7 @@ type Server struct {
 	state    atomic.Pointer[state]
 	reloadMu sync.Mutex
 	stopping atomic.Bool
+	health   *healthHub // the status every health Watch stream follows
 }
 
 // NewServer builds a server from cfg. It starts fetching keys but does not
@@ -89,6 +105,12 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	if opts.ReloadTimeout <= 0 {
 		opts.ReloadTimeout = 30 * time.Second
 	}
+	if opts.HealthPoll <= 0 {
+		opts.HealthPoll = time.Second
+	}
+	if opts.MaxHealthWatches <= 0 {
+		opts.MaxHealthWatches = 1024
+	}
 	reg := opts.Registry
 	if reg == nil {
 		r := prometheus.NewRegistry()
@@ -104,6 +126,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	s := &Server{opts: opts, log: opts.Logger, metrics: m, gatherer: opts.Gatherer}
+	s.health = newHealthHub(s.Ready, opts.HealthPoll, opts.MaxHealthWatches)
 	st, err := s.buildState(cfg)
 	if err != nil {
 		return nil, err
@@ -163,7 +186,13 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 		}
 	}
 	if refused == nil {
-		refused = st.checkRevoked(e)
+		var err error
+		if refused, err = st.checkRevoked(e); err != nil {
+			if route.action == ActionPublic {
+				return st.anonymous(in, ReasonAnonymous, src)
+			}
+			return outcome{reason: ReasonRevocationsUnavailable, unavailable: err}
+		}
 	}
 	if refused == nil {
 		refused = route.authorize(e)
@@ -199,11 +228,25 @@ func (st *state) verify(ctx context.Context, token string) (*entry, error) {
 	return e, nil
 }
 
-func (st *state) checkRevoked(e *entry) *denial {
-	if st.denylist != nil && e.v.sid != "" && st.denylist.Revoked(e.v.sid) {
-		return deny(ReasonTokenRevoked, "the session has been revoked")
+// errRevocationsUnavailable: the denylist has not loaded yet, so it cannot
+// tell whether a session was revoked before extauthz started.
+var errRevocationsUnavailable = errors.New("the revocation denylist has not loaded yet")
+
+// checkRevoked refuses a token of a revoked session. A token that carries a
+// sid while the denylist is not ready (a feed that has never synced) is an
+// error, not an allow — unless the denylist was set to fail open. A token
+// without a sid cannot be on the list and is not affected.
+func (st *state) checkRevoked(e *entry) (*denial, error) {
+	if st.denylist == nil || e.v.sid == "" {
+		return nil, nil
 	}
-	return nil
+	if st.denylist.Revoked(e.v.sid) {
+		return deny(ReasonTokenRevoked, "the session has been revoked"), nil
+	}
+	if !st.denylistFailOpen && !st.denylist.Ready() {
+		return nil, errRevocationsUnavailable
+	}
+	return nil, nil
 }
 
 func (s *Server) observe(in *request, o *outcome, start time.Time) {
@@ -249,8 +292,6 @@ type state struct {
 	rolesPath     []string
 	scopesPath    []string
 	removeAuth    bool
-	corsOrigins   map[string]bool
-	corsAny       bool
 	corsCreds     bool
 	realm         string
 	expiresHeader string
@@ -258,6 +299,10 @@ type state struct {
 	expiresValues []string // {expiresHeader}, shared by HTTP answers
 	clock         func() time.Time
 	cancel        context.CancelFunc
+
+	// denylistFailOpen: the denylist asked that sid tokens be decided
+	// without it while it is not ready.
+	denylistFailOpen bool
 }
 
 func (s *Server) buildState(cfg Config) (st *state, err error) {
@@ -275,7 +320,6 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 		rolesPath:     strings.Split(cfg.Authorization.RolesClaim, "."),
 		scopesPath:    strings.Split(cfg.Authorization.ScopesClaim, "."),
 		removeAuth:    cfg.Token.RemoveAuthorizationHeader,
-		corsOrigins:   map[string]bool{},
 		corsCreds:     *cfg.CORS.AllowCredentials,
 		realm:         cfg.Realm,
 		expiresHeader: strings.ToLower(cfg.Headers.ExpiresInHeader),
@@ -289,11 +333,8 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 			st.close()
 		}
 	}()
-	for _, o := range cfg.CORS.AllowedOrigins {
-		if o == "*" {
-			st.corsAny = true
-		}
-		st.corsOrigins[strings.TrimSuffix(o, "/")] = true
+	if fo, ok := st.denylist.(failOpener); ok {
+		st.denylistFailOpen = fo.FailOpen()
 	}
 	if !cfg.Cache.Disabled {
 		if st.cache, err = newTokenCache(cfg.Cache.Size, s.metrics); err != nil {
@@ -309,8 +350,21 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 			return st, fmt.Errorf("providers[%d]: %w", i, err)
 		}
 		st.verifier.byIssuer[p.issuer] = p
+		if p.keys != nil {
+			go s.notifyWhenLoaded(ctx, p.keys.ready)
+		}
 	}
 	return st, nil
+}
+
+// notifyWhenLoaded updates the health status when a provider's first keys
+// load (or gives up when its configuration is replaced).
+func (s *Server) notifyWhenLoaded(ctx context.Context, loaded <-chan struct{}) {
+	select {
+	case <-loaded:
+		s.readinessChanged()
+	case <-ctx.Done():
+	}
 }
 
 func (s *Server) buildProvider(ctx context.Context, pc Provider) (*provider, error) {
@@ -337,7 +391,7 @@ func (s *Server) buildProvider(ctx context.Context, pc Provider) (*provider, err
 		p.hmac = &verifyKey{id: "hmac", alg: "HS256", family: "oct", raw: []byte(secret)}
 	}
 	log := s.log.With("provider", pc.Name)
-	src := newKeySource(pc.Name, s.metrics, log, s.opts.Clock, pc.KidRefetchInterval.Duration)
+	src := newKeySource(ctx, pc, s.metrics, log, s.opts.Clock)
 	switch {
 	case len(pc.JWKS) > 0:
 		if err := newInlineSource(src, pc.JWKS); err != nil {
@@ -393,7 +447,10 @@ func (st *state) close() {
 
 // Ready reports whether every provider has loaded keys and the denylist
 // (if any) is ready, and the server is not shutting down.
-func (s *Server) Ready() bool { return !s.stopping.Load() && s.state.Load().ready() }
+func (s *Server) Ready() bool {
+	st := s.state.Load() // nil while NewServer builds the first one
+	return st != nil && !s.stopping.Load() && st.ready()
+}
 
 // WaitReady blocks until every provider has keys or ctx ends.
 func (s *Server) WaitReady(ctx context.Context) error { return s.state.Load().waitKeys(ctx) }
@@ -417,15 +474,26 @@ func (s *Server) Reload(ctx context.Context, cfg Config) error {
 	}
 	old := s.state.Swap(st)
 	old.close()
+	s.readinessChanged()
 	return nil
 }
 
 // Shutdown marks the server as stopping: /readyz and gRPC health answer
-// NOT_SERVING from now on, so load balancers drain it before the listeners close.
-func (s *Server) Shutdown() { s.stopping.Store(true) }
+// NOT_SERVING from now on, and every health Watch stream is told at once,
+// so load balancers drain it before the listeners close (after the drain
+// period; then EndWatches).
+func (s *Server) Shutdown() {
+	s.stopping.Store(true)
+	s.readinessChanged()
+}
 
-// Close stops background key refreshes.
-func (s *Server) Close() { s.state.Load().close() }
+// Close stops background key refreshes and the health poller, and ends
+// the health Watch streams.
+func (s *Server) Close() {
+	s.health.end()
+	s.health.close()
+	s.state.Load().close()
+}
 
 // RegisterGRPC registers the Authorization and Health services on g.
 func (s *Server) RegisterGRPC(g *grpc.Server) {

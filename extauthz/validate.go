@@ -69,12 +69,20 @@ func (c Config) Validate() error {
 	}
 	for i, o := range c.CORS.AllowedOrigins {
 		if o == "*" {
+			if *c.CORS.AllowCredentials {
+				add(fmt.Sprintf("cors.allowed_origins[%d]", i), "\"*\" cannot be used with credentials (every site could read answers meant for the user); list exact origins or set cors.allow_credentials: false")
+			}
 			continue
 		}
 		u, err := url.Parse(o)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 			add(fmt.Sprintf("cors.allowed_origins[%d]", i), "%q is not an origin like https://app.example.com", o)
 		}
+	}
+	switch c.ForwardAuth.Proxy {
+	case ProxyEnvoy, ProxyNginx, ProxyTraefik, ProxyCaddy:
+	default:
+		add("forward_auth.proxy", "must be envoy, nginx, traefik or caddy, not %q", c.ForwardAuth.Proxy)
 	}
 	if c.Cache.Size < 0 {
 		add("cache.size", "must be positive")
@@ -163,6 +171,12 @@ func (p Provider) validate(path string, add func(string, string, ...any)) {
 	}
 	if p.KidRefetchInterval.Duration < 0 {
 		add(path+".kid_refetch_interval", "must not be negative")
+	}
+	if p.KidRefetchMinGap.Duration < 0 {
+		add(path+".kid_refetch_min_gap", "must not be negative")
+	}
+	if p.KidRefetchWait.Duration < 0 || p.KidRefetchWait.Duration > p.FetchTimeout.Duration {
+		add(path+".kid_refetch_wait", "must be between 0 and fetch_timeout (%v)", p.FetchTimeout.Duration)
 	}
 	if p.FetchTimeout.Duration <= 0 {
 		add(path+".fetch_timeout", "must be positive")

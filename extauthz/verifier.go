@@ -201,8 +201,9 @@ func plausibleKID(kid string) bool {
 	return true
 }
 
-// verifySignature finds the key (refetching the JWKS once, rate-limited, for
-// an unknown kid) and checks the signature with it.
+// verifySignature finds the key (for an unknown kid, refetching the JWKS
+// within the limits of kidRefetcher: UNAVAILABLE while that is pending) and
+// checks the signature with it.
 func (p *provider) verifySignature(ctx context.Context, token string, h *jwsHeader) (*verifyKey, error) {
 	alg := p.algs[h.Alg]
 	var keys []*verifyKey
@@ -222,8 +223,13 @@ func (p *provider) verifySignature(ctx context.Context, token string, h *jwsHead
 		}
 		var found bool
 		keys, found = ks.candidates(h.Kid, h.Alg)
-		if !found && h.Kid != "" && plausibleKID(h.Kid) && p.keys.refetchNow(ctx) {
-			keys, _ = p.keys.keys.Load().candidates(h.Kid, h.Alg)
+		if !found && h.Kid != "" && plausibleKID(h.Kid) {
+			switch p.keys.awaitKID(ctx, h.Kid) {
+			case kidFound:
+				keys, _ = p.keys.keys.Load().candidates(h.Kid, h.Alg)
+			case kidPending:
+				return nil, &errUnavailable{provider: p.name, kidPending: true}
+			}
 		}
 	}
 	if len(keys) == 0 {

@@ -78,7 +78,8 @@ func BenchmarkRotate(b *testing.B) {
 }
 
 // BenchmarkReplay: the same parent presented again inside the grace window,
-// answered from the in-process LRU (unseal only, no store, no signing).
+// answered from the in-process LRU: one session read (the store still
+// decides), unseal, no signing, no store write.
 func BenchmarkReplay(b *testing.B) {
 	for _, name := range []string{"memory", "bolt", "redis"} {
 		b.Run(name, func(b *testing.B) {

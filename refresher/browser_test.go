@@ -123,3 +123,75 @@ func TestCORS(t *testing.T) {
 		})
 	}
 }
+
+// A request authenticated by the refresh cookie must come from an allowed
+// origin: the cookie is SameSite=Strict, which a sibling subdomain (or
+// another port of the same host) still gets sent by the browser. A form or
+// fetch from a foreign origin is refused with 403 before anything is read
+// or written: no rotation, no sign-out, the cookie left as it is.
+func TestCookieCSRF(t *testing.T) {
+	t.Parallel()
+	const app = "https://app.example"
+	tests := []struct {
+		name, path string
+		header     []string
+		want       int
+	}{
+		{"refresh: allowed Origin", "/v1/token", []string{"Origin", app, "Sec-Fetch-Site", "same-site"}, 200},
+		{"refresh: same-origin page (Sec-Fetch-Site)", "/v1/token", []string{"Origin", "https://auth.example", "Sec-Fetch-Site", "same-origin"}, 200},
+		{"refresh: no Origin, no Sec-Fetch-Site (not a browser)", "/v1/token", nil, 200},
+		{"refresh: foreign Origin", "/v1/token", []string{"Origin", "https://evil.example"}, 403},
+		{"refresh: sibling subdomain", "/v1/token", []string{"Origin", "https://evil.app.example", "Sec-Fetch-Site", "same-site"}, 403},
+		{"refresh: allowed origin with a trailing slash is another string", "/v1/token", []string{"Origin", app + "/"}, 403},
+		{"refresh: Origin null", "/v1/token", []string{"Origin", "null", "Sec-Fetch-Site", "cross-site"}, 403},
+		{"refresh: no Origin, same-site", "/v1/token", []string{"Sec-Fetch-Site", "same-site"}, 403},
+		{"refresh: no Origin, cross-site", "/v1/token", []string{"Sec-Fetch-Site", "cross-site"}, 403},
+		{"refresh: no Origin, user-initiated", "/v1/token", []string{"Sec-Fetch-Site", "none"}, 403},
+		{"sign-out: allowed Origin", "/v1/token/revoke", []string{"Origin", app}, 200},
+		{"sign-out: foreign Origin", "/v1/token/revoke", []string{"Origin", "https://evil.example", "Sec-Fetch-Site", "same-site"}, 403},
+		{"sign-out: no Origin, cross-site", "/v1/token/revoke", []string{"Sec-Fetch-Site", "cross-site"}, 403},
+	}
+	for _, transport := range []refresher.Transport{refresher.TransportCookie, refresher.TransportBoth} {
+		t.Run(string(transport), func(t *testing.T) {
+			t.Parallel()
+			rg := newRig(t, withConfig(func(c *refresher.Config) {
+				c.RefreshTokenTransport, c.CORSAllowedOrigins = transport, []string{app}
+			}))
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
+					first := rg.startSession("")
+					sid := first.str("session_id")
+					// A simple form post, as an attacker's page can send it.
+					req := rg.request("POST", tc.path, "application/x-www-form-urlencoded", "grant_type=refresh_token", tc.header...)
+					req.AddCookie(&http.Cookie{Name: refresher.CookieName, Value: cookieOf(t, first).Value})
+					got := rg.do(req)
+					if got.Status != tc.want {
+						t.Fatalf("= %d %s %q; want %d", got.Status, got.str("error"), got.str("error_description"), tc.want)
+					}
+					if tc.want != http.StatusForbidden {
+						return
+					}
+					if got.str("error") != "invalid_request" || !strings.HasPrefix(got.str("error_description"), "Origin: ") {
+						t.Errorf("refusal = %s; want invalid_request naming Origin", got.Raw)
+					}
+					if c := cookieOf(t, got); c != nil {
+						t.Errorf("the refusal touched the cookie: %+v", c)
+					}
+					if s := rg.session(sid); !s.RevokedAt.IsZero() || s.Generation != 0 {
+						t.Errorf("session after the refusal: revoked %v, generation %d; want untouched", !s.RevokedAt.IsZero(), s.Generation)
+					}
+				})
+			}
+		})
+	}
+	// With both transports a body token is its own proof (an attacker who
+	// knows it needs no CSRF): the Origin rule is for the cookie.
+	rg := newRig(t, withConfig(func(c *refresher.Config) { c.RefreshTokenTransport = refresher.TransportBoth }))
+	tok := rg.startSession("").str("refresh_token")
+	r := rg.do(rg.request("POST", "/v1/token", "application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token="+tok,
+		"Origin", "https://other.example"))
+	if r.Status != http.StatusOK {
+		t.Errorf("body token from another origin = %d %s; want 200", r.Status, r.Raw)
+	}
+}

@@ -57,7 +57,8 @@ type Config struct {
 	AdminToken string
 	// CORSAllowedOrigins are the browser origins allowed to call /v1/token
 	// and /v1/revoke with credentials ("*" is refused: credentials need
-	// exact origins).
+	// exact origins). With the cookie transport they are also the only
+	// cross-origin pages whose requests may use the refresh cookie (CSRF).
 	CORSAllowedOrigins []string
 	// RefreshTokenTransport: body, cookie or both.
 	RefreshTokenTransport Transport
@@ -69,7 +70,8 @@ type Config struct {
 	// RecentSize bounds the LRU of recently issued pairs.
 	RecentSize int
 	// RateLimitIP is how many counted /v1/token attempts (rotations and
-	// failures, never replays) one client IP may make per second, with
+	// failures, never replays) and /v1/revoke requests (all of them) one
+	// client IP may make per second, one bucket for both, with
 	// RateLimitIPBurst as the bucket size. Zero disables it.
 	RateLimitIP      float64
 	RateLimitIPBurst int

@@ -47,3 +47,38 @@ func (c *cors) wrap(h http.Handler) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
+
+// checkCookieRequest guards every request the refresh cookie authenticates
+// (refresh and sign-out) against cross-site request forgery. SameSite=Strict
+// alone does not: a sibling subdomain, or another port of the same host, is
+// the same site, so the browser sends the cookie with a form it posts. The
+// request is accepted when
+//   - its Origin is one of the allowed CORS origins (exact match); or
+//   - the browser says the page is the refresher's own origin
+//     (Sec-Fetch-Site: same-origin, which page scripts cannot set): the
+//     refresher behind the app's host, as in the nginx example; or
+//   - it has neither Origin nor Sec-Fetch-Site: not a browser (curl, a
+//     server), so no victim's cookie is involved. Every browser that can be
+//     made to send the cookie sends one of them on a cross-origin POST.
+//
+// Anything else — a foreign or "null" Origin, Sec-Fetch-Site same-site,
+// cross-site or none without an allowed Origin — is refused. A non-simple
+// request (JSON, extra headers) from another origin is covered too: its
+// preflight fails unless the origin is allowed, and it carries Origin.
+func (c *cors) checkCookieRequest(r *http.Request) error {
+	origins := r.Header.Values("Origin")
+	site := r.Header.Get("Sec-Fetch-Site")
+	switch {
+	case len(origins) > 1:
+		return crossOrigin("Origin: given more than once")
+	case len(origins) == 1 && c.allowed[origins[0]]:
+		return nil
+	case site == "same-origin":
+		return nil
+	case len(origins) == 0 && site == "":
+		return nil
+	case len(origins) == 1:
+		return crossOrigin("Origin: %q may not use the %s cookie (not an allowed CORS origin)", origins[0], CookieName)
+	}
+	return crossOrigin("Origin: required with the %s cookie from a cross-origin page (Sec-Fetch-Site: %s)", CookieName, site)
+}

@@ -52,7 +52,13 @@ func unavailable(op string, err error) *Error {
 
 func rateLimited(scope string, wait time.Duration) *Error {
 	return &Error{Status: http.StatusTooManyRequests, Code: "slow_down", Reason: "rate_limited_" + scope,
-		Description: "too many refresh attempts; retry after the Retry-After delay", RetryAfter: wait}
+		Description: "too many attempts; retry after the Retry-After delay", RetryAfter: wait}
+}
+
+// crossOrigin refuses a cookie-authenticated request from a page that may
+// not use the cookie (CSRF).
+func crossOrigin(format string, args ...any) *Error {
+	return &Error{Status: http.StatusForbidden, Code: "invalid_request", Reason: "cross_origin", Description: fmt.Sprintf(format, args...)}
 }
 
 func unauthorized() *Error {

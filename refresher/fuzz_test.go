@@ -3,6 +3,7 @@ package refresher_test
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
@@ -24,6 +25,18 @@ func FuzzTokenEndpoint(f *testing.F) {
 		{"multipart/form-data; boundary=x", "--x--"},
 		{"", ""},
 		{"text/plain;;", "x"},
+		// Strict JSON (issue 9 item 11): duplicates, case variants, unknown
+		// fields, at depth, odd keys.
+		{"application/json", `{"refresh_token":"a","refresh_token":"b"}`},
+		{"application/json", `{"REFRESH_TOKEN":"tgr1_x"}`},
+		{"application/json", `{"refresh_token":"tgr1_x","scope":"admin"}`},
+		{"application/json", `{"refresh_token":"tgr1_x","grant_type":"refresh_token","Grant_Type":"x"}`},
+		{"application/json", `{"refresh_token":"a","refresh_token":"b"}`},
+		{"application/json", `{"ſcope":1,"x":{"a":[{"b":1,"B":2}]}}`},
+		{"application/json", `{"refresh_token":"tgr1_x"} {"refresh_token":"y"}`},
+		{"application/json", `{"":1,"":2}`},
+		{"application/json", strings.Repeat("[", 5000) + strings.Repeat("]", 5000)},
+		{"application/json", `{"a":` + strings.Repeat(`{"a":`, 2000) + `1` + strings.Repeat("}", 2001)},
 	}
 	for _, s := range seeds {
 		f.Add(s.ct, s.body)

@@ -207,9 +207,10 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// Refresh answers one refresh with token (RFC 6749 §6). A replay inside the
-// grace window is answered from the recent pairs without touching the store
-// or the rate limits; concurrent refreshes of one token share one rotation.
+// Refresh answers one refresh with token (RFC 6749 §6). Concurrent
+// refreshes of one token share one answer (singleflight): one rotation, or
+// for a replay this replica remembers, one session read (the store still
+// decides). Replays spend no rate-limit token.
 func (i *Issuer) Refresh(ctx context.Context, token string, c Client) (Pair, error) {
 	now := i.now()
 	if !wellFormed(token) {
@@ -222,10 +223,6 @@ func (i *Issuer) Refresh(ctx context.Context, token string, c Client) (Pair, err
 		return Pair{}, invalidGrant("malformed", "refresh_token is not a token this server issued")
 	}
 	hash := hashToken(token)
-	if p, ok := i.recent.lookup(token, hash, now); ok {
-		i.metrics.replays.WithLabelValues("lru").Inc()
-		return i.answer(p, now), nil
-	}
 	leader := false
 	// The rotation must not die with the first caller's request: others
 	// share its result. Store calls carry their own timeout.
@@ -243,14 +240,48 @@ func (i *Issuer) Refresh(ctx context.Context, token string, c Client) (Pair, err
 	return i.answer(v.(issuedPair), i.now()), nil
 }
 
+// replayRecent answers a parent this replica rotated (or replayed) less
+// than the grace window ago, if the store still allows its replay: the
+// session is active and the parent's child is the session's current token
+// (store.Decide on the remembered parent and the session as stored now).
+// Any other answer is not decided here: ok is false and the caller goes to
+// the store's Rotate, which detects the reuse (and revokes the session) or
+// refuses the token. Another replica may have rotated the child or revoked
+// the session since this replica remembered the pair: its memory saves the
+// token read, the signing and the store's write, never the decision.
+func (i *Issuer) replayRecent(ctx context.Context, token, hash string, now time.Time) (issuedPair, bool, error) {
+	e, ok := i.recent.lookup(hash, now)
+	if !ok {
+		return issuedPair{}, false, nil
+	}
+	var sess store.Session
+	err := i.call(ctx, "get_session", func(ctx context.Context) (err error) { sess, err = i.store.GetSession(ctx, e.sid); return })
+	if errors.Is(err, store.ErrNotFound) {
+		i.recent.remove(hash)
+		return issuedPair{}, false, nil
+	} else if err != nil {
+		return issuedPair{}, false, unavailable("get_session", err)
+	}
+	if store.Decide(e.token(), sess, store.RotateRequest{Now: now, Grace: i.cfg.ReuseGrace}) != store.Replayed {
+		i.recent.remove(hash)
+		return issuedPair{}, false, nil
+	}
+	p, err := unseal(token, hash, e.sealed)
+	if err != nil {
+		i.recent.remove(hash)
+		return issuedPair{}, false, nil
+	}
+	i.metrics.replays.WithLabelValues("lru").Inc()
+	return p, true, nil
+}
+
 // rotate runs once per token at a time (singleflight).
 func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issuedPair, error) {
 	now := i.now()
-	// A caller that missed the recent pairs just before the previous flight
-	// for this token stored its result lands here: answer it the same way.
-	if p, ok := i.recent.lookup(token, hash, now); ok {
-		i.metrics.replays.WithLabelValues("lru").Inc()
-		return p, nil
+	// A parent this replica remembers: one session read instead of the
+	// token read, the signature and the store's write.
+	if p, ok, err := i.replayRecent(ctx, token, hash, now); err != nil || ok {
+		return p, err
 	}
 	// Over the IP limit, only a replay may pass: a parent rotated inside the
 	// grace window (by another replica, or before this replica's LRU
@@ -316,7 +347,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		i.ipLimit.count(c.IP, now)
 		i.sidLim.count(res.Session.ID, now)
 		i.metrics.rotations.Inc()
-		i.recent.add(hash, recentEntry{sid: res.Session.ID, childHash: childHash, rotatedAt: now, sealed: req.Sealed})
+		i.recent.add(hash, recentEntry{sid: res.Session.ID, generation: res.Parent.Generation, childHash: childHash, rotatedAt: now, sealed: req.Sealed})
 		i.log.InfoContext(ctx, "refresh_rotated", "sid", res.Session.ID, "sub", res.Session.Subject,
 			"generation", res.Parent.Generation+1, "jti", issued.JTI)
 		return issued, nil
@@ -328,7 +359,8 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 			return issuedPair{}, i.refused(c, res.Session.ID, "replay_unavailable", now)
 		}
 		i.metrics.replays.WithLabelValues("store").Inc()
-		i.recent.add(hash, recentEntry{sid: res.Session.ID, childHash: res.Parent.ChildHash, rotatedAt: res.Parent.RotatedAt, sealed: res.Sealed})
+		i.recent.add(hash, recentEntry{sid: res.Session.ID, generation: res.Parent.Generation, childHash: res.Parent.ChildHash,
+			rotatedAt: res.Parent.RotatedAt, sealed: res.Sealed})
 		return p, nil
 	case store.ReuseDetected:
 		i.recent.forgetSession(res.Session.ID)
@@ -368,7 +400,16 @@ func (i *Issuer) revokeUntil(now time.Time) time.Time { return now.Add(i.cfg.Acc
 
 // RevokeToken signs out the session of a refresh token (RFC 7009). Unknown
 // or malformed tokens are not an error: the answer is the same either way.
-func (i *Issuer) RevokeToken(ctx context.Context, token string) error {
+// Every attempt spends the client IP's budget (shared with Refresh): each
+// well-formed token costs a store read, so a flood of guessed tokens is
+// answered 429 before it reaches the store.
+func (i *Issuer) RevokeToken(ctx context.Context, token string, c Client) error {
+	now := i.now()
+	if wait := i.ipLimit.wait(c.IP, now); wait > 0 {
+		i.metrics.rateLimited.WithLabelValues("ip").Inc()
+		return rateLimited("ip", wait)
+	}
+	i.ipLimit.count(c.IP, now)
 	if !wellFormed(token) {
 		return nil
 	}

@@ -183,3 +183,43 @@ func TestRateLimitSparesStoreReplays(t *testing.T) {
 		t.Errorf("a new rotation on the limited replica = %d, want 429", r.Status)
 	}
 }
+
+// /v1/revoke reads the store for every well-formed token, so it spends the
+// same per-IP budget as /v1/token: a flood of sign-outs with guessed tokens
+// is answered 429 without touching the store.
+func TestRateLimitRevoke(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, withConfig(func(c *refresher.Config) {
+		c.RateLimitIP, c.RateLimitIPBurst = 0.5, 3 // 3 at once, then one per 2 s
+	}))
+	s := rg.startSession("")
+	revoke := func(token string) response {
+		return rg.do(rg.request("POST", "/v1/revoke", "application/x-www-form-urlencoded", "token="+token))
+	}
+	for i := range 3 {
+		if r := revoke("tgr1_" + strings.Repeat(string(rune('F'+i)), 43)); r.Status != http.StatusOK {
+			t.Fatalf("revoke %d = %d %s", i, r.Status, r.Raw)
+		}
+	}
+	r := revoke("tgr1_" + strings.Repeat("Z", 43))
+	if r.Status != http.StatusTooManyRequests || r.str("error") != "slow_down" || r.Header.Get("Retry-After") != "2" {
+		t.Fatalf("revoke over the limit = %d %s Retry-After %q; want 429 slow_down Retry-After 2", r.Status, r.Raw, r.Header.Get("Retry-After"))
+	}
+	// The budget is the client's, shared with /v1/token.
+	if r := rg.refresh("tgr1_" + strings.Repeat("Y", 43)); r.Status != http.StatusTooManyRequests {
+		t.Errorf("refresh after the revoke flood = %d, want 429", r.Status)
+	}
+	if !rg.session(s.str("session_id")).RevokedAt.IsZero() {
+		t.Fatal("session revoked by the flood")
+	}
+	rg.clock.Advance(2 * time.Second)
+	if r := revoke(s.str("refresh_token")); r.Status != http.StatusOK {
+		t.Fatalf("sign-out after Retry-After = %d %s", r.Status, r.Raw)
+	}
+	if rg.session(s.str("session_id")).RevokedAt.IsZero() {
+		t.Error("the sign-out did not revoke the session")
+	}
+	if n := rg.counter("tokengate_refresher_rate_limited_total", "scope", "ip"); n != 2 {
+		t.Errorf("rate_limited{ip} = %v, want 2", n)
+	}
+}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
+
+	"github.com/tokengate/tokengate/refresher/store"
 )
 
 // refreshPrefix versions the refresh-token format, so a later format can be
@@ -127,19 +129,29 @@ func pairCipher(parentToken string) (cipher.AEAD, error) {
 }
 
 // recentEntry is one recently rotated parent: the sealed pair it rotated
-// into. The sid and child hash are kept in clear (neither is a secret) so a
-// revocation can drop a session's entries and an older generation can be
-// recognised without unsealing.
+// into, and what the replay rule needs to be checked against the session
+// (its sid and generation). The sid and child hash are kept in clear
+// (neither is a secret) so a revocation can drop a session's entries.
 type recentEntry struct {
-	sid       string
-	childHash string
-	rotatedAt time.Time
-	sealed    []byte
+	sid        string
+	generation uint64 // the parent's generation; its child is generation+1
+	childHash  string
+	rotatedAt  time.Time
+	sealed     []byte
+}
+
+// token is the parent's record as far as the entry knows it: rotated at
+// rotatedAt into childHash. A rotated record never changes again, so this is
+// what the store holds; the session is what may have moved on.
+func (e recentEntry) token() store.Token {
+	return store.Token{SessionID: e.sid, Generation: e.generation, RotatedAt: e.rotatedAt, ChildHash: e.childHash}
 }
 
 // recent is the in-process LRU of recently issued pairs, keyed by the
-// SHA-256 of the presented (parent) refresh token, so repeats within the
-// grace window are answered without a store round trip.
+// SHA-256 of the presented (parent) refresh token. A hit saves the token
+// read, the signature and the store's write; it never decides a replay on
+// its own: another replica may have rotated the child or revoked the
+// session since, and only the store knows (Issuer.replayRecent).
 //
 // expirable.NewLRU starts a cleanup goroutine that never stops (golang-lru
 // v2.0.7 has no Close); a recent is therefore made once per Issuer, and an
@@ -155,29 +167,22 @@ func newRecent(size int, grace time.Duration) *recent {
 	return &recent{lru: expirable.NewLRU[string, recentEntry](size, nil, grace), grace: grace}
 }
 
-// lookup returns the pair parentToken rotated into, if it may be replayed at
-// now: rotated less than grace ago, and its child not rotated since on this
-// replica (only the immediate parent qualifies; an older generation goes to
-// the store, which detects the reuse).
-func (r *recent) lookup(parentToken, parentHash string, now time.Time) (issuedPair, bool) {
+// lookup returns the entry of parentHash if it was rotated less than grace
+// before now. The caller asks the store whether it may still be replayed.
+func (r *recent) lookup(parentHash string, now time.Time) (recentEntry, bool) {
 	e, ok := r.lru.Peek(parentHash)
 	if !ok || !now.Before(e.rotatedAt.Add(r.grace)) {
-		return issuedPair{}, false
+		return recentEntry{}, false
 	}
-	if r.lru.Contains(e.childHash) {
-		return issuedPair{}, false
-	}
-	p, err := unseal(parentToken, parentHash, e.sealed)
-	if err != nil {
-		return issuedPair{}, false
-	}
-	return p, true
+	return e, true
 }
 
 func (r *recent) add(parentHash string, e recentEntry) { r.lru.Add(parentHash, e) }
 
+func (r *recent) remove(parentHash string) { r.lru.Remove(parentHash) }
+
 // forgetSession drops every entry of a revoked session, so this replica
-// stops replaying its pairs at once. O(size), and revocations are rare.
+// stops looking them up at once. O(size), and revocations are rare.
 func (r *recent) forgetSession(sid string) {
 	for _, k := range r.lru.Keys() {
 		if e, ok := r.lru.Peek(k); ok && e.sid == sid {

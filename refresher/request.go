@@ -59,11 +59,15 @@ func mediaType(r *http.Request) (string, error) {
 	return mt, nil
 }
 
-// decodeStrict decodes a JSON object into v, refusing unknown fields and
-// trailing data, with messages naming the field.
-func decodeStrict(body []byte, v any) error {
+// decodeStrict decodes a JSON object with exactly the given field names
+// into v, refusing unknown fields, duplicate and case-variant keys at any
+// depth (checkJSONKeys) and trailing data, with messages naming the field.
+func decodeStrict(body []byte, v any, fields ...string) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return invalidRequest("body: a JSON object is required")
+	}
+	if err := checkJSONKeys(body, fields); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -123,7 +127,7 @@ func decodeSessionRequest(r *http.Request) (SessionRequest, error) {
 		Claims  json.RawMessage `json:"claims"`
 		IdleTTL *duration       `json:"idle_ttl"`
 	}
-	if err := decodeStrict(body, &in); err != nil {
+	if err := decodeStrict(body, &in, "sub", "claims", "idle_ttl"); err != nil {
 		if e := asError(err); strings.Contains(e.Description, "duration") || strings.Contains(e.Description, "whole seconds") {
 			return SessionRequest{}, invalidRequest("idle_ttl: must be a duration string like \"12h\" or whole seconds")
 		}
@@ -147,7 +151,7 @@ func decodePatchRequest(r *http.Request) (json.RawMessage, error) {
 	var in struct {
 		Claims json.RawMessage `json:"claims"`
 	}
-	if err := decodeStrict(body, &in); err != nil {
+	if err := decodeStrict(body, &in, "claims"); err != nil {
 		return nil, err
 	}
 	if in.Claims == nil {
@@ -157,7 +161,10 @@ func decodePatchRequest(r *http.Request) (json.RawMessage, error) {
 }
 
 // bodyFields reads the named fields from a form or JSON body. An empty body
-// without a Content-Type yields no fields (a cookie-only request).
+// without a Content-Type yields no fields (a cookie-only request). A JSON
+// body is strict (only the named fields, each once, spelled exactly); a form
+// may carry other parameters, which are ignored (RFC 6749 §3.2), but each
+// named one at most once.
 func bodyFields(r *http.Request, names ...string) (map[string]string, error) {
 	mt, err := mediaType(r)
 	if err != nil {
@@ -182,6 +189,9 @@ func bodyFields(r *http.Request, names ...string) (map[string]string, error) {
 			}
 		}
 	case mt == "application/json":
+		if err := checkJSONKeys(body, names); err != nil {
+			return nil, err
+		}
 		var in map[string]any
 		if err := json.Unmarshal(body, &in); err != nil {
 			return nil, jsonError(err)
@@ -230,7 +240,8 @@ func (s *Server) decodeRevokeRequest(r *http.Request) (token string, fromCookie 
 }
 
 // pickToken takes the body's token (body transport) or the cookie's
-// (cookie transport); with both allowed, the body wins.
+// (cookie transport); with both allowed, the body wins. A cookie is used
+// only by a request from an allowed page (cors.checkCookieRequest).
 func (s *Server) pickToken(r *http.Request, fromBody, field string) (string, bool, error) {
 	t := s.cfg.RefreshTokenTransport
 	if fromBody != "" && t.body() {
@@ -238,6 +249,9 @@ func (s *Server) pickToken(r *http.Request, fromBody, field string) (string, boo
 	}
 	if t.cookie() {
 		if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
+			if err := s.cors.checkCookieRequest(r); err != nil {
+				return "", false, err
+			}
 			return c.Value, true, nil
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,8 @@ type Server struct {
 	// shutdown does not wait out their timeouts.
 	drain     chan struct{}
 	drainOnce sync.Once
+	// stopping is set by Shutdown: /readyz answers 503 from then on.
+	stopping atomic.Bool
 }
 
 // NewServer validates cfg and wires a server.
@@ -89,6 +92,10 @@ func NewServer(cfg Config, o Options) (*Server, error) {
 // they have, so a shutdown is not held up by them; register it with
 // http.Server.RegisterOnShutdown. Other requests are unaffected.
 func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.drain) }) }
+
+// Shutdown turns /readyz to 503 while every request is still served, so
+// load balancers stop sending before the listener closes.
+func (s *Server) Shutdown() { s.stopping.Store(true) }
 
 // Issuer returns the token logic behind the handlers.
 func (s *Server) Issuer() *Issuer { return s.issuer }
@@ -221,7 +228,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if err := s.issuer.RevokeToken(r.Context(), token); err != nil {
+	if err := s.issuer.RevokeToken(r.Context(), token, s.client(r)); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
@@ -275,6 +282,10 @@ func (s *Server) handleJWKS(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.stopping.Load() {
+		s.render(w, r, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {

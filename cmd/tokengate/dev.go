@@ -58,6 +58,7 @@ func runDev(ctx context.Context, e env) error {
 	rf.store = "bolt://" + filepath.Join(dir, "tokengate.db")
 	rf.audience = devAudienceBoth
 	rf.cfg.AccessTTL, rf.cfg.ReuseGrace = accessTTL, grace
+	rf.shutdown.drainPeriod = 0 // no load balancer to drain in dev: Ctrl-C stops at once
 	rln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)

@@ -11,11 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -24,9 +22,6 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/tokengate/tokengate/extauthz"
@@ -40,12 +35,18 @@ type extauthzFlags struct {
 	grpcListen, httpListen string
 	config                 string
 	jwksURL, jwksFile      string
+	jwksRefreshMax         time.Duration
 	issuer, audience       string
 	reflection, dev        bool
 	logLevel               string
 	revocationsURL         string
+	revocationsFailOpen    bool
 	adminToken, adminFile  string
+	forwardAuthProxy       string
 	devJWKS                []byte // --dev: the dev key as inline JWKS
+	http                   httpLimits
+	grpc                   grpcLimits
+	shutdown               shutdownFlags
 }
 
 func (f *extauthzFlags) register(fs *flag.FlagSet) {
@@ -54,14 +55,30 @@ func (f *extauthzFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "YAML config file (docs/extauthz.md); reloaded on SIGHUP")
 	fs.StringVar(&f.jwksURL, "jwks-url", "", "one-provider shortcut: JWKS URL")
 	fs.StringVar(&f.jwksFile, "jwks-file", "", "one-provider shortcut: JWKS file (reloaded when it changes)")
+	fs.DurationVar(&f.jwksRefreshMax, "jwks-refresh-max-interval", 0, "one-provider shortcut: refresh_max_interval, the longest a key removed from the JWKS keeps verifying (default 1h; the JWKS's max-age decides below it)")
 	fs.StringVar(&f.issuer, "issuer", "", "one-provider shortcut: required iss")
 	fs.StringVar(&f.audience, "audience", "", "one-provider shortcut: accepted aud values, comma-separated")
 	fs.BoolVar(&f.reflection, "grpc-reflection", false, "serve gRPC reflection (for grpcurl)")
 	fs.BoolVar(&f.dev, "dev", false, "generate a dev key under ./.tokengate/, trust it, print a sample token")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.revocationsURL, "revocations-url", "", "refresher base URL or its /v1/revocations feed: deny revoked sessions with token_revoked")
+	fs.BoolVar(&f.revocationsFailOpen, "revocations-fail-open", false, "with --revocations-url: until the feed has synced once, allow tokens of sessions that may have been revoked (default: UNAVAILABLE)")
 	fs.StringVar(&f.adminToken, "admin-token", "", "the refresher's admin bearer token, for --revocations-url (prefer --admin-token-file)")
 	fs.StringVar(&f.adminFile, "admin-token-file", "", "file holding the refresher's admin bearer token")
+	fs.StringVar(&f.forwardAuthProxy, "forward-auth-proxy", "", "forward_auth.proxy: the proxy whose headers describe a forward-auth request: envoy (default), nginx, traefik or caddy")
+	f.http.register(fs, defaultHTTPLimits)
+	f.grpc.register(fs, defaultGRPCLimits)
+	f.shutdown.register(fs)
+}
+
+// problems lists every bad limit or shutdown value, named by its flag.
+func (f *extauthzFlags) problems() error {
+	errs := append(f.http.problems(), f.grpc.problems()...)
+	errs = append(errs, f.shutdown.problems()...)
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: invalid configuration:\n%w", errUsage, errors.Join(errs...))
+	}
+	return nil
 }
 
 func runExtauthz(ctx context.Context, e env) error {
@@ -76,6 +93,9 @@ func runExtauthz(ctx context.Context, e env) error {
 	log, err := newLogger(e.stderr, f.logLevel)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if err := f.problems(); err != nil {
+		return err
 	}
 	var devToken string
 	if f.dev {
@@ -94,6 +114,7 @@ func runExtauthz(ctx context.Context, e env) error {
 	run := extauthzRun{
 		GRPCListen: f.grpcListen, HTTPListen: f.httpListen, Reflection: f.reflection,
 		Logger: log, Registry: reg,
+		HTTPLimits: f.http, GRPCLimits: f.grpc, DrainPeriod: f.shutdown.drainPeriod, Grace: f.shutdown.grace,
 	}
 	if f.config != "" {
 		run.Reload = load
@@ -129,7 +150,7 @@ func runExtauthz(ctx context.Context, e env) error {
 func (f *extauthzFlags) revocationFeed(log *slog.Logger, reg prometheus.Registerer) (*extauthz.RevocationFeed, error) {
 	token, tokErr := adminTokenFrom(f.adminToken, f.adminFile)
 	feed, err := extauthz.NewRevocationFeed(extauthz.RevocationFeedConfig{
-		URL: f.revocationsURL, AdminToken: token, Logger: log, Registerer: reg,
+		URL: f.revocationsURL, AdminToken: token, Logger: log, Registerer: reg, FailOpen: f.revocationsFailOpen,
 	})
 	if err = errors.Join(tokErr, err); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
@@ -147,18 +168,25 @@ func (f *extauthzFlags) loadConfig() (extauthz.Config, error) {
 			return cfg, err
 		}
 	}
-	shortcut := f.jwksURL != "" || f.jwksFile != "" || f.issuer != "" || f.audience != "" || f.devJWKS != nil
+	shortcut := f.jwksURL != "" || f.jwksFile != "" || f.issuer != "" || f.audience != "" || f.devJWKS != nil || f.jwksRefreshMax != 0
 	if shortcut {
 		if len(cfg.Providers) > 0 {
-			return cfg, fmt.Errorf("%w: --jwks-url/--jwks-file/--issuer/--audience describe the one provider; %s already lists providers", errUsage, f.config)
+			return cfg, fmt.Errorf("%w: --jwks-url/--jwks-file/--jwks-refresh-max-interval/--issuer/--audience describe the one provider; %s already lists providers", errUsage, f.config)
 		}
-		p := extauthz.Provider{Issuer: f.issuer, JWKSURL: f.jwksURL, JWKSFile: f.jwksFile, JWKS: f.devJWKS}
+		p := extauthz.Provider{Issuer: f.issuer, JWKSURL: f.jwksURL, JWKSFile: f.jwksFile, JWKS: f.devJWKS,
+			RefreshMaxInterval: extauthz.Duration{Duration: f.jwksRefreshMax}}
 		for _, a := range strings.Split(f.audience, ",") {
 			if a = strings.TrimSpace(a); a != "" {
 				p.Audiences = append(p.Audiences, a)
 			}
 		}
 		cfg.Providers = []extauthz.Provider{p}
+	}
+	if f.forwardAuthProxy != "" {
+		if cfg.ForwardAuth.Proxy != "" && cfg.ForwardAuth.Proxy != f.forwardAuthProxy {
+			return cfg, fmt.Errorf("%w: --forward-auth-proxy %s contradicts forward_auth.proxy %s in %s", errUsage, f.forwardAuthProxy, cfg.ForwardAuth.Proxy, f.config)
+		}
+		cfg.ForwardAuth.Proxy = f.forwardAuthProxy
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("invalid configuration:\n%w", err)
@@ -259,11 +287,22 @@ type extauthzRun struct {
 	Reload func() (extauthz.Config, error)
 	// OnListening is called once both listeners are bound.
 	OnListening func(grpcAddr, httpAddr net.Addr)
+	// HTTPLimits and GRPCLimits bound the listeners; zero values are the
+	// flags' defaults.
+	HTTPLimits httpLimits
+	GRPCLimits grpcLimits
+	// DrainPeriod: after ctx ends, health NOT_SERVING for this long before
+	// the listeners close. Grace bounds the checks in flight after that
+	// (0: serve.DefaultGrace).
+	DrainPeriod, Grace time.Duration
+	// HealthPoll is extauthz.Options.HealthPoll (tests).
+	HealthPoll time.Duration
 }
 
-// serveExtauthz serves extauthz until ctx ends, then shuts down gracefully:
-// health turns NOT_SERVING, the listeners stop accepting, and checks in
-// flight finish.
+// serveExtauthz serves extauthz until ctx ends, then shuts down in the
+// order load balancers need (internal/serve): health turns NOT_SERVING,
+// both listeners keep serving for the drain period, health Watch streams
+// end, the listeners close, and checks in flight finish.
 func serveExtauthz(ctx context.Context, cfg extauthz.Config, run extauthzRun) error {
 	if run.Logger == nil {
 		run.Logger = slog.New(slog.DiscardHandler)
@@ -271,7 +310,12 @@ func serveExtauthz(ctx context.Context, cfg extauthz.Config, run extauthzRun) er
 	if run.Registry == nil {
 		run.Registry = prometheus.NewRegistry()
 	}
-	srv, err := extauthz.NewServer(cfg, extauthz.Options{Logger: run.Logger, Registry: run.Registry, Denylist: run.Denylist})
+	httpLim := run.HTTPLimits.orDefault(defaultHTTPLimits)
+	grpcLim := run.GRPCLimits.orDefault(defaultGRPCLimits)
+	srv, err := extauthz.NewServer(cfg, extauthz.Options{
+		Logger: run.Logger, Registry: run.Registry, Denylist: run.Denylist,
+		HealthPoll: run.HealthPoll, MaxHealthWatches: grpcLim.maxHealthWatches,
+	})
 	if err != nil {
 		return err
 	}
@@ -286,44 +330,42 @@ func serveExtauthz(ctx context.Context, cfg extauthz.Config, run extauthzRun) er
 		grpcLn.Close()
 		return fmt.Errorf("--http-listen: %w", err)
 	}
-	gs := newGRPCServer()
+	gs := grpcLim.server()
 	srv.RegisterGRPC(gs)
 	if run.Reflection {
 		reflection.Register(gs)
 	}
-	hs := &http.Server{Handler: srv.Routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	run.Logger.Info("extauthz listening", "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String(), "providers", len(cfg.Providers))
 	if run.OnListening != nil {
 		run.OnListening(grpcLn.Addr(), httpLn.Addr())
 	}
 
-	// The listeners stop only after health has turned NOT_SERVING.
-	serveCtx, stopServing := context.WithCancel(context.Background())
-	defer stopServing()
-	g, gctx := errgroup.WithContext(serveCtx)
-	g.Go(func() error { return serve.GRPC(gctx, gs, grpcLn) })
-	g.Go(func() error { return serve.HTTP(gctx, hs, httpLn) })
-	g.Go(func() error {
-		// SIGHUP is always caught: without --config there is nothing to
-		// reload, and the default action (exit) would be a surprise.
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				run.Logger.Info("extauthz shutting down: health NOT_SERVING, finishing checks in flight")
-				srv.Shutdown()
-				stopServing()
-				return nil
-			case <-gctx.Done():
-				return nil
-			case <-hup:
-				reloadConfig(ctx, srv, run)
-			}
-		}
+	group := serve.New(serve.Options{
+		DrainPeriod: run.DrainPeriod, Grace: run.Grace, Logger: run.Logger,
+		OnDrain: func() {
+			run.Logger.Info("extauthz shutting down: health NOT_SERVING, finishing checks in flight", "drain_period", run.DrainPeriod.String())
+			srv.Shutdown()
+		},
+		OnStop: srv.EndWatches,
 	})
-	return g.Wait()
+	group.GRPC(gs, grpcLim.listener(grpcLn))
+	group.HTTP(httpLim.server(srv.Routes()), httpLim.listener(httpLn))
+
+	// SIGHUP is always caught: without --config there is nothing to
+	// reload, and the default action (exit) would be a surprise.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	served := make(chan error, 1)
+	go func() { served <- group.Run(ctx) }()
+	for {
+		select {
+		case err := <-served:
+			return err
+		case <-hup:
+			reloadConfig(ctx, srv, run)
+		}
+	}
 }
 
 func reloadConfig(ctx context.Context, srv *extauthz.Server, run extauthzRun) {
@@ -340,16 +382,4 @@ func reloadConfig(ctx context.Context, srv *extauthz.Server, run extauthzRun) {
 		return
 	}
 	run.Logger.Info("config reloaded", "providers", len(cfg.Providers))
-}
-
-// newGRPCServer has defaults for a sidecar-to-service hop under load:
-// Envoy keeps few long-lived HTTP/2 connections and multiplexes checks.
-func newGRPCServer() *grpc.Server {
-	return grpc.NewServer(
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.MaxConcurrentStreams(1024),
-		grpc.MaxRecvMsgSize(1<<20),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-	)
 }

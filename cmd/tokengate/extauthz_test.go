@@ -169,7 +169,7 @@ func TestExtauthzProcess(t *testing.T) {
 	if status != 200 || hdr.Get("X-User-Id") != "dev-user" {
 		t.Fatalf("forward-auth allow: %d %v %s", status, hdr, body)
 	}
-	status, hdr, body = eaHTTP(t, "http://"+httpAddr+"/authz", map[string]string{"X-Original-URI": "/api/x", "Origin": "https://app.test"})
+	status, hdr, body = eaHTTP(t, "http://"+httpAddr+"/authz/api/x", map[string]string{"Origin": "https://app.test"})
 	if status != 401 || hdr.Get("Access-Control-Allow-Origin") != "https://app.test" || !strings.Contains(body, "missing_token") {
 		t.Fatalf("forward-auth deny: %d %v %s", status, hdr, body)
 	}

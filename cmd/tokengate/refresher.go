@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -46,6 +45,8 @@ type refresherFlags struct {
 	logLevel       string
 	cfg            refresher.Config
 	storeOpts      storeOptions
+	http           httpLimits
+	shutdown       shutdownFlags
 }
 
 func (f *refresherFlags) register(fs *flag.FlagSet) {
@@ -71,7 +72,7 @@ func (f *refresherFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.cfg.StoreTimeout, "store-timeout", d.StoreTimeout, "timeout of each store call (a timeout answers 503)")
 	fs.IntVar(&f.cfg.RecentSize, "recent-size", d.RecentSize, "entries in the in-process LRU of recently issued pairs")
-	fs.Float64Var(&f.cfg.RateLimitIP, "rate-limit-ip", d.RateLimitIP, "counted /v1/token attempts (rotations and failures) per second per client IP; 0 disables")
+	fs.Float64Var(&f.cfg.RateLimitIP, "rate-limit-ip", d.RateLimitIP, "counted /v1/token attempts (rotations and failures) and /v1/revoke requests per second per client IP; 0 disables")
 	fs.IntVar(&f.cfg.RateLimitIPBurst, "rate-limit-ip-burst", d.RateLimitIPBurst, "burst of --rate-limit-ip")
 	fs.Float64Var(&f.cfg.RateLimitSession, "rate-limit-session", d.RateLimitSession, "rotations and failures per second per session; 0 disables")
 	fs.IntVar(&f.cfg.RateLimitSessionBurst, "rate-limit-session-burst", d.RateLimitSessionBurst, "burst of --rate-limit-session")
@@ -81,6 +82,16 @@ func (f *refresherFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.cfg.RevocationsMaxWait, "revocations-max-wait", d.RevocationsMaxWait, "longest long-poll wait of /v1/revocations")
 	fs.StringVar(&f.storeOpts.RedisSentinelMaster, "redis-sentinel-master", "", "Redis Sentinel master name (the redis:// hosts are then Sentinels)")
 	fs.DurationVar(&f.storeOpts.RedisTimeout, "redis-timeout", time.Second, "timeout of each Redis command")
+	f.http.register(fs, refresherHTTPLimits(d.RevocationsMaxWait))
+	f.shutdown.register(fs)
+}
+
+// refresherHTTPLimits are extauthz's HTTP limits with a write timeout
+// longer than the longest /v1/revocations long poll.
+func refresherHTTPLimits(revocationsMaxWait time.Duration) httpLimits {
+	l := defaultHTTPLimits
+	l.writeTimeout = revocationsMaxWait + 15*time.Second
+	return l
 }
 
 func splitList(s string) []string {
@@ -109,6 +120,8 @@ type refresherApp struct {
 	// adminTokenPath is where --dev keeps the admin token ("" otherwise).
 	adminTokenPath string
 	log            *slog.Logger
+	http           httpLimits
+	shutdown       shutdownFlags
 }
 
 // build turns flags into a running configuration: every config problem is
@@ -156,6 +169,11 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, f.http.problems()...)
+	errs = append(errs, f.shutdown.problems()...)
+	if f.http.writeTimeout > 0 && f.http.writeTimeout <= cfg.RevocationsMaxWait {
+		errs = append(errs, fmt.Errorf("http-write-timeout: must be longer than revocations-max-wait (%v), or long polls are cut", cfg.RevocationsMaxWait))
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: invalid configuration:\n%w", errUsage, errors.Join(errs...))
 	}
@@ -193,6 +211,7 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 		return nil, err
 	}
 	app.srv, app.store, app.cfg, app.adminToken = srv, st, cfg, cfg.AdminToken
+	app.http, app.shutdown = f.http, f.shutdown
 	log.Info("refresher_configured", "store", storeScheme(f.store), "kid", keys.SignerKID(),
 		"alg", keys.SignerAlg().String(), "issuer", cfg.Issuer, "transport", string(cfg.RefreshTokenTransport))
 	return app, nil
@@ -250,17 +269,20 @@ func (a *refresherApp) serve(ctx context.Context, ln net.Listener) error {
 			}
 		}()
 	}
-	hs := &http.Server{
-		Handler:           a.srv.Routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// Long enough for the longest /v1/revocations long poll.
-		WriteTimeout: a.cfg.RevocationsMaxWait + 15*time.Second,
-		IdleTimeout:  2 * time.Minute,
-	}
-	hs.RegisterOnShutdown(a.srv.Drain)
+	group := serve.New(serve.Options{
+		DrainPeriod: a.shutdown.drainPeriod, Grace: a.shutdown.grace, Logger: a.log,
+		// /readyz answers 503 from SIGTERM on, while requests are still served.
+		OnDrain: func() {
+			a.log.Info("refresher_draining", "drain_period", a.shutdown.drainPeriod.String())
+			a.srv.Shutdown()
+		},
+		// Long polls answer at once so they do not hold the shutdown.
+		OnStop: a.srv.Drain,
+	})
+	lim := a.http.orDefault(refresherHTTPLimits(a.cfg.RevocationsMaxWait))
+	group.HTTP(lim.server(a.srv.Routes()), lim.listener(ln))
 	a.log.Info("refresher_listening", "addr", ln.Addr().String())
-	return serve.HTTP(ctx, hs, ln)
+	return group.Run(ctx)
 }
 
 func runRefresher(ctx context.Context, e env) error {

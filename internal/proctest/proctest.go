@@ -130,7 +130,9 @@ func Start(t testing.TB, name string, env []string, bin string, args ...string) 
 	t.Helper()
 	p := &Process{Name: name, out: &SyncBuffer{}, done: make(chan struct{})}
 	p.Cmd = exec.Command(bin, args...)
-	p.Cmd.Env = append(os.Environ(), env...)
+	// No drain period unless a test asks for one: every test would
+	// otherwise wait for it at its end (env entries later in the list win).
+	p.Cmd.Env = append(append(os.Environ(), "TOKENGATE_DRAIN_PERIOD=0s"), env...)
 	p.Cmd.Stdout = p.out
 	p.Cmd.Stderr = p.out
 	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

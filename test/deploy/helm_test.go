@@ -528,6 +528,20 @@ func TestChartEverythingOn(t *testing.T) {
 	if _, ok := argMap(t, ex)["--grpc-reflection"]; !ok {
 		t.Error("--grpc-reflection missing")
 	}
+	// Shutdown and listener limits reach the flags (camelCase key → flag).
+	for _, c := range []struct {
+		args map[string]string
+		want map[string]string
+	}{
+		{args, map[string]string{"--drain-period": "8s", "--shutdown-grace": "20s", "--http-max-connections": "2048", "--http-write-timeout": "90s"}},
+		{argMap(t, ex), map[string]string{"--drain-period": "5s", "--shutdown-grace": "15s", "--grpc-max-connections": "4096", "--grpc-max-concurrent-streams": "512", "--http-max-header-bytes": "1048576"}},
+	} {
+		for k, v := range c.want {
+			if c.args[k] != v {
+				t.Errorf("%s = %q, want %q", k, c.args[k], v)
+			}
+		}
+	}
 	// HPA owns the replica count.
 	dep, _ := byName(find[*appsv1.Deployment](objs), "auth-extauthz")
 	if dep.Spec.Replicas != nil {

@@ -79,6 +79,9 @@ func TestChartNotesEnvoySnippet(t *testing.T) {
 	t.Parallel()
 	notes := renderNotes(t)
 	filter := between(t, notes, "before the router:\n", "\nand to clusters:")
+	if !strings.Contains(notes, "headers_with_underscores_action: REJECT_REQUEST") {
+		t.Error("NOTES.txt does not tell users to reject headers with underscores")
+	}
 	clusters := between(t, notes, "and to clusters:\n", "\nRoute /v1/token")
 	bootstrap := fmt.Sprintf(`static_resources:
   listeners:
@@ -90,6 +93,8 @@ func TestChartNotesEnvoySnippet(t *testing.T) {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
+          # As NOTES.txt says (issue 9 item 13).
+          common_http_protocol_options: { headers_with_underscores_action: REJECT_REQUEST }
           route_config:
             virtual_hosts:
             - name: app

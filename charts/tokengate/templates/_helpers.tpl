@@ -106,3 +106,16 @@ refresher when the user gave none. */}}
   mountPath: /etc/tokengate/admin-token
   readOnly: true
 {{- end -}}
+
+{{/*
+Shutdown and listener-limit flags of one service (docs/operations.md):
+--drain-period, --shutdown-grace, and one --flag per key of .limits
+(camelCase key → kebab-case flag; numbers printed as integers).
+*/}}
+{{- define "tokengate.listenerArgs" -}}
+- --drain-period={{ .drainPeriod }}
+- --shutdown-grace={{ .shutdownGrace }}
+{{- range $k, $v := .limits }}
+- --{{ kebabcase $k }}={{ if kindIs "float64" $v }}{{ int64 $v }}{{ else }}{{ $v }}{{ end }}
+{{- end }}
+{{- end }}

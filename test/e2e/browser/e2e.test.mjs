@@ -4,6 +4,7 @@
 // page. Run with `make test-e2e` (builds the client first).
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
+import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -366,4 +367,82 @@ describe('cookie transport', () => {
       await context.close();
     }
   });
+
+  test('8. CSRF: a page on another origin of the same site can neither refresh nor sign out with the cookie', async () => {
+    const context = await browser.newContext();
+    const evil = await startForeignSite(stack.base);
+    try {
+      const page = await openDemo(context, stack, { transport: 'cookie', refreshAhead: 0, autoRefresh: false });
+      await page.evaluate(() => window.tg.signIn('u-csrf'));
+      const cookie0 = (await context.cookies()).find((c) => c.name === 'tokengate_refresh');
+      assert.ok(cookie0, 'signed in with the refresh cookie');
+      const rotations0 = await stack.metric('tokengate_refresher_rotations_total');
+      const revocations0 = await stack.metric('tokengate_refresher_revocations_total');
+      const refused0 = stack.count('POST', '/v1/token', 403);
+      const refusedOut0 = stack.count('POST', '/v1/token/revoke', 403);
+
+      // http://127.0.0.1:<other port> is another origin of the same site: SameSite=Strict
+      // does not stop the browser from sending the cookie with what that page posts.
+      const attacker = await context.newPage();
+      for (const path of ['/v1/token', '/v1/token/revoke']) {
+        // An auto-submitted form (a top-level navigation, no preflight).
+        const [res] = await Promise.all([
+          attacker.waitForResponse((r) => r.url() === `${stack.base}${path}`),
+          attacker.goto(`${evil.url}/form?path=${encodeURIComponent(path)}`),
+        ]);
+        assert.equal(res.status(), 403, `form POST ${path} from ${evil.url}: ${res.status()} ${await res.text()}`);
+        assert.equal(res.request().headers().origin, evil.url);
+      }
+      // A no-cors fetch with credentials (simple request, opaque answer).
+      await attacker.goto(`${evil.url}/`);
+      await attacker.evaluate(async (url) => {
+        await fetch(url, {
+          method: 'POST',
+          mode: 'no-cors',
+          credentials: 'include',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: 'grant_type=refresh_token',
+        });
+      }, `${stack.base}/v1/token`);
+
+      assert.equal(stack.count('POST', '/v1/token', 403) - refused0, 2, 'refused refreshes at nginx');
+      assert.equal(stack.count('POST', '/v1/token/revoke', 403) - refusedOut0, 1, 'refused sign-outs at nginx');
+      assert.equal((await stack.metric('tokengate_refresher_rotations_total')) - rotations0, 0, 'rotations caused by the foreign page');
+      assert.equal((await stack.metric('tokengate_refresher_revocations_total')) - revocations0, 0, 'sessions revoked by the foreign page');
+      const cookie1 = (await context.cookies()).find((c) => c.name === 'tokengate_refresh');
+      assert.equal(cookie1?.value, cookie0.value, 'the refresh cookie is untouched');
+
+      // The session is unaffected: the app's own page still refreshes with the cookie.
+      await page.reload();
+      await page.waitForFunction(() => window.tg?.ready === true);
+      const resumed = await page.evaluate(() => window.tg.call());
+      assert.equal(resumed.status, 200, JSON.stringify(resumed));
+      assert.equal(resumed.body.user.id, 'u-csrf');
+      assert.deepEqual(await page.evaluate(() => window.tg.state.signOuts), []);
+    } finally {
+      await context.close();
+      await new Promise((r) => evil.server.close(r));
+    }
+  });
 });
+
+/**
+ * startForeignSite serves an attacker's pages on another loopback port:
+ * /form?path=P auto-submits a form (grant_type=refresh_token) to target+P;
+ * / is an empty page to run fetch() from.
+ */
+async function startForeignSite(target) {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://foreign');
+    const path = url.searchParams.get('path') ?? '';
+    const body =
+      url.pathname === '/form'
+        ? `<!doctype html><form method="POST" action="${target}${path}"><input type="hidden" name="grant_type" value="refresh_token"></form><script>document.forms[0].submit()</script>`
+        : '<!doctype html><title>foreign</title>';
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end(body);
+  });
+  server.keepAliveTimeout = 1000;
+  const port = await new Promise((r) => server.listen(0, '127.0.0.1', () => r(server.address().port)));
+  return { server, url: `http://127.0.0.1:${port}` };
+}

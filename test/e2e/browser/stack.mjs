@@ -146,6 +146,9 @@ export async function startStack({ transport = 'body', accessTTL = '4s', reuseGr
       `    audiences: [${audience}]`,
       `    jwks_url: ${refresherURL}/.well-known/jwks.json`,
       '    leeway: 0s',
+      // examples/nginx/tokengate.conf sets X-Original-URI/-Method and Host.
+      'forward_auth:',
+      '  proxy: nginx',
       '',
     ].join('\n'),
   );
