@@ -51,3 +51,10 @@ test-e2e:
 # product's go.mod. Needs helm (.ci/run installs the pinned version).
 test-deploy:
 	cd test/deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
+
+# The fault suite's long variants (issue 14, docs/operations.md "Fault
+# suite"): 20 kill -9 of the refresher under 50 clients, a 10-minute soak,
+# the disk-full test. The short variants run in test-go. Not part of test.
+.PHONY: test-fault-long
+test-fault-long:
+	TOKENGATE_FAULT_LONG=1 $(GO) test -count=1 -v -timeout 60m ./test/fault/

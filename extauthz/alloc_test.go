@@ -6,7 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
 
 // A cache hit allocates nothing over gRPC and only the request-header map
@@ -30,6 +35,24 @@ func TestCachedCheckAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() { h.srv.Check(t.Context(), req) }); n != 0 {
 		t.Errorf("gRPC Check on a cache hit: %v allocations, want 0", n)
 	}
+	// Both spellings of an ECDSA signature, (r, s) and (r, n−s), are one
+	// cache entry (under the low-S one); either is a hit without allocating.
+	for _, spelling := range []string{"low-S", "high-S"} {
+		tok := tok
+		if highS(t, tok, "ES256") != (spelling == "high-S") {
+			tok = twinS(t, tok, "ES256")
+		}
+		req := checkReq("GET", "app.test", "/api/things", map[string]string{"authorization": "Bearer " + tok, "origin": "https://app.test"})
+		if a := h.check(t, req); !a.allowed {
+			t.Fatalf("%s: %+v", spelling, a)
+		}
+		if n := testing.AllocsPerRun(1000, func() { h.srv.Check(t.Context(), req) }); n != 0 {
+			t.Errorf("gRPC Check on a cache hit by the %s spelling: %v allocations, want 0", spelling, n)
+		}
+	}
+	if n := h.srv.state.Load().cache.len(); n != 1 {
+		t.Errorf("%d cache entries for one token", n)
+	}
 
 	r := forwardAuthRequest(tok)
 	r.Header.Set("Origin", "https://app.test")
@@ -40,5 +63,76 @@ func TestCachedCheckAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { clear(w.h); h.srv.handleForwardAuth(w, r) }); n > 2 {
 		t.Errorf("forward-auth on a cache hit: %v allocations, want ≤ 2 (the map of the headers a decision reads)", n)
+	}
+}
+
+// The cache's byte bound is only as good as entrySize's estimate: filled
+// with tokens whose every ready-made answer has been built (four gRPC
+// variants and the HTTP one), the heap grows by no more than the cache
+// accounts, and by at least a third of it (the estimate is an upper bound,
+// not a wild one). Not parallel: it reads the process's heap.
+func TestCacheBytesEstimate(t *testing.T) {
+	k := newTestKey(t, "ES256", "estimate")
+	for _, tc := range []struct {
+		name  string
+		extra int // bytes of an extra claim
+	}{{"typical token", 0}, {"5.5 KB token", 5000}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig(t, k)
+			cfg.CORS.AllowedOrigins = []string{"https://app.test"}
+			cfg.Token.RemoveAuthorizationHeader = true
+			cfg.Token.Cookie = "at"
+			cfg.Headers.PayloadHeader = "x-jwt-payload"
+			cfg.Cache.Size = 1 << 20
+			cfg.Cache.MaxBytes = 1 << 30
+			h := newHarness(t, cfg, func(o *Options) { o.Logger = slog.New(slog.DiscardHandler) })
+			const n = 300
+			var reqs [][]*authv3.CheckRequest
+			var https []*http.Request
+			for i := range n {
+				c := claimsAt(h.clock.Now())
+				c["jti"] = "jti-" + strconv.Itoa(i)
+				if tc.extra > 0 {
+					c["groups"] = strings.Repeat("g", tc.extra)
+				}
+				tok := k.token(t, c)
+				var rs []*authv3.CheckRequest
+				for _, hdrs := range []map[string]string{
+					{"authorization": "Bearer " + tok}, {"authorization": "Bearer " + tok, "origin": "https://app.test"},
+					{"cookie": "at=" + tok}, {"cookie": "at=" + tok, "origin": "https://app.test"},
+				} {
+					rs = append(rs, checkReq("GET", "app.test", "/api/things", hdrs))
+				}
+				reqs = append(reqs, rs)
+				https = append(https, forwardAuthRequest(tok))
+			}
+			w := &headerRecorder{h: http.Header{}}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for i := range n {
+				for _, r := range append(reqs[i], reqs[i]...) { // a miss, then a hit per variant
+					if _, err := h.srv.Check(t.Context(), r); err != nil {
+						t.Fatal(err)
+					}
+				}
+				clear(w.h)
+				h.srv.handleForwardAuth(w, https[i])
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			c := h.srv.state.Load().cache
+			if c.len() != n {
+				t.Fatalf("%d entries cached, want %d", c.len(), n)
+			}
+			actual := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+			estimate := c.bytes() / n
+			t.Logf("per entry: heap %d bytes, estimate %d bytes", actual, estimate)
+			if estimate < actual || estimate > 3*actual {
+				t.Fatalf("estimate %d bytes per entry, heap %d: want heap ≤ estimate ≤ 3 × heap", estimate, actual)
+			}
+			runtime.KeepAlive(reqs)
+			runtime.KeepAlive(https)
+		})
 	}
 }

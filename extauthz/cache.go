@@ -1,14 +1,16 @@
 package extauthz
 
 import (
+	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // entry is a verified token with everything an allow needs, computed once:
@@ -85,41 +87,246 @@ func newEntry(v *verified, set []header, unset []string, ready bool) *entry {
 	return e
 }
 
-// tokenCache is a bounded LRU of verified tokens. An entry is valid until
-// the token's exp and only while the key that verified it is still in its
-// provider's set; both are checked on read, so no goroutine is needed
-// (golang-lru's expirable cache starts one that never stops).
+// tokenCache is an LRU of verified tokens bounded in entries and in bytes
+// (an estimate of what each entry holds: entrySize). An entry is valid
+// until the token's exp and only while the key that verified it is still
+// in its provider's set; both are checked on read, so no goroutine is
+// needed. Keys are canonical token spellings (splitToken).
 type tokenCache struct {
-	lru *lru.Cache[string, *entry]
-	m   *metrics
+	mu         sync.Mutex
+	items      map[string]*cacheNode
+	head, tail *cacheNode // head is the most recently used
+	bytesUsed  int64
+	maxEntries int
+	maxBytes   int64
+	m          *metrics
 }
 
-func newTokenCache(size int, m *metrics) (*tokenCache, error) {
-	c, err := lru.New[string, *entry](size)
-	if err != nil {
-		return nil, err
+type cacheNode struct {
+	key        string
+	e          *entry
+	size       int64
+	prev, next *cacheNode
+}
+
+func newTokenCache(maxEntries int, maxBytes int64, m *metrics) (*tokenCache, error) {
+	if maxEntries <= 0 || maxBytes <= 0 {
+		return nil, errors.New("the cache needs a positive size and max_bytes")
 	}
-	return &tokenCache{lru: c, m: m}, nil
+	return &tokenCache{items: map[string]*cacheNode{}, maxEntries: maxEntries, maxBytes: maxBytes, m: m}, nil
 }
 
-func (c *tokenCache) get(token string, now time.Time) *entry {
+// get returns the valid entry for key, or nil (dropping an entry that is
+// no longer valid). It counts nothing: the caller counts one hit or miss
+// per check (a check may look up two spellings).
+func (c *tokenCache) get(key string, now time.Time) *entry {
 	if c == nil {
 		return nil
 	}
-	e, ok := c.lru.Get(token)
-	if ok && now.Before(e.v.exp) && e.v.provider.hasKey(e.v.keyID) {
-		c.m.cacheHits.Inc()
-		return e
-	}
-	if ok {
-		c.lru.Remove(token)
-	}
-	c.m.cacheMisses.Inc()
-	return nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.use(c.items[key], now)
 }
 
-func (c *tokenCache) add(token string, e *entry) {
-	if c != nil {
-		c.lru.Add(token, e)
+// keyBufs hold twin keys (getTwin) so that building one allocates nothing.
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// getTwin finds the entry of token's low-S twin when token ends in a
+// high-S ECDSA signature (twinKey): the same token, cached under its
+// canonical spelling. The entry counts only if that token was verified
+// with the curve the twin was computed for (the curve is guessed from the
+// signature's length, which an EdDSA signature shares with ES256).
+func (c *tokenCache) getTwin(token string, now time.Time) *entry {
+	if c == nil {
+		return nil
 	}
+	bp := keyBufs.Get().(*[]byte)
+	defer keyBufs.Put(bp)
+	if cap(*bp) < len(token) {
+		*bp = make([]byte, 0, len(token))
+	}
+	key, curve := twinKey(*bp, token)
+	if key == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.items[string(key)] // no allocation: the compiler looks up the bytes
+	if n == nil || n.e.v.alg != curve.alg {
+		return nil
+	}
+	return c.use(n, now)
+}
+
+// use returns n's entry if it is still valid (dropping it if not) and
+// marks it most recently used. c.mu is held.
+func (c *tokenCache) use(n *cacheNode, now time.Time) *entry {
+	if n == nil {
+		return nil
+	}
+	if !now.Before(n.e.v.exp) || !n.e.v.provider.hasKey(n.e.v.keyID) {
+		c.unlink(n)
+		c.gauges()
+		return nil
+	}
+	c.toFront(n)
+	return n.e
+}
+
+// count records one check's cache outcome.
+func (c *tokenCache) count(hit bool) {
+	switch {
+	case c == nil:
+	case hit:
+		c.m.cacheHits.Inc()
+	default:
+		c.m.cacheMisses.Inc()
+	}
+}
+
+// add caches e under key (copied: the caller's string may be a slice of a
+// much larger header). An entry larger than the whole cache is not kept.
+func (c *tokenCache) add(key string, e *entry) {
+	if c == nil {
+		return
+	}
+	size := entrySize(key, e)
+	if size > c.maxBytes {
+		return
+	}
+	key = strings.Clone(key)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.items[key]; old != nil {
+		c.unlink(old)
+	}
+	n := &cacheNode{key: key, e: e, size: size}
+	c.items[key] = n
+	c.bytesUsed += size
+	c.toFront(n)
+	for c.tail != nil && (c.bytesUsed > c.maxBytes || len(c.items) > c.maxEntries) {
+		c.unlink(c.tail)
+	}
+	c.gauges()
+}
+
+func (c *tokenCache) toFront(n *cacheNode) {
+	if c.head == n {
+		return
+	}
+	if n.prev != nil {
+		n.prev.next = n.next
+	}
+	if n.next != nil {
+		n.next.prev = n.prev
+	}
+	if c.tail == n {
+		c.tail = n.prev
+	}
+	n.prev, n.next = nil, c.head
+	if c.head != nil {
+		c.head.prev = n
+	}
+	c.head = n
+	if c.tail == nil {
+		c.tail = n
+	}
+}
+
+func (c *tokenCache) unlink(n *cacheNode) {
+	if n.prev != nil {
+		n.prev.next = n.next
+	} else {
+		c.head = n.next
+	}
+	if n.next != nil {
+		n.next.prev = n.prev
+	} else {
+		c.tail = n.prev
+	}
+	n.prev, n.next = nil, nil
+	delete(c.items, n.key)
+	c.bytesUsed -= n.size
+}
+
+func (c *tokenCache) gauges() {
+	c.m.cacheBytes.Set(float64(c.bytesUsed))
+	c.m.cacheEntries.Set(float64(len(c.items)))
+}
+
+func (c *tokenCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.items)
+}
+
+func (c *tokenCache) bytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytesUsed
+}
+
+func (c *tokenCache) contains(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.items[key] != nil
+}
+
+// Estimated sizes (64-bit), checked against the heap by
+// TestCacheBytesEstimate: what an entry holds besides the strings counted
+// one by one — the node, its map slot, the entry and verified structs and
+// the ready-made answers (up to four gRPC responses and one HTTP value,
+// built on later hits).
+const (
+	entryOverhead  = 4096
+	headerOverhead = 320 // a header as a pair, a proto, an HTTP value, and its canonical name
+	stringOverhead = 16
+	mapSlot        = 48
+	sliceOverhead  = 24
+	ifaceOverhead  = 16
+)
+
+// entrySize estimates the bytes a cached entry keeps alive: the key, the
+// payload and its decoded claims, the prepared headers, roles and scopes.
+func entrySize(key string, e *entry) int64 {
+	n := entryOverhead + len(key) + len(e.v.payload) + claimSize(e.v.claims)
+	n += len(e.v.kid) + len(e.v.sub) + len(e.v.sid) + len(e.v.jti) // usually shared with claims; counted to stay an upper bound
+	for _, h := range e.set {
+		n += headerOverhead + 3*(len(h.name)+len(h.value))
+	}
+	for _, name := range e.unset {
+		n += 3 * (stringOverhead + len(name))
+	}
+	n += 2 * stringOverhead // "authorization" in unsetAuth, the joined remove lists
+	for _, list := range [][]string{e.roles, e.scopes} {
+		n += sliceOverhead
+		for _, s := range list {
+			n += stringOverhead + len(s)
+		}
+	}
+	return int64(n)
+}
+
+// claimSize estimates a decoded JSON value (map[string]any, []any,
+// string, json.Number, bool, nil).
+func claimSize(v any) int {
+	switch t := v.(type) {
+	case map[string]any:
+		n := 64
+		for k, e := range t {
+			n += mapSlot + len(k) + claimSize(e)
+		}
+		return n
+	case []any:
+		n := sliceOverhead
+		for _, e := range t {
+			n += ifaceOverhead + claimSize(e)
+		}
+		return n
+	case string:
+		return stringOverhead + len(t)
+	case json.Number:
+		return stringOverhead + len(t)
+	}
+	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,10 +65,10 @@ func TestCacheBounded(t *testing.T) {
 		toks = append(toks, k.token(t, c))
 		h.check(t, bearerReq(toks[i]))
 	}
-	if n := h.srv.state.Load().cache.lru.Len(); n != 2 {
+	if n := h.srv.state.Load().cache.len(); n != 2 {
 		t.Fatalf("cache holds %d, want 2", n)
 	}
-	if h.srv.state.Load().cache.lru.Contains(toks[0]) {
+	if h.srv.state.Load().cache.contains(toks[0]) {
 		t.Fatal("the oldest entry was kept")
 	}
 }
@@ -236,5 +237,89 @@ func TestReadyAllowRevoked(t *testing.T) {
 	}
 	if hits := counterValue(t, h.srv.metrics.cacheHits); hits != 5 {
 		t.Fatalf("cache hits %v, want 5: the revoked checks must be hits", hits)
+	}
+}
+
+// bigToken is a valid token of about 5.5 KB (a 5,000-byte claim), the size
+// that made an entry-count bound hold ~314 MB at 10,000 entries.
+func bigToken(t testing.TB, k *testKey, now time.Time, i int) string {
+	t.Helper()
+	c := claimsAt(now)
+	c["jti"] = "jti-" + strconv.Itoa(i)
+	c["groups"] = strings.Repeat("g", 5000)
+	return k.token(t, c)
+}
+
+// Issue 9 item 12: the cache is bounded in bytes as well as in entries;
+// the least recently used entries go first, and the byte count returns to
+// zero when everything is gone.
+func TestCacheBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	k := newTestKey(t, "ES256", "es-1")
+	cfg := baseConfig(t, k)
+	cfg.Cache.Size = 1000
+	cfg.Cache.MaxBytes = 64 << 10
+	h := newHarness(t, cfg)
+	var toks []string
+	for i := range 100 {
+		toks = append(toks, bigToken(t, k, h.clock.Now(), i))
+		if got := h.check(t, bearerReq(toks[i])).reason(); got != "allow" {
+			t.Fatalf("token %d: %s", i, got)
+		}
+	}
+	c := h.srv.state.Load().cache
+	// Each entry holds at least the 5.5 KB token and its 5 KB claim.
+	if n := c.len(); n == 0 || n > int(cfg.Cache.MaxBytes)/(10<<10) {
+		t.Fatalf("the cache holds %d entries of ≥ 10 KiB in %d bytes", n, cfg.Cache.MaxBytes)
+	}
+	if b := c.bytes(); b > cfg.Cache.MaxBytes || b <= 0 {
+		t.Fatalf("the cache accounts %d bytes, bound %d", b, cfg.Cache.MaxBytes)
+	}
+	if !c.contains(canonical(t, toks[99])) || c.contains(canonical(t, toks[0])) {
+		t.Fatal("not least-recently-used: the newest is gone or the oldest kept")
+	}
+	// A token bigger than the whole cache is verified but never cached.
+	tiny := cfg
+	tiny.Cache.MaxBytes = 1 << 10
+	ht := newHarness(t, tiny)
+	if got := ht.check(t, bearerReq(toks[0])).reason(); got != "allow" {
+		t.Fatal(got)
+	}
+	if n, b := ht.srv.state.Load().cache.len(), ht.srv.state.Load().cache.bytes(); n != 0 || b != 0 {
+		t.Fatalf("an entry over max_bytes was cached: %d entries, %d bytes", n, b)
+	}
+	// Expired entries leave the count when they are found expired.
+	h.clock.Advance(time.Hour)
+	for _, tok := range toks {
+		h.check(t, bearerReq(tok))
+	}
+	if n, b := c.len(), c.bytes(); n != 0 || b != 0 {
+		t.Fatalf("after expiry: %d entries, %d bytes", n, b)
+	}
+}
+
+// canonical is the spelling a token is cached under.
+func canonical(t testing.TB, tok string) string {
+	t.Helper()
+	ct, d := splitToken(tok)
+	if d != nil {
+		t.Fatal(d)
+	}
+	return ct.canonical
+}
+
+// The new limits are validated with their paths.
+func TestValidateLimits(t *testing.T) {
+	t.Parallel()
+	k := newTestKey(t, "ES256", "es-1")
+	cfg := baseConfig(t, k)
+	cfg.Cache.MaxBytes = -1
+	cfg.Logs.DenialsPerSecond = -1
+	cfg.Providers[0].AllowedRoles = []string{"user", ""}
+	err := cfg.Validate()
+	for _, want := range []string{"cache.max_bytes: must be positive", "logs.denials_per_second: must be positive", "providers[0].allowed_roles[1]: must not be empty"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v, want %q", err, want)
+		}
 	}
 }

@@ -39,6 +39,8 @@ type Config struct {
 	Realm string `json:"realm,omitempty"`
 	// Cache is the verified-token cache.
 	Cache CacheConfig `json:"cache,omitempty"`
+	// Logs bounds the volume of check logs.
+	Logs LogsConfig `json:"logs,omitempty"`
 }
 
 // Provider is one issuer and where its keys come from: exactly one of
@@ -100,6 +102,15 @@ type Provider struct {
 	FetchTimeout Duration `json:"fetch_timeout,omitempty"`
 	// FilePollInterval is how often JWKSFile is checked for changes. Default 5s.
 	FilePollInterval Duration `json:"file_poll_interval,omitempty"`
+	// AllowedRoles, when set, limits what this issuer may assert: a token
+	// whose roles (authorization.roles_claim) hold anything not listed is
+	// refused as invalid_token, so a partner IdP cannot mint `admin` for
+	// your routes. An empty list allows no roles at all; omitted, any.
+	AllowedRoles []string `json:"allowed_roles"`
+	// SubjectPrefix, when set, must begin every `sub` this issuer asserts
+	// (e.g. "partner|"): its subjects can never collide with another
+	// provider's users. A token whose sub lacks it is invalid_token.
+	SubjectPrefix string `json:"subject_prefix,omitempty"`
 }
 
 // TokenConfig: additional places a token may come from.
@@ -212,12 +223,27 @@ const (
 	ProxyCaddy   = "caddy"
 )
 
-// CacheConfig: the verified-token cache.
+// CacheConfig: the verified-token cache, bounded by entries and by bytes
+// (whichever is reached first).
 type CacheConfig struct {
 	// Size is the number of verified tokens kept. Default 10000.
 	Size int `json:"size,omitempty"`
+	// MaxBytes bounds the memory the cached tokens hold: the token, its
+	// decoded claims and the prepared headers and answers, estimated per
+	// entry. Default 64 MiB (fits a 256 MiB container).
+	MaxBytes int64 `json:"max_bytes,omitempty"`
 	// Disabled turns the cache off (every check verifies the signature).
 	Disabled bool `json:"disabled,omitempty"`
+}
+
+// LogsConfig: check logs. Denials are logged at info and failures at warn,
+// at most DenialsPerSecond lines a second; beyond that lines are dropped
+// and counted (tokengate_extauthz_log_lines_dropped_total) and one summary
+// line says how many. Metrics always count every check.
+type LogsConfig struct {
+	// DenialsPerSecond is the most denial and failure lines written per
+	// second. Default 20.
+	DenialsPerSecond int `json:"denials_per_second,omitempty"`
 }
 
 // Duration is a time.Duration written as "30s", "5m" in YAML.
@@ -252,6 +278,8 @@ const (
 	DefaultFetchTimeout       = 10 * time.Second
 	DefaultFilePollInterval   = 5 * time.Second
 	DefaultCacheSize          = 10000
+	DefaultCacheMaxBytes      = 64 << 20
+	DefaultDenialsPerSecond   = 20
 	DefaultExpiresInHeader    = "x-token-expires-in"
 )
 
@@ -329,6 +357,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Cache.Size == 0 {
 		c.Cache.Size = DefaultCacheSize
+	}
+	if c.Cache.MaxBytes == 0 {
+		c.Cache.MaxBytes = DefaultCacheMaxBytes
+	}
+	if c.Logs.DenialsPerSecond == 0 {
+		c.Logs.DenialsPerSecond = DefaultDenialsPerSecond
 	}
 	providers := make([]Provider, len(c.Providers))
 	for i, p := range c.Providers {

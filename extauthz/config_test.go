@@ -131,7 +131,7 @@ realm: 'a"b'
 		`providers[2].algorithms: an HMAC secret is configured but HS256 is not allowed`,
 		`providers[2].issuer: duplicates providers[1].issuer`,
 		`max_token_bytes: must be positive`,
-		`headers.identity[0].name: "host" cannot be set by extauthz`,
+		`headers.identity[0].name: "host" is reserved: it routes the request`,
 		`headers.identity[1].name: "bad name" is not a valid header name`,
 		`headers.identity[2].claim: "a..b" has an empty segment`,
 		`headers.identity[3].name: header "X-A" is also set by headers.identity[2].name`,

@@ -1,10 +1,13 @@
 package extauthz
 
 import (
+	"encoding/base64"
 	"log/slog"
+	"mime"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzFindToken: token extraction never panics, never returns more than
@@ -45,6 +48,7 @@ func FuzzIdentityHeaders(f *testing.F) {
 	f.Add([]byte(`{"sub":"x\r\nx-admin: true","org":{"id":7},"roles":"r1 r2"}`))
 	f.Add([]byte(`{"sub":1e400,"name":null,"roles":[{"x":1},true,2.5]}`))
 	f.Add([]byte(`{"sub":"%41%","name":"\u0000\u007f\u0085"}`))
+	f.Add([]byte(`{"sub":"=?UTF-8?b?YWRtaW4=?=","roles":["user,admin","=?utf-8?q?admin?="]}`))
 	m := newIdentityMapper(HeaderConfig{
 		Identity:      append(DefaultIdentityHeaders(), HeaderMapping{Name: "x-org", Claim: "org.id"}),
 		Encoding:      "percent",
@@ -81,6 +85,16 @@ func FuzzIdentityHeaders(f *testing.F) {
 				if h.name == "x-user-id" {
 					if dec, err := url.PathUnescape(h.value); err != nil || dec != sub {
 						t.Fatalf("sub %q → %q → %q (%v)", sub, h.value, dec, err)
+					}
+				}
+			}
+			// rfc2047: what an upstream decodes is the claim, never
+			// something a claim spelled as an encoded word.
+			set, _ = m2047.headers(claims, payload)
+			for _, h := range set {
+				if h.name == "x-user-id" {
+					if dec, err := new(mime.WordDecoder).DecodeHeader(h.value); err != nil || dec != sub {
+						t.Fatalf("rfc2047: sub %q → %q → %q (%v)", sub, h.value, dec, err)
 					}
 				}
 			}
@@ -130,6 +144,78 @@ func FuzzCheck(f *testing.F) {
 		}
 		if a.set["x-user-id"] != "" && a.set["x-user-id"] != "user-1" {
 			t.Fatalf("x-user-id %q", a.set["x-user-id"])
+		}
+	})
+}
+
+// FuzzCompactToken: the canonical parser never panics, and what it
+// accepts has one spelling — each segment is unpadded base64url that
+// re-encodes to itself, the header is one JSON object with unique keys,
+// the canonical form is a fixed point, and a token's high-S twin is found
+// by twinKey (the cache's allocation-free lookup) under exactly that form.
+func FuzzCompactToken(f *testing.F) {
+	k := newTestKey(f, "ES256", "fuzz-es")
+	ed := newTestKey(f, "EdDSA", "fuzz-ed")
+	good := k.token(f, claimsAt(time.Unix(1_700_000_000, 0)))
+	hs, ps, ss := segments(f, good)
+	f.Add(good)
+	f.Add(twinS(f, good, "ES256"))
+	f.Add(ed.token(f, claimsAt(time.Unix(1_700_000_000, 0))))
+	f.Add(hs + "." + ps + "." + strings.NewReplacer("-", "+", "_", "/").Replace(ss))
+	f.Add(good + "==")
+	f.Add(hs + "." + ps + "." + setTrailingBit(f, ss))
+	f.Add(hs + "." + ps + "." + ss[:20] + "\n" + ss[20:])
+	f.Add(b64([]byte(`{"alg":"ES256","alg":"none"}`)) + "." + ps + "." + ss)
+	f.Add(b64([]byte(`{"alg":"ES256","crit":[]}`)) + "." + ps + "." + ss)
+	f.Add(b64([]byte(`{"alg":"ES512"}`)) + "." + ps + "." + b64(make([]byte, 132)))
+	f.Add("e30.e30.e30")
+	f.Add("..")
+	f.Add("a.b.c.d")
+	f.Fuzz(func(t *testing.T, token string) {
+		twin, curve := twinKey(nil, token)
+		ct, d := splitToken(token)
+		if d != nil {
+			if d.reason != ReasonInvalidToken {
+				t.Fatalf("refused with %s", d.reason)
+			}
+			return
+		}
+		parts := strings.Split(token, ".")
+		if len(parts) != 3 {
+			t.Fatalf("accepted %d segments", len(parts))
+		}
+		var decoded [3][]byte
+		for i, seg := range parts {
+			b, err := base64.RawURLEncoding.DecodeString(seg)
+			if err != nil || base64.RawURLEncoding.EncodeToString(b) != seg {
+				t.Fatalf("segment %d %q is not canonical base64url", i, seg)
+			}
+			decoded[i] = b
+		}
+		if err := checkJSONObject(decoded[0]); err != nil {
+			t.Fatalf("header accepted: %v", err)
+		}
+		if string(ct.payload) != string(decoded[1]) {
+			t.Fatal("payload differs from its segment")
+		}
+		again, d := splitToken(ct.canonical)
+		if d != nil || again.canonical != ct.canonical {
+			t.Fatalf("the canonical form %q is not a fixed point (%v)", ct.canonical, d)
+		}
+		if ct.canonical != token {
+			if ecdsaCurveOf(ct.header.Alg) == nil {
+				t.Fatalf("a %q token was respelled", ct.header.Alg)
+			}
+			if string(twin) != ct.canonical || curve == nil || curve.alg != ct.header.Alg {
+				t.Fatalf("twinKey gave %q (%v), the parser %q", twin, curve, ct.canonical)
+			}
+		} else if twin != nil && curve.alg == ct.header.Alg {
+			t.Fatalf("twinKey respelled a canonical %s token", curve.alg)
+		}
+		if checkJSONObject(ct.payload) == nil {
+			if _, err := decodeClaims(ct.payload); err != nil {
+				t.Fatalf("a payload with unique keys does not decode: %v", err)
+			}
 		}
 	})
 }

@@ -40,7 +40,14 @@ func newIdentityMapper(c HeaderConfig) *identityMapper {
 	switch c.Encoding {
 	case "rfc2047":
 		m.encode = encodeRFC2047
-		m.listSep = func(s string) string { return s }
+		// An element holding the separator becomes an encoded word too, so
+		// splitting on "," and decoding each part gives the list back.
+		m.listSep = func(s string) string {
+			if strings.IndexByte(s, ',') >= 0 {
+				return encodedWord(s)
+			}
+			return s
+		}
 	default:
 		m.encode = encodePercent
 		m.listSep = func(s string) string { return strings.ReplaceAll(s, ",", "%2C") }
@@ -152,16 +159,25 @@ func encodePercent(s string) string {
 
 func needsPercent(c byte) bool { return c < 0x20 || c > 0x7e || c == '%' }
 
-// encodeRFC2047 writes a value that is not printable ASCII as one RFC 2047
-// encoded-word, =?UTF-8?b?<base64>?= (decode with Go's mime.WordDecoder,
-// Python's email.header). Printable ASCII is sent as is.
+// encodeRFC2047 writes a value that is not printable ASCII, or that holds
+// "=?" (it could be read as an encoded word: "=?UTF-8?b?YWRtaW4=?="
+// decodes to "admin"), as one RFC 2047 encoded word, =?UTF-8?b?<base64>?=
+// (decode with Go's mime.WordDecoder, Python's email.header). Any other
+// printable ASCII is sent as is.
 func encodeRFC2047(s string) string {
+	if strings.Contains(s, "=?") {
+		return encodedWord(s)
+	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x20 || s[i] > 0x7e {
-			return "=?UTF-8?b?" + base64.StdEncoding.EncodeToString([]byte(s)) + "?="
+			return encodedWord(s)
 		}
 	}
 	return s
+}
+
+func encodedWord(s string) string {
+	return "=?UTF-8?b?" + base64.StdEncoding.EncodeToString([]byte(s)) + "?="
 }
 
 // safeHeaderValue is the last guard: printable ASCII only, never CR, LF or

@@ -21,6 +21,9 @@ type metrics struct {
 	unknownKID      *prometheus.CounterVec
 	cacheHits       prometheus.Counter
 	cacheMisses     prometheus.Counter
+	cacheBytes      prometheus.Gauge
+	cacheEntries    prometheus.Gauge
+	logDropped      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -58,6 +61,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tokengate_extauthz_cache_misses_total",
 			Help: "Checks whose token had to be verified (absent, expired or its key gone).",
 		}),
+		cacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokengate_extauthz_cache_bytes",
+			Help: "Estimated memory held by the verified-token cache (bounded by cache.max_bytes).",
+		}),
+		cacheEntries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokengate_extauthz_cache_entries",
+			Help: "Tokens in the verified-token cache (bounded by cache.size).",
+		}),
+		logDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokengate_extauthz_log_lines_dropped_total",
+			Help: "Check log lines (denials, failures) not written because logs.denials_per_second was reached; the checks are still counted in checks_total.",
+		}),
 	}
 	m.checkCounters = map[checkLabels]prometheus.Counter{}
 	for _, l := range []checkLabels{
@@ -69,7 +84,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.checkCounters[l] = m.checks.WithLabelValues(l.decision, string(l.reason))
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.checks, m.duration, m.jwksFetches, m.jwksKeys, m.jwksLastSuccess, m.unknownKID, m.cacheHits, m.cacheMisses} {
+	for _, c := range []prometheus.Collector{m.checks, m.duration, m.jwksFetches, m.jwksKeys, m.jwksLastSuccess, m.unknownKID, m.cacheHits, m.cacheMisses, m.cacheBytes, m.cacheEntries, m.logDropped} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -87,6 +87,7 @@ type Server struct {
 	reloadMu sync.Mutex
 	stopping atomic.Bool
 	health   *healthHub // the status every health Watch stream follows
+	logLimit logLimiter
 }
 
 // NewServer builds a server from cfg. It starts fetching keys but does not
@@ -206,13 +207,34 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 	return st.allowed(in, e, src)
 }
 
-// verify answers from the cache or verifies and caches.
+// verify answers from the cache or verifies and caches. The cache is keyed
+// on the token's canonical spelling: the exact string is tried first (a
+// hit costs one lookup), then, for a token ending in a high-S ECDSA
+// signature, its low-S twin (no allocation either); on a miss the token's
+// spelling is checked strictly before anything else.
 func (st *state) verify(ctx context.Context, token string) (*entry, error) {
 	now := st.clock()
 	if e := st.cache.get(token, now); e != nil {
+		st.cache.count(true)
 		return e, nil
 	}
-	v, err := st.verifier.verify(ctx, token)
+	if e := st.cache.getTwin(token, now); e != nil {
+		st.cache.count(true)
+		return e, nil
+	}
+	ct, d := splitToken(token)
+	if d != nil {
+		st.cache.count(false)
+		return nil, d
+	}
+	if ct.canonical != token {
+		if e := st.cache.get(ct.canonical, now); e != nil {
+			st.cache.count(true)
+			return e, nil
+		}
+	}
+	st.cache.count(false)
+	v, err := st.verifier.verify(ctx, ct)
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +246,7 @@ func (st *state) verify(ctx context.Context, token string) (*entry, error) {
 	if sv, ok := lookupClaim(v.claims, st.scopesPath); ok {
 		e.scopes = stringList(sv)
 	}
-	st.cache.add(token, e)
+	st.cache.add(ct.canonical, e)
 	return e, nil
 }
 
@@ -249,19 +271,15 @@ func (st *state) checkRevoked(e *entry) (*denial, error) {
 	return nil, nil
 }
 
+// observe counts every check and logs it: denials at info, failures at
+// warn, allows at debug. Denial and failure lines are limited to
+// logs.denials_per_second (a flood of bad tokens must not become a flood of
+// log lines); the metrics stay exact, dropped lines are counted, and the
+// next line written is preceded by a summary of how many were dropped.
 func (s *Server) observe(in *request, o *outcome, start time.Time) {
 	s.metrics.duration.Observe(time.Since(start).Seconds())
 	s.metrics.countCheck(o.decision(), o.reason)
-	switch {
-	case o.unavailable != nil:
-		s.log.Warn("check failed", "decision", decisionError, "reason", o.reason, "error", o.unavailable.Error(), "method", in.method, "host", in.host, "path", pathOnly(in.path))
-	case o.denial != nil:
-		attrs := []any{"decision", decisionDeny, "reason", o.reason, "detail", o.denial.description, "method", in.method, "host", in.host, "path", pathOnly(in.path)}
-		if o.entry != nil {
-			attrs = append(attrs, "sub", o.entry.v.sub, "sid", o.entry.v.sid, "jti", o.entry.v.jti, "kid", o.entry.v.kid)
-		}
-		s.log.Info("check denied", attrs...)
-	default:
+	if o.unavailable == nil && o.denial == nil {
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			attrs := []any{"decision", decisionAllow, "reason", o.reason, "method", in.method, "host", in.host, "path", pathOnly(in.path)}
 			if o.entry != nil {
@@ -269,7 +287,52 @@ func (s *Server) observe(in *request, o *outcome, start time.Time) {
 			}
 			s.log.Debug("check allowed", attrs...)
 		}
+		return
 	}
+	limit := s.state.Load().logsPerSecond
+	ok, dropped := s.logLimit.admit(s.opts.Clock(), limit)
+	if !ok {
+		s.metrics.logDropped.Inc()
+		return
+	}
+	if dropped > 0 {
+		s.log.Warn("check logs dropped", "dropped", dropped, "limit_per_second", limit)
+	}
+	if o.unavailable != nil {
+		s.log.Warn("check failed", "decision", decisionError, "reason", o.reason, "error", o.unavailable.Error(), "method", in.method, "host", in.host, "path", pathOnly(in.path))
+		return
+	}
+	attrs := []any{"decision", decisionDeny, "reason", o.reason, "detail", o.denial.description, "method", in.method, "host", in.host, "path", pathOnly(in.path)}
+	if o.entry != nil {
+		attrs = append(attrs, "sub", o.entry.v.sub, "sid", o.entry.v.sid, "jti", o.entry.v.jti, "kid", o.entry.v.kid)
+	}
+	s.log.Info("check denied", attrs...)
+}
+
+// logLimiter admits at most a number of lines per second of the clock and
+// counts the rest until the next line it admits.
+type logLimiter struct {
+	mu      sync.Mutex
+	second  int64
+	written int
+	dropped int64
+}
+
+// admit reports whether a line may be written now, and how many were
+// dropped since the last one written (to be summarised first).
+func (l *logLimiter) admit(now time.Time, perSecond int) (ok bool, dropped int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sec := now.Unix(); sec != l.second {
+		l.second, l.written = sec, 0
+	}
+	if l.written >= perSecond {
+		l.dropped++
+		return false, 0
+	}
+	l.written++
+	dropped, l.dropped = l.dropped, 0
+	return true, dropped
 }
 
 // pathOnly drops the query: it may carry a token (query_param).
@@ -297,6 +360,7 @@ type state struct {
 	expiresHeader string
 	expiresKey    string   // expiresHeader, canonical (HTTP)
 	expiresValues []string // {expiresHeader}, shared by HTTP answers
+	logsPerSecond int      // logs.denials_per_second
 	clock         func() time.Time
 	cancel        context.CancelFunc
 
@@ -314,7 +378,7 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 	st = &state{
 		policy:        newPolicy(cfg),
 		tokens:        tokenFinder{cookie: cfg.Token.Cookie, queryParam: cfg.Token.QueryParam, maxBytes: cfg.MaxTokenBytes},
-		verifier:      verifier{byIssuer: map[string]*provider{}, clock: s.opts.Clock},
+		verifier:      verifier{byIssuer: map[string]*provider{}, clock: s.opts.Clock, rolesPath: strings.Split(cfg.Authorization.RolesClaim, ".")},
 		mapper:        newIdentityMapper(cfg.Headers),
 		denylist:      s.opts.Denylist,
 		rolesPath:     strings.Split(cfg.Authorization.RolesClaim, "."),
@@ -325,6 +389,7 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 		expiresHeader: strings.ToLower(cfg.Headers.ExpiresInHeader),
 		expiresKey:    http.CanonicalHeaderKey(cfg.Headers.ExpiresInHeader),
 		expiresValues: []string{strings.ToLower(cfg.Headers.ExpiresInHeader)},
+		logsPerSecond: cfg.Logs.DenialsPerSecond,
 		clock:         s.opts.Clock,
 		cancel:        cancel,
 	}
@@ -337,7 +402,7 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 		st.denylistFailOpen = fo.FailOpen()
 	}
 	if !cfg.Cache.Disabled {
-		if st.cache, err = newTokenCache(cfg.Cache.Size, s.metrics); err != nil {
+		if st.cache, err = newTokenCache(cfg.Cache.Size, cfg.Cache.MaxBytes, s.metrics); err != nil {
 			return st, fmt.Errorf("cache: %w", err)
 		}
 	}
@@ -376,6 +441,13 @@ func (s *Server) buildProvider(ctx context.Context, pc Provider) (*provider, err
 	for _, a := range pc.Algorithms {
 		p.algs[a] = supportedAlgs[a]
 	}
+	if pc.AllowedRoles != nil {
+		p.allowedRoles = map[string]bool{}
+		for _, r := range pc.AllowedRoles {
+			p.allowedRoles[r] = true
+		}
+	}
+	p.subjectPrefix = pc.SubjectPrefix
 	secret := pc.HMACSecret
 	if pc.HMACSecretFile != "" {
 		b, err := os.ReadFile(pc.HMACSecretFile)

@@ -9,12 +9,48 @@ import (
 	"time"
 )
 
-// Header names a mapping may never set: hop-by-hop, routing and
-// credential headers whose rewriting would change what the request is.
-var reservedHeaders = map[string]bool{
-	"host": true, "authorization": true, "cookie": true, "content-length": true,
-	"content-type": true, "transfer-encoding": true, "connection": true, "te": true,
-	"upgrade": true, "proxy-authorization": true, "keep-alive": true,
+// reservedHeaders are names a mapping (or the payload or expiry header)
+// may never use, with the reason: setting them would change what the
+// request is, where it goes, or what the proxy in front of the upstream
+// tells it. Lower case.
+var reservedHeaders = map[string]string{
+	"host":                "routes the request",
+	"authorization":       "carries credentials",
+	"proxy-authorization": "carries credentials",
+	"cookie":              "carries credentials",
+	"set-cookie":          "sets cookies",
+	"content-length":      "frames the message",
+	"content-type":        "describes the body",
+	"transfer-encoding":   "frames the message",
+	"connection":          "is hop-by-hop",
+	"keep-alive":          "is hop-by-hop",
+	"te":                  "is hop-by-hop",
+	"trailer":             "is hop-by-hop",
+	"upgrade":             "is hop-by-hop",
+	"forwarded":           "belongs to the proxy",
+	"x-real-ip":           "belongs to the proxy",
+}
+
+// reservedPrefixes are name families a mapping may never use.
+var reservedPrefixes = []struct{ prefix, why string }{
+	{":", "is an HTTP/2 pseudo-header"},
+	{"proxy-", "is hop-by-hop"},
+	{"x-envoy-", "belongs to Envoy"},
+	{"x-forwarded-", "belongs to the proxy"},
+	{"x-original-", "belongs to the proxy (nginx auth_request)"},
+}
+
+// reservedHeader says why a lower-case header name is reserved ("" if not).
+func reservedHeader(name string) string {
+	if why, ok := reservedHeaders[name]; ok {
+		return why
+	}
+	for _, p := range reservedPrefixes {
+		if strings.HasPrefix(name, p.prefix) {
+			return p.why
+		}
+	}
+	return ""
 }
 
 // Validate reports every problem in the configuration, each with its path,
@@ -86,6 +122,12 @@ func (c Config) Validate() error {
 	}
 	if c.Cache.Size < 0 {
 		add("cache.size", "must be positive")
+	}
+	if c.Cache.MaxBytes < 0 {
+		add("cache.max_bytes", "must be positive")
+	}
+	if c.Logs.DenialsPerSecond < 0 {
+		add("logs.denials_per_second", "must be positive")
 	}
 	if strings.ContainsAny(c.Realm, "\"\\\r\n") {
 		add("realm", "must not contain quotes, backslashes or line breaks")
@@ -184,17 +226,25 @@ func (p Provider) validate(path string, add func(string, string, ...any)) {
 	if p.FilePollInterval.Duration <= 0 {
 		add(path+".file_poll_interval", "must be positive")
 	}
+	for i, r := range p.AllowedRoles {
+		if r == "" {
+			add(fmt.Sprintf("%s.allowed_roles[%d]", path, i), "must not be empty")
+		}
+	}
 }
 
 func (c Config) validateHeaders(add func(string, string, ...any)) {
 	seen := map[string]string{}
+	expires := strings.ToLower(c.Headers.ExpiresInHeader)
 	claim := func(name, path string) {
 		lname := strings.ToLower(name)
 		switch {
+		case reservedHeader(lname) != "":
+			add(path, "%q is reserved: it %s", name, reservedHeader(lname))
+		case lname == expires:
+			add(path, "%q is reserved: it is headers.expires_in_header", name)
 		case name == "" || !validToken(name):
 			add(path, "%q is not a valid header name", name)
-		case reservedHeaders[lname] || strings.HasPrefix(lname, ":"):
-			add(path, "%q cannot be set by extauthz", name)
 		default:
 			if other, dup := seen[lname]; dup {
 				add(path, "header %q is also set by %s", name, other)
@@ -212,7 +262,9 @@ func (c Config) validateHeaders(add func(string, string, ...any)) {
 	if c.Headers.PayloadHeader != "" {
 		claim(c.Headers.PayloadHeader, "headers.payload_header")
 	}
-	if !validToken(c.Headers.ExpiresInHeader) {
+	if why := reservedHeader(expires); why != "" {
+		add("headers.expires_in_header", "%q is reserved: it %s", c.Headers.ExpiresInHeader, why)
+	} else if !validToken(c.Headers.ExpiresInHeader) {
 		add("headers.expires_in_header", "%q is not a valid header name", c.Headers.ExpiresInHeader)
 	}
 	switch c.Headers.Encoding {

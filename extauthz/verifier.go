@@ -3,7 +3,6 @@ package extauthz
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -36,6 +35,11 @@ type provider struct {
 	hmac        *verifyKey // HS256 secret, when configured
 	keys        *keySource // nil when only an HMAC secret is configured
 	url         *urlSource
+
+	// allowedRoles, when not nil, is every role the issuer may assert;
+	// subjectPrefix must begin every sub.
+	allowedRoles  map[string]bool
+	subjectPrefix string
 }
 
 // ready reports whether the provider can verify anything.
@@ -64,6 +68,7 @@ func (p *provider) close() {
 type verified struct {
 	provider *provider
 	keyID    string
+	alg      string // the header's alg, as verified
 	kid      string
 	claims   map[string]any
 	payload  []byte
@@ -87,24 +92,15 @@ type jwsHeader struct {
 type verifier struct {
 	byIssuer map[string]*provider
 	clock    func() time.Time
+	// rolesPath is authorization.roles_claim: what allowed_roles limits.
+	rolesPath []string
 }
 
 // verify returns the verified token, or a denial, or an *errUnavailable
-// when the provider has never loaded keys.
-func (v *verifier) verify(ctx context.Context, token string) (*verified, error) {
-	h, p, ok := splitCompact(token)
-	if !ok {
-		return nil, deny(ReasonInvalidToken, "the token is not a compact JWS")
-	}
-	var hdr jwsHeader
-	if err := decodeSegment(h, &hdr); err != nil {
-		return nil, deny(ReasonInvalidToken, "the token header is malformed")
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(p)
-	if err != nil {
-		return nil, deny(ReasonInvalidToken, "the token payload is malformed")
-	}
-	claims, err := decodeClaims(payload)
+// when the provider has never loaded keys. The token's spelling has been
+// checked (splitToken); the canonical spelling is what is verified.
+func (v *verifier) verify(ctx context.Context, ct *compactToken) (*verified, error) {
+	claims, err := decodeClaims(ct.payload)
 	if err != nil {
 		return nil, deny(ReasonInvalidToken, "the token payload is not a JSON object")
 	}
@@ -113,42 +109,30 @@ func (v *verifier) verify(ctx context.Context, token string) (*verified, error) 
 	if prov == nil {
 		return nil, deny(ReasonInvalidToken, "the issuer is not accepted")
 	}
-	if err := prov.checkHeader(&hdr); err != nil {
+	hdr := &ct.header
+	if err := prov.checkHeader(hdr); err != nil {
 		return nil, err
 	}
-	key, err := prov.verifySignature(ctx, token, &hdr)
+	key, err := prov.verifySignature(ctx, ct.canonical, hdr)
 	if err != nil {
 		return nil, err
 	}
-	out := &verified{provider: prov, keyID: key.id, kid: hdr.Kid, claims: claims, payload: payload}
+	// After the signature: only a token its issuer signed pays for the
+	// strict walk (a flood of forged tokens stops at the signature).
+	if err := checkJSONObject(ct.payload); err != nil {
+		return nil, deny(ReasonInvalidToken, "the token payload is not one JSON object with unique keys")
+	}
+	out := &verified{provider: prov, keyID: key.id, alg: hdr.Alg, kid: hdr.Kid, claims: claims, payload: ct.payload}
 	if d := prov.checkClaims(claims, v.clock(), out); d != nil {
+		return nil, d
+	}
+	if d := prov.checkAssertions(claims, v.rolesPath); d != nil {
 		return nil, d
 	}
 	out.sub, _ = claims["sub"].(string)
 	out.sid, _ = claims["sid"].(string)
 	out.jti, _ = claims["jti"].(string)
 	return out, nil
-}
-
-func splitCompact(token string) (header, payload string, ok bool) {
-	i := strings.IndexByte(token, '.')
-	if i <= 0 {
-		return "", "", false
-	}
-	rest := token[i+1:]
-	j := strings.IndexByte(rest, '.')
-	if j <= 0 || j == len(rest)-1 || strings.IndexByte(rest[j+1:], '.') >= 0 {
-		return "", "", false
-	}
-	return token[:i], rest[:j], true
-}
-
-func decodeSegment(seg string, dst any) error {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, dst)
 }
 
 // decodeClaims decodes the payload keeping numbers exact (json.Number).
@@ -249,6 +233,11 @@ func (p *provider) checkClaims(c map[string]any, now time.Time, out *verified) *
 	if !p.audienceOK(c["aud"]) {
 		return deny(ReasonInvalidToken, "the audience is not accepted")
 	}
+	// No identity without a subject: checked before exp, so a token that
+	// could never be valid is not answered token_expired (refresh).
+	if sub, ok := c["sub"].(string); !ok || sub == "" {
+		return deny(ReasonInvalidToken, "the token has no subject (sub)")
+	}
 	exp, ok, valid := numericDate(c, "exp")
 	if !ok || !valid {
 		return deny(ReasonInvalidToken, "the token has no valid exp")
@@ -272,6 +261,47 @@ func (p *provider) checkClaims(c map[string]any, now time.Time, out *verified) *
 		}
 		if exp.Sub(iat) > p.maxLifetime {
 			return deny(ReasonInvalidToken, "the token lives longer than allowed")
+		}
+	}
+	return nil
+}
+
+// checkAssertions applies the provider's limits on what it may assert:
+// subject_prefix on sub, allowed_roles on the roles claim. A token beyond
+// them is refused whole (not trimmed), so the roles header, the payload
+// header and the authorisation all see the same token or none.
+func (p *provider) checkAssertions(c map[string]any, rolesPath []string) *denial {
+	if p.subjectPrefix != "" {
+		sub, _ := c["sub"].(string)
+		if len(sub) <= len(p.subjectPrefix) || !strings.HasPrefix(sub, p.subjectPrefix) {
+			return deny(ReasonInvalidToken, "the subject is not one this issuer may assert")
+		}
+	}
+	if p.allowedRoles == nil {
+		return nil
+	}
+	v, ok := lookupClaim(c, rolesPath)
+	if !ok {
+		return nil
+	}
+	var roles []string
+	switch t := v.(type) {
+	case string:
+		roles = stringList(t)
+	case []any:
+		for _, e := range t {
+			s, ok := e.(string)
+			if !ok {
+				return deny(ReasonInvalidToken, "the roles claim holds a non-string")
+			}
+			roles = append(roles, s)
+		}
+	default:
+		return deny(ReasonInvalidToken, "the roles claim is neither a string nor an array")
+	}
+	for _, r := range roles {
+		if !p.allowedRoles[r] {
+			return deny(ReasonInvalidToken, "the token holds a role this issuer may not assert")
 		}
 	}
 	return nil

@@ -243,12 +243,19 @@ func loadOrCreateSecret(path string) (string, error) {
 	return s, keyset.WriteFileAtomic(path, []byte(s+"\n"), 0o600)
 }
 
-// serve runs the refresher on ln until ctx ends, pruning a bolt store's
-// dead records every few minutes meanwhile.
+// pruneInterval is how often a store with a Prune method (bolt, memory)
+// deletes what can no longer matter. A bolt pass costs what it deletes
+// (time-ordered indexes), so it runs often: sealed pairs leave the file
+// within seconds of their grace window and the freed pages are reused,
+// which keeps the file size flat (docs/operations.md, "Bolt file size").
+const pruneInterval = 10 * time.Second
+
+// serve runs the refresher on ln until ctx ends, pruning the store's dead
+// records every pruneInterval meanwhile.
 func (a *refresherApp) serve(ctx context.Context, ln net.Listener) error {
 	if p, ok := a.store.(interface{ Prune(time.Time) error }); ok {
 		go func() {
-			t := time.NewTicker(5 * time.Minute)
+			t := time.NewTicker(pruneInterval)
 			defer t.Stop()
 			for {
 				select {

@@ -3,6 +3,13 @@
 // survive restarts. bbolt locks the file, so only one process can open it;
 // every decision runs inside one read-write transaction, which makes Rotate
 // and the revocations atomic.
+//
+// The file stays bounded: a sealed pair lives in its own bucket, keyed by the
+// end of its grace window, and is deleted at the session's next rotation or
+// by Prune once the window has passed; sessions are indexed by their absolute
+// expiry, and Prune deletes an expired session with its whole token chain
+// (first token → child → …). bbolt never shrinks its file, but it reuses the
+// freed pages, so under a steady load the file size reaches a plateau.
 package boltstore
 
 import (
@@ -29,6 +36,17 @@ var (
 	bucketTokens   = []byte("tokens")   // token hash → tokenRecord
 	bucketSubjects = []byte("subjects") // sub \x00 sid → empty (index for RevokeSubject)
 	bucketFeed     = []byte("feed")     // big-endian seq → feedRecord
+	// bucketSealed holds each rotation's sealed pair for the grace window:
+	// timeKey(sealed until) ‖ parent hash → sealed pair. Ordered by the end of
+	// the window, so Prune deletes the expired ones from the front.
+	bucketSealed = []byte("sealed")
+	// bucketExpiry indexes sessions by absolute expiry: timeKey(expires) ‖ sid
+	// → empty. Prune walks it from the front.
+	bucketExpiry = []byte("expiry")
+	// bucketMeta holds the file format version and the readiness probe.
+	bucketMeta = []byte("meta")
+
+	allBuckets = [][]byte{bucketSessions, bucketTokens, bucketSubjects, bucketFeed, bucketSealed, bucketExpiry, bucketMeta}
 )
 
 // On-disk records carry their own JSON names so the file format does not
@@ -42,16 +60,25 @@ type sessionRecord struct {
 	ExpiresAt  time.Time       `json:"expires_at"`
 	RevokedAt  time.Time       `json:"revoked_at"`
 	Generation uint64          `json:"generation"`
+	// First is the hash of the session's first token: the head of its token
+	// chain, which Prune walks to delete every token of an expired session.
+	First string `json:"first,omitempty"`
+	// SealedKey is the bucketSealed key of the session's live sealed pair
+	// (the rotation into the current token), deleted at the next rotation.
+	SealedKey []byte `json:"sealed_key,omitempty"`
 }
 
 type tokenRecord struct {
-	Hash        string    `json:"hash"`
-	SessionID   string    `json:"sid"`
-	Generation  uint64    `json:"generation"`
-	IssuedAt    time.Time `json:"issued_at"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	RotatedAt   time.Time `json:"rotated_at"`
-	ChildHash   string    `json:"child,omitempty"`
+	Hash       string    `json:"hash"`
+	SessionID  string    `json:"sid"`
+	Generation uint64    `json:"generation"`
+	IssuedAt   time.Time `json:"issued_at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+	RotatedAt  time.Time `json:"rotated_at"`
+	ChildHash  string    `json:"child,omitempty"`
+	// Sealed is read only from files of format 1, where the sealed pair
+	// stayed in the token record for the session's whole life; Open moves
+	// it to bucketSealed.
 	Sealed      []byte    `json:"sealed,omitempty"`
 	SealedUntil time.Time `json:"sealed_until"`
 }
@@ -63,10 +90,35 @@ type feedRecord struct {
 }
 
 func fromSession(s store.Session) sessionRecord {
-	return sessionRecord(s)
+	return sessionRecord{ID: s.ID, Subject: s.Subject, Claims: s.Claims, CreatedAt: s.CreatedAt, IdleTTL: s.IdleTTL,
+		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, Generation: s.Generation}
 }
 
-func (r sessionRecord) session() store.Session { return store.Session(r) }
+func (r sessionRecord) session() store.Session {
+	return store.Session{ID: r.ID, Subject: r.Subject, Claims: r.Claims, CreatedAt: r.CreatedAt, IdleTTL: r.IdleTTL,
+		ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, Generation: r.Generation}
+}
+
+// timeKey encodes t as 8 big-endian bytes that sort in time order (Unix
+// nanoseconds with the sign bit flipped).
+func timeKey(t time.Time) []byte {
+	k := make([]byte, 8, 8+64)
+	binary.BigEndian.PutUint64(k, uint64(t.UnixNano())^(1<<63))
+	return k
+}
+
+// keyTime decodes the time prefix of a timeKey-prefixed key.
+func keyTime(k []byte) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8])^(1<<63)))
+}
+
+func sealedKey(until time.Time, parentHash string) []byte {
+	return append(timeKey(until), parentHash...)
+}
+
+func expiryKey(expires time.Time, sid string) []byte {
+	return append(timeKey(expires), sid...)
+}
 
 func fromToken(t store.Token) tokenRecord {
 	return tokenRecord{Hash: t.Hash, SessionID: t.SessionID, Generation: t.Generation, IssuedAt: t.IssuedAt,
@@ -81,6 +133,10 @@ func (r tokenRecord) token() store.Token {
 // Store is a bbolt-backed store.Store.
 type Store struct {
 	db *bolt.DB
+
+	// health remembers whether the last write transaction committed, for
+	// Ping (readiness).
+	health writeHealth
 
 	mu sync.Mutex
 	// changed is closed (and replaced) whenever the feed grows, waking
@@ -105,12 +161,12 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open bolt store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketSessions, bucketTokens, bucketSubjects, bucketFeed} {
+		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		return migrate(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -143,14 +199,19 @@ func subjectKey(sub, sid string) []byte { return []byte(sub + "\x00" + sid) }
 
 // CreateSession implements store.Store.
 func (s *Store) CreateSession(_ context.Context, sess store.Session, first store.Token) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		sessions, tokens := tx.Bucket(bucketSessions), tx.Bucket(bucketTokens)
 		if sessions.Get([]byte(sess.ID)) != nil || tokens.Get([]byte(first.Hash)) != nil {
 			return store.ErrExists
 		}
 		first.SessionID = sess.ID
 		first.Generation = sess.Generation
-		if err := put(sessions, sess.ID, fromSession(sess)); err != nil {
+		rec := fromSession(sess)
+		rec.First = first.Hash
+		if err := put(sessions, sess.ID, rec); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketExpiry).Put(expiryKey(sess.ExpiresAt, sess.ID), nil); err != nil {
 			return err
 		}
 		if err := put(tokens, first.Hash, fromToken(first)); err != nil {
@@ -198,7 +259,7 @@ func (s *Store) GetToken(_ context.Context, hash string) (store.Token, error) {
 func (s *Store) Rotate(_ context.Context, req store.RotateRequest) (store.RotateResult, error) {
 	var res store.RotateResult
 	appended := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		res, appended = store.RotateResult{}, false
 		sessions, tokens := tx.Bucket(bucketSessions), tx.Bucket(bucketTokens)
 		parent, ok, err := get[tokenRecord](tokens, req.ParentHash)
@@ -222,12 +283,19 @@ func (s *Store) Rotate(_ context.Context, req store.RotateRequest) (store.Rotate
 		switch res.Outcome {
 		case store.Replayed:
 			if req.Now.Before(parent.SealedUntil) {
-				res.Sealed = bytes.Clone(parent.Sealed)
+				res.Sealed = bytes.Clone(tx.Bucket(bucketSealed).Get(sealedKey(parent.SealedUntil, parent.Hash)))
+				if res.Sealed == nil {
+					res.Sealed = bytes.Clone(parent.Sealed)
+				}
 			}
 		case store.ReuseDetected:
 			sess.RevokedAt = req.Now
 			res.Session = sess
-			if err := put(sessions, sess.ID, fromSession(sess)); err != nil {
+			rec.RevokedAt = req.Now
+			if err := dropSealed(tx, &rec); err != nil {
+				return err
+			}
+			if err := put(sessions, sess.ID, rec); err != nil {
 				return err
 			}
 			appended = true
@@ -238,20 +306,30 @@ func (s *Store) Rotate(_ context.Context, req store.RotateRequest) (store.Rotate
 			}
 			parent.RotatedAt = req.Now
 			parent.ChildHash = req.Child.Hash
-			parent.Sealed = req.Sealed
+			parent.Sealed = nil
 			parent.SealedUntil = req.Now.Add(req.Grace)
 			child := fromToken(req.Child)
 			child.SessionID = sess.ID
 			child.Generation = parent.Generation + 1
 			sess.Generation++
+			rec.Generation = sess.Generation
 			res.Session, res.Parent = sess, parent.token()
+			// The previous rotation's pair can never be replayed again (its
+			// child is no longer current): only this one is kept.
+			if err := dropSealed(tx, &rec); err != nil {
+				return err
+			}
+			rec.SealedKey = sealedKey(parent.SealedUntil, parent.Hash)
+			if err := tx.Bucket(bucketSealed).Put(rec.SealedKey, req.Sealed); err != nil {
+				return err
+			}
 			if err := put(tokens, parent.Hash, parent); err != nil {
 				return err
 			}
 			if err := put(tokens, child.Hash, child); err != nil {
 				return err
 			}
-			return put(sessions, sess.ID, fromSession(sess))
+			return put(sessions, sess.ID, rec)
 		}
 		return nil
 	})
@@ -270,7 +348,7 @@ func (s *Store) Rotate(_ context.Context, req store.RotateRequest) (store.Rotate
 // PatchClaims implements store.Store.
 func (s *Store) PatchClaims(_ context.Context, sid string, claims json.RawMessage, now time.Time) (store.Session, error) {
 	var out store.Session
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSessions)
 		rec, ok, err := get[sessionRecord](b, sid)
 		if err != nil {
@@ -289,7 +367,7 @@ func (s *Store) PatchClaims(_ context.Context, sid string, claims json.RawMessag
 // RevokeSession implements store.Store.
 func (s *Store) RevokeSession(_ context.Context, sid string, now, until time.Time) (bool, error) {
 	revoked := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		revoked = false
 		b := tx.Bucket(bucketSessions)
 		rec, ok, err := get[sessionRecord](b, sid)
@@ -303,6 +381,9 @@ func (s *Store) RevokeSession(_ context.Context, sid string, now, until time.Tim
 			return nil
 		}
 		rec.RevokedAt = now
+		if err := dropSealed(tx, &rec); err != nil {
+			return err
+		}
 		if err := put(b, sid, rec); err != nil {
 			return err
 		}
@@ -318,7 +399,7 @@ func (s *Store) RevokeSession(_ context.Context, sid string, now, until time.Tim
 // RevokeSubject implements store.Store.
 func (s *Store) RevokeSubject(_ context.Context, sub string, now, until time.Time) ([]string, error) {
 	var ids []string
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		ids = nil
 		sessions := tx.Bucket(bucketSessions)
 		prefix := []byte(sub + "\x00")
@@ -333,6 +414,9 @@ func (s *Store) RevokeSubject(_ context.Context, sub string, now, until time.Tim
 				continue
 			}
 			rec.RevokedAt = now
+			if err := dropSealed(tx, &rec); err != nil {
+				return err
+			}
 			if err := put(sessions, sid, rec); err != nil {
 				return err
 			}
@@ -347,6 +431,19 @@ func (s *Store) RevokeSubject(_ context.Context, sub string, now, until time.Tim
 		s.notify()
 	}
 	return ids, err
+}
+
+// dropSealed deletes the session's live sealed pair, if any: after a newer
+// rotation or a revocation it can never be replayed.
+func dropSealed(tx *bolt.Tx, rec *sessionRecord) error {
+	if rec.SealedKey == nil {
+		return nil
+	}
+	if err := tx.Bucket(bucketSealed).Delete(rec.SealedKey); err != nil {
+		return err
+	}
+	rec.SealedKey = nil
+	return nil
 }
 
 func appendFeed(tx *bolt.Tx, r store.Revocation) error {
@@ -405,61 +502,6 @@ func (s *Store) readFeed(after uint64, now time.Time) ([]store.Revocation, uint6
 		return nil
 	})
 	return out, last, err
-}
-
-// Prune deletes what can no longer matter at now: feed entries past their
-// Until, and sessions (with their tokens and index entries) that expired
-// before now. The refresher calls it periodically. Keys are collected first
-// because deleting under a bbolt cursor skips the following key.
-func (s *Store) Prune(now time.Time) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		var feedKeys, sessionKeys, tokenKeys, subjectKeys [][]byte
-		feed := tx.Bucket(bucketFeed)
-		_ = feed.ForEach(func(k, v []byte) error {
-			var r feedRecord
-			if err := json.Unmarshal(v, &r); err != nil || !r.Until.After(now) {
-				feedKeys = append(feedKeys, bytes.Clone(k))
-			}
-			return nil
-		})
-		dead := map[string]bool{}
-		sessions := tx.Bucket(bucketSessions)
-		_ = sessions.ForEach(func(k, v []byte) error {
-			var r sessionRecord
-			if err := json.Unmarshal(v, &r); err == nil && !now.Before(r.ExpiresAt) {
-				dead[r.ID] = true
-				sessionKeys = append(sessionKeys, bytes.Clone(k))
-				subjectKeys = append(subjectKeys, subjectKey(r.Subject, r.ID))
-			}
-			return nil
-		})
-		tokens := tx.Bucket(bucketTokens)
-		if len(dead) > 0 {
-			_ = tokens.ForEach(func(k, v []byte) error {
-				var r tokenRecord
-				if err := json.Unmarshal(v, &r); err == nil && dead[r.SessionID] {
-					tokenKeys = append(tokenKeys, bytes.Clone(k))
-				}
-				return nil
-			})
-		}
-		for _, del := range []struct {
-			b    *bolt.Bucket
-			keys [][]byte
-		}{{feed, feedKeys}, {sessions, sessionKeys}, {tokens, tokenKeys}, {tx.Bucket(bucketSubjects), subjectKeys}} {
-			for _, k := range del.keys {
-				if err := del.b.Delete(k); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-}
-
-// Ping implements store.Store: a read transaction proves the file is open.
-func (s *Store) Ping(context.Context) error {
-	return s.db.View(func(*bolt.Tx) error { return nil })
 }
 
 // Close implements store.Store.

@@ -1,0 +1,338 @@
+package extauthz
+
+import (
+	"bytes"
+	"crypto/elliptic"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/big"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// compactToken is a token whose three segments have been checked to be
+// the one canonical spelling of their bytes: the base64url alphabet, no
+// padding, no line breaks, zero unused trailing bits (RFC 7515 §2 and
+// RFC 4648 §3.5). jwx's own parser is more lenient (the standard alphabet,
+// `=` padding and stray bits in the signature), so without this check one
+// token would have dozens of spellings, each a cache key of its own.
+type compactToken struct {
+	// canonical is the token itself, except for an ECDSA signature with a
+	// high S: (r, s) and (r, n−s) both verify, so the low-S twin is the
+	// token's one spelling, the cache key and what is verified.
+	canonical string
+	header    jwsHeader
+	payload   []byte
+}
+
+// splitToken checks a token's spelling and decodes its header. It does
+// not look at the payload's JSON or the signature's validity.
+func splitToken(token string) (*compactToken, *denial) {
+	hs, ps, ss, ok := splitCompact(token)
+	if !ok {
+		return nil, deny(ReasonInvalidToken, "the token is not a compact JWS")
+	}
+	hb, err := decodeCanonical(hs)
+	if err != nil {
+		return nil, deny(ReasonInvalidToken, "the token header is not canonical base64url")
+	}
+	payload, err := decodeCanonical(ps)
+	if err != nil {
+		return nil, deny(ReasonInvalidToken, "the token payload is not canonical base64url")
+	}
+	sig, err := decodeCanonical(ss)
+	if err != nil {
+		return nil, deny(ReasonInvalidToken, "the token signature is not canonical base64url")
+	}
+	ct := &compactToken{canonical: token, payload: payload}
+	if ct.header, err = decodeHeader(hb); err != nil {
+		return nil, deny(ReasonInvalidToken, "the token header is malformed")
+	}
+	if c := ecdsaCurveOf(ct.header.Alg); c != nil {
+		changed, ok := c.lowS(sig)
+		if !ok {
+			return nil, deny(ReasonInvalidToken, "the signature is invalid")
+		}
+		if changed {
+			ct.canonical = token[:len(hs)+1+len(ps)+1] + base64.RawURLEncoding.EncodeToString(sig)
+		}
+	}
+	return ct, nil
+}
+
+// splitCompact cuts a token into three non-empty segments.
+func splitCompact(token string) (header, payload, sig string, ok bool) {
+	header, rest, ok1 := strings.Cut(token, ".")
+	payload, sig, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || header == "" || payload == "" || sig == "" || strings.IndexByte(sig, '.') >= 0 {
+		return "", "", "", false
+	}
+	return header, payload, sig, true
+}
+
+var strictRawURL = base64.RawURLEncoding.Strict()
+
+// decodeCanonical decodes unpadded base64url, accepting only the spelling
+// that encoding the result gives back: Go's decoder alone would skip CR
+// and LF, and without Strict ignore non-zero trailing bits.
+func decodeCanonical(seg string) ([]byte, error) {
+	if !base64URLAlphabet(seg) {
+		return nil, errors.New("not base64url")
+	}
+	return strictRawURL.DecodeString(seg)
+}
+
+func base64URLAlphabet(seg string) bool {
+	for i := 0; i < len(seg); i++ {
+		c := seg[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// decodeHeader reads the protected header, which must be one JSON object
+// without duplicate keys; the fields are read by their exact names (Go's
+// struct decoding would also take "ALG" for "alg").
+func decodeHeader(b []byte) (jwsHeader, error) {
+	var h jwsHeader
+	if err := checkJSONObject(b); err != nil {
+		return h, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return h, err
+	}
+	str := func(name string, dst *string) bool {
+		v, ok := m[name]
+		if !ok {
+			return true
+		}
+		*dst, ok = v.(string)
+		return ok
+	}
+	if !str("alg", &h.Alg) || !str("kid", &h.Kid) || !str("typ", &h.Typ) {
+		return h, errors.New("alg, kid and typ must be strings")
+	}
+	if v, ok := m["crit"]; ok {
+		list, ok := v.([]any)
+		if !ok || len(list) == 0 {
+			return h, errors.New("crit must be a non-empty array")
+		}
+		for _, e := range list {
+			s, ok := e.(string)
+			if !ok {
+				return h, errors.New("crit must hold strings")
+			}
+			h.Crit = append(h.Crit, s)
+		}
+	}
+	return h, nil
+}
+
+// ecdsaCurve is what the low-S rule needs of the curve of ES256, ES384 or
+// ES512 (P-256, P-384, P-521): the group order n and ⌊n/2⌋, big-endian
+// and padded to the width of r and s in a JWS signature (RFC 7518 §3.4).
+type ecdsaCurve struct {
+	alg     string
+	n, half []byte
+}
+
+var ecdsaCurves = func() map[string]*ecdsaCurve {
+	m := map[string]*ecdsaCurve{}
+	for alg, c := range map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384(), "ES512": elliptic.P521()} {
+		size := (c.Params().BitSize + 7) / 8
+		n := c.Params().N
+		m[alg] = &ecdsaCurve{alg: alg, n: n.FillBytes(make([]byte, size)), half: new(big.Int).Rsh(n, 1).FillBytes(make([]byte, size))}
+	}
+	return m
+}()
+
+// ecdsaBySigLen finds the curve from the length of a signature segment
+// (86, 128 and 176 characters): a guess, confirmed against the alg of the
+// cached token it leads to.
+var ecdsaBySigLen = func() map[int]*ecdsaCurve {
+	m := map[int]*ecdsaCurve{}
+	for _, c := range ecdsaCurves {
+		m[base64.RawURLEncoding.EncodedLen(2*len(c.n))] = c
+	}
+	return m
+}()
+
+func ecdsaCurveOf(alg string) *ecdsaCurve { return ecdsaCurves[alg] }
+
+// lowS checks an ECDSA signature's shape (r ‖ s, each the curve's width,
+// 0 < s < n) and, when s > n/2, replaces s with n − s in place: (r, s) and
+// (r, n−s) both verify, and the low one is the canonical spelling. ok is
+// false for a signature that cannot verify; changed says s was replaced.
+func (c *ecdsaCurve) lowS(sig []byte) (changed, ok bool) {
+	size := len(c.n)
+	if len(sig) != 2*size {
+		return false, false
+	}
+	s := sig[size:]
+	if isZero(s) || bytes.Compare(s, c.n) >= 0 {
+		return false, false
+	}
+	if bytes.Compare(s, c.half) <= 0 {
+		return false, true
+	}
+	borrow := 0
+	for i := size - 1; i >= 0; i-- {
+		d := int(c.n[i]) - int(s[i]) - borrow
+		borrow = 0
+		if d < 0 {
+			d += 256
+			borrow = 1
+		}
+		s[i] = byte(d)
+	}
+	return true, true
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// twinKey writes to buf the low-S spelling of token when token ends in a
+// canonical, high-S ECDSA signature, and returns it with the curve it was
+// taken for; nil when token is no such thing. It allocates nothing (given
+// a large enough buf), so a cache hit by a token's high-S twin stays cheap.
+func twinKey(buf []byte, token string) ([]byte, *ecdsaCurve) {
+	i := strings.LastIndexByte(token, '.')
+	if i < 0 {
+		return nil, nil
+	}
+	seg := token[i+1:]
+	c := ecdsaBySigLen[len(seg)]
+	if c == nil || !base64URLAlphabet(seg) {
+		return nil, nil
+	}
+	var sig [2 * 66]byte
+	// Decode only reads src: viewing the string's bytes saves a copy.
+	n, err := strictRawURL.Decode(sig[:], unsafe.Slice(unsafe.StringData(seg), len(seg)))
+	if err != nil || n != 2*len(c.n) {
+		return nil, nil
+	}
+	if changed, ok := c.lowS(sig[:n]); !changed || !ok {
+		return nil, nil
+	}
+	buf = slices.Grow(buf[:0], len(token))[:len(token)] // the twin is as long
+	copy(buf, token[:i+1])
+	base64.RawURLEncoding.Encode(buf[i+1:], sig[:n])
+	return buf, c
+}
+
+// checkJSONObject accepts exactly one JSON object, valid UTF-8, in which
+// no object at any depth has two keys that are equal or differ only in
+// case (after unescaping). Parsers disagree on such input — Go keeps the
+// last duplicate and matches struct fields case-insensitively, others keep
+// the first — so a consumer of the payload header could see another
+// identity than the one we checked.
+func checkJSONObject(b []byte) error {
+	if !utf8.Valid(b) {
+		return errors.New("not UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errors.New("not a JSON object")
+	}
+	if err := walkObject(dec); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the object")
+	}
+	return nil
+}
+
+// walkObject reads the members of an object whose '{' was read.
+func walkObject(dec *json.Decoder) error {
+	seen := map[string]bool{}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if d, ok := tok.(json.Delim); ok && d == '}' {
+			return nil
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return errors.New("object key is not a string")
+		}
+		f := foldKey(key)
+		if seen[f] {
+			return errors.New("duplicate key")
+		}
+		seen[f] = true
+		if err := walkValue(dec); err != nil {
+			return err
+		}
+	}
+}
+
+func walkValue(dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return nil
+	}
+	switch d {
+	case '{':
+		return walkObject(dec)
+	case '[':
+		for dec.More() {
+			if err := walkValue(dec); err != nil {
+				return err
+			}
+		}
+		_, err := dec.Token() // ']'
+		return err
+	}
+	return errors.New("unexpected delimiter")
+}
+
+// foldKey maps every rune to the smallest rune of its Unicode case-folding
+// orbit, so keys equal under case folding (encoding/json's matching, "K"
+// and the Kelvin sign included) fold to the same string.
+func foldKey(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToUpper(s) // the smallest of {A, a} is A
+	}
+	return strings.Map(func(r rune) rune {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < m {
+				m = f
+			}
+		}
+		return m
+	}, s)
+}
