@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"runtime"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/tokengate/tokengate/internal/serve"
 )
@@ -96,44 +94,32 @@ func (l httpLimits) listener(ln net.Listener) net.Listener {
 	return serve.LimitListener(ln, l.maxConns)
 }
 
-// grpcLimits bound the gRPC listener of extauthz.
+// grpcLimits bound the gRPC listener of extauthz: the transport limits
+// (shared with the load harness's no-op baseline through internal/serve),
+// the connection count and the health Watch streams.
 type grpcLimits struct {
-	maxConns              int
-	maxConcurrentStreams  uint
-	maxHealthWatches      int
-	handshakeTimeout      time.Duration
-	maxConnectionIdle     time.Duration
-	maxConnectionAge      time.Duration
-	maxConnectionAgeGrace time.Duration
-	keepaliveTime         time.Duration
-	keepaliveTimeout      time.Duration
-	keepaliveMinTime      time.Duration
+	serve.GRPCTransport
+	maxConns         int
+	maxHealthWatches int
 }
 
 var defaultGRPCLimits = grpcLimits{
-	maxConns:              1024,
-	maxConcurrentStreams:  256,
-	maxHealthWatches:      1024,
-	handshakeTimeout:      5 * time.Second,
-	maxConnectionIdle:     5 * time.Minute,
-	maxConnectionAge:      30 * time.Minute,
-	maxConnectionAgeGrace: 30 * time.Second,
-	keepaliveTime:         time.Minute,
-	keepaliveTimeout:      20 * time.Second,
-	keepaliveMinTime:      10 * time.Second,
+	GRPCTransport:    serve.DefaultGRPCTransport,
+	maxConns:         1024,
+	maxHealthWatches: 1024,
 }
 
 func (l *grpcLimits) register(fs *flag.FlagSet, d grpcLimits) {
 	fs.IntVar(&l.maxConns, "grpc-max-connections", d.maxConns, "gRPC: connections open at once; more wait in the accept queue (0: no limit)")
-	fs.UintVar(&l.maxConcurrentStreams, "grpc-max-concurrent-streams", d.maxConcurrentStreams, "gRPC: streams (checks, health watches) in flight per connection")
+	fs.UintVar(&l.MaxConcurrentStreams, "grpc-max-concurrent-streams", d.MaxConcurrentStreams, "gRPC: streams (checks, health watches) in flight per connection")
 	fs.IntVar(&l.maxHealthWatches, "grpc-max-health-watches", d.maxHealthWatches, "gRPC: open grpc.health.v1.Health/Watch streams; more are refused (RESOURCE_EXHAUSTED)")
-	fs.DurationVar(&l.handshakeTimeout, "grpc-handshake-timeout", d.handshakeTimeout, "gRPC: time for a new connection to complete its HTTP/2 preface")
-	fs.DurationVar(&l.maxConnectionIdle, "grpc-max-connection-idle", d.maxConnectionIdle, "gRPC: a connection without streams for this long is closed (GOAWAY)")
-	fs.DurationVar(&l.maxConnectionAge, "grpc-max-connection-age", d.maxConnectionAge, "gRPC: a connection is asked to go away after this long (±10%), so clients rebalance")
-	fs.DurationVar(&l.maxConnectionAgeGrace, "grpc-max-connection-age-grace", d.maxConnectionAgeGrace, "gRPC: after --grpc-max-connection-age, time for streams in flight before the connection is cut")
-	fs.DurationVar(&l.keepaliveTime, "grpc-keepalive-time", d.keepaliveTime, "gRPC: ping a connection quiet for this long")
-	fs.DurationVar(&l.keepaliveTimeout, "grpc-keepalive-timeout", d.keepaliveTimeout, "gRPC: close a connection whose ping is not answered within this")
-	fs.DurationVar(&l.keepaliveMinTime, "grpc-keepalive-min-time", d.keepaliveMinTime, "gRPC: clients pinging more often than this are disconnected (ENHANCE_YOUR_CALM)")
+	fs.DurationVar(&l.HandshakeTimeout, "grpc-handshake-timeout", d.HandshakeTimeout, "gRPC: time for a new connection to complete its HTTP/2 preface")
+	fs.DurationVar(&l.MaxConnectionIdle, "grpc-max-connection-idle", d.MaxConnectionIdle, "gRPC: a connection without streams for this long is closed (GOAWAY)")
+	fs.DurationVar(&l.MaxConnectionAge, "grpc-max-connection-age", d.MaxConnectionAge, "gRPC: a connection is asked to go away after this long (±10%), so clients rebalance")
+	fs.DurationVar(&l.MaxConnectionAgeGrace, "grpc-max-connection-age-grace", d.MaxConnectionAgeGrace, "gRPC: after --grpc-max-connection-age, time for streams in flight before the connection is cut")
+	fs.DurationVar(&l.KeepaliveTime, "grpc-keepalive-time", d.KeepaliveTime, "gRPC: ping a connection quiet for this long")
+	fs.DurationVar(&l.KeepaliveTimeout, "grpc-keepalive-timeout", d.KeepaliveTimeout, "gRPC: close a connection whose ping is not answered within this")
+	fs.DurationVar(&l.KeepaliveMinTime, "grpc-keepalive-min-time", d.KeepaliveMinTime, "gRPC: clients pinging more often than this are disconnected (ENHANCE_YOUR_CALM)")
 }
 
 func (l grpcLimits) problems() []error {
@@ -142,9 +128,9 @@ func (l grpcLimits) problems() []error {
 		name string
 		v    time.Duration
 	}{
-		{"grpc-handshake-timeout", l.handshakeTimeout}, {"grpc-max-connection-idle", l.maxConnectionIdle},
-		{"grpc-max-connection-age", l.maxConnectionAge}, {"grpc-max-connection-age-grace", l.maxConnectionAgeGrace},
-		{"grpc-keepalive-time", l.keepaliveTime}, {"grpc-keepalive-timeout", l.keepaliveTimeout}, {"grpc-keepalive-min-time", l.keepaliveMinTime},
+		{"grpc-handshake-timeout", l.HandshakeTimeout}, {"grpc-max-connection-idle", l.MaxConnectionIdle},
+		{"grpc-max-connection-age", l.MaxConnectionAge}, {"grpc-max-connection-age-grace", l.MaxConnectionAgeGrace},
+		{"grpc-keepalive-time", l.KeepaliveTime}, {"grpc-keepalive-timeout", l.KeepaliveTimeout}, {"grpc-keepalive-min-time", l.KeepaliveMinTime},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %v", d.name, d.v))
@@ -153,7 +139,7 @@ func (l grpcLimits) problems() []error {
 	if l.maxHealthWatches < 1 {
 		errs = append(errs, fmt.Errorf("grpc-max-health-watches: must be at least 1, got %d", l.maxHealthWatches))
 	}
-	if l.maxConcurrentStreams == 0 {
+	if l.MaxConcurrentStreams == 0 {
 		errs = append(errs, errors.New("grpc-max-concurrent-streams: must be at least 1"))
 	}
 	if l.maxConns < 0 {
@@ -169,24 +155,9 @@ func (l grpcLimits) orDefault(d grpcLimits) grpcLimits {
 	return l
 }
 
-// server is a gRPC server with these limits, tuned for a sidecar-to-service
-// hop under load: Envoy keeps few long-lived HTTP/2 connections and
-// multiplexes checks.
+// server is a gRPC server with these limits.
 func (l grpcLimits) server() *grpc.Server {
-	return grpc.NewServer(
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.MaxConcurrentStreams(uint32(min(l.maxConcurrentStreams, 1<<31-1))),
-		grpc.MaxRecvMsgSize(1<<20),
-		grpc.ConnectionTimeout(l.handshakeTimeout),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: l.keepaliveMinTime, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionIdle:     l.maxConnectionIdle,
-			MaxConnectionAge:      l.maxConnectionAge,
-			MaxConnectionAgeGrace: l.maxConnectionAgeGrace,
-			Time:                  l.keepaliveTime,
-			Timeout:               l.keepaliveTimeout,
-		}),
-	)
+	return grpc.NewServer(l.ServerOptions()...)
 }
 
 func (l grpcLimits) listener(ln net.Listener) net.Listener {

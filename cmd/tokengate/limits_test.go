@@ -255,8 +255,8 @@ func TestHTTPConnectionLimit(t *testing.T) {
 // baseline.
 func TestGRPCIdleConnections(t *testing.T) {
 	lim := defaultGRPCLimits
-	lim.handshakeTimeout = 200 * time.Millisecond
-	lim.maxConnectionIdle = 300 * time.Millisecond
+	lim.HandshakeTimeout = 200 * time.Millisecond
+	lim.MaxConnectionIdle = 300 * time.Millisecond
 	grpcAddr, _, _ := startTestExtauthz(t, extauthzRun{GRPCLimits: lim})
 	base := runtime.NumGoroutine()
 	done := make(chan string, 20)

@@ -7,7 +7,7 @@
 // HTTP/2, protobuf decoding and the loopback network cost is in both numbers,
 // so the ratio tokengate/noop isolates what tokengate's decision costs. For the
 // comparison to be fair it serves with the same gRPC server options as
-// `tokengate extauthz` (see serverOptions).
+// `tokengate extauthz` (serve.DefaultGRPCTransport).
 package main
 
 import (
@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 	"time"
 
@@ -31,7 +30,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
+
+	"github.com/tokengate/tokengate/internal/serve"
 )
 
 func main() {
@@ -62,7 +62,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen grpc: %w", err)
 	}
-	srv := grpc.NewServer(serverOptions()...)
+	// The same transport options as `tokengate extauthz` (one definition in
+	// internal/serve), so the comparison is fair by construction.
+	srv := grpc.NewServer(serve.DefaultGRPCTransport.ServerOptions()...)
 	authv3.RegisterAuthorizationServer(srv, noop{})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
@@ -115,19 +117,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		srv.Stop()
 	}
 	return nil
-}
-
-// serverOptions mirrors newGRPCServer in cmd/tokengate/extauthz.go option for
-// option, so neither side of the comparison gets a transport advantage. Keep
-// the two in step.
-func serverOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.MaxConcurrentStreams(1024),
-		grpc.MaxRecvMsgSize(1 << 20),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-	}
 }
 
 // noop allows everything: the cheapest possible Authorization server.
