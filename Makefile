@@ -54,7 +54,10 @@ test-deploy:
 
 # The fault suite's long variants (issue 14, docs/operations.md "Fault
 # suite"): 20 kill -9 of the refresher under 50 clients, a 10-minute soak,
-# the disk-full test. The short variants run in test-go. Not part of test.
+# the disk-full test, and a 40 s Redis pause under 50 clients with a 30 s
+# grace. The short variants run in test-go. Not part of test.
 .PHONY: test-fault-long
 test-fault-long:
 	TOKENGATE_FAULT_LONG=1 $(GO) test -count=1 -v -timeout 60m ./test/fault/
+	TOKENGATE_STALL_CLIENTS=50 TOKENGATE_STALL=40s TOKENGATE_STALL_GRACE=30s \
+		$(GO) test -count=1 -v -timeout 10m -run TestStallLongerThanGrace ./refresher/store/redisstore/
