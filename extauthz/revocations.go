@@ -29,10 +29,10 @@ type RevocationFeedConfig struct {
 	Client *http.Client
 	// Logger for JSON logs; nil discards.
 	Logger *slog.Logger
-	// Registerer receives the feed's metrics; nil uses a private registry.
-	Registerer prometheus.Registerer
-	// Now is the clock entries expire by (their until); nil is time.Now.
-	Now func() time.Time
+	// Registry receives the feed's metrics; nil uses a private registry.
+	Registry prometheus.Registerer
+	// Clock is the time entries expire by (their until); nil is time.Now.
+	Clock func() time.Time
 	// Wait is the long-poll wait asked of the refresher (default 20s, below
 	// the 30s idle timeout common in proxies).
 	Wait time.Duration
@@ -114,7 +114,7 @@ func NewRevocationFeed(cfg RevocationFeedConfig) (*RevocationFeed, error) {
 		url:    u.String(),
 		client: cfg.Client,
 		log:    cfg.Logger,
-		now:    cfg.Now,
+		now:    cfg.Clock,
 		synced: make(chan struct{}),
 	}
 	if f.client == nil {
@@ -126,7 +126,7 @@ func NewRevocationFeed(cfg RevocationFeedConfig) (*RevocationFeed, error) {
 	if f.now == nil {
 		f.now = time.Now
 	}
-	reg := cfg.Registerer
+	reg := cfg.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}

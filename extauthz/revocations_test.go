@@ -129,7 +129,7 @@ var feedT0 = fakeclock.Start
 func startFeed(t *testing.T, fs *feedServer, clock *fakeclock.Clock, reg *prometheus.Registry) *RevocationFeed {
 	t.Helper()
 	f, err := NewRevocationFeed(RevocationFeedConfig{
-		URL: fs.srv.URL, AdminToken: "admin-secret", Registerer: reg, Now: clock.Now,
+		URL: fs.srv.URL, AdminToken: "admin-secret", Registry: reg, Clock: clock.Now,
 		Wait: 10 * time.Second, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 	})
 	if err != nil {
@@ -433,7 +433,7 @@ func TestCheckFailOpenBeforeFeedSynced(t *testing.T) {
 	fs.failing.Store(http.StatusServiceUnavailable)
 	clock := fakeclock.New()
 	feed, err := NewRevocationFeed(RevocationFeedConfig{
-		URL: fs.srv.URL, AdminToken: "admin-secret", Now: clock.Now, FailOpen: true,
+		URL: fs.srv.URL, AdminToken: "admin-secret", Clock: clock.Now, FailOpen: true,
 		Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 	})
 	if err != nil {

@@ -16,7 +16,7 @@ func TestRevocationFeedContract(t *testing.T) {
 	kept := rg.startSession("").str("session_id")
 	gone := rg.startSession("").str("session_id")
 	feed, err := extauthz.NewRevocationFeed(extauthz.RevocationFeedConfig{
-		URL: rg.http.URL, AdminToken: adminToken, Now: rg.clock.Now, Wait: 5 * time.Second,
+		URL: rg.http.URL, AdminToken: adminToken, Clock: rg.clock.Now, Wait: 5 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
