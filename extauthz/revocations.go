@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokengate/tokengate/internal/revocationfeed"
 )
 
 // RevocationFeedConfig configures a RevocationFeed.
@@ -213,16 +215,6 @@ func (f *RevocationFeed) Run(ctx context.Context) error {
 	return nil
 }
 
-type feedEntry struct {
-	SessionID string    `json:"sid"`
-	Until     time.Time `json:"until"`
-}
-
-type feedResponse struct {
-	Cursor  string      `json:"cursor"`
-	Revoked []feedEntry `json:"revoked"`
-}
-
 // errFeed classifies failures for the errors metric.
 type errFeed struct {
 	reason string
@@ -232,8 +224,8 @@ type errFeed struct {
 func (e *errFeed) Error() string { return e.err.Error() }
 func (e *errFeed) Unwrap() error { return e.err }
 
-func (f *RevocationFeed) fetch(ctx context.Context, cursor string, wait time.Duration) (feedResponse, error) {
-	var out feedResponse
+func (f *RevocationFeed) fetch(ctx context.Context, cursor string, wait time.Duration) (revocationfeed.Page, error) {
+	var out revocationfeed.Page
 	ctx, cancel := context.WithTimeout(ctx, wait+f.cfg.RequestTimeout)
 	defer cancel()
 	q := url.Values{"after": {cursor}, "wait": {wait.String()}}
@@ -265,7 +257,7 @@ func (f *RevocationFeed) fetch(ctx context.Context, cursor string, wait time.Dur
 	}
 	for i, e := range out.Revoked {
 		if e.SessionID == "" || e.Until.IsZero() {
-			return feedResponse{}, f.fail("invalid", fmt.Errorf("%s: revoked[%d]: sid and until are required", f.url, i))
+			return revocationfeed.Page{}, f.fail("invalid", fmt.Errorf("%s: revoked[%d]: sid and until are required", f.url, i))
 		}
 	}
 	return out, nil
@@ -278,7 +270,7 @@ func (f *RevocationFeed) fail(reason string, err error) error {
 
 // apply adds entries and drops the ones whose until has passed, publishing
 // a new map so readers never lock.
-func (f *RevocationFeed) apply(entries []feedEntry) {
+func (f *RevocationFeed) apply(entries []revocationfeed.Entry) {
 	old := *f.list.Load()
 	now := f.now()
 	next := make(map[string]time.Time, len(old)+len(entries))
