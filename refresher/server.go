@@ -304,7 +304,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		s.log.WarnContext(r.Context(), "not_ready", "error", err.Error())
+		s.log.WarnContext(r.Context(), "store not ready", "error", err.Error())
 		s.render(w, r, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": "unreachable"})
 		return
 	}
@@ -321,7 +321,7 @@ func noStore(w http.ResponseWriter) {
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, v any) {
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(v); err != nil {
-		s.log.ErrorContext(r.Context(), "render", "path", r.URL.Path, "error", err.Error())
+		s.log.ErrorContext(r.Context(), "response encoding failed", "path", r.URL.Path, "error", err.Error())
 		http.Error(w, `{"error":"server_error"}`, http.StatusInternalServerError)
 		return
 	}
@@ -344,7 +344,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(seconds(e.RetryAfter))))
 	}
 	if e.Status >= 500 {
-		s.log.ErrorContext(r.Context(), "request_failed", "path", r.URL.Path, "reason", e.Reason, "error", err.Error())
+		s.log.ErrorContext(r.Context(), "request failed", "path", r.URL.Path, "reason", e.Reason, "error", err.Error())
 	}
 	s.render(w, r, e.Status, errorJSON{Error: e.Code, Description: e.Description})
 }
