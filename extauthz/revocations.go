@@ -67,6 +67,7 @@ type RevocationFeedConfig struct {
 type RevocationFeed struct {
 	cfg     RevocationFeedConfig
 	url     string
+	logURL  string // url with its password (if any) masked: for logs and errors
 	client  *http.Client
 	log     *slog.Logger
 	now     func() time.Time
@@ -114,6 +115,7 @@ func NewRevocationFeed(cfg RevocationFeedConfig) (*RevocationFeed, error) {
 	f := &RevocationFeed{
 		cfg:    cfg,
 		url:    u.String(),
+		logURL: u.Redacted(),
 		client: cfg.Client,
 		log:    cfg.Logger,
 		now:    cfg.Clock,
@@ -184,9 +186,9 @@ func (f *RevocationFeed) Run(ctx context.Context) error {
 			}
 			f.metrics.up.Set(0)
 			if !failing {
-				f.log.WarnContext(ctx, "revocation feed unreachable; keeping the current denylist", "url", f.url, "error", err.Error(), "entries", len(*f.list.Load()))
+				f.log.WarnContext(ctx, "revocation feed unreachable; keeping the current denylist", "url", f.logURL, "error", err.Error(), "entries", len(*f.list.Load()))
 			} else {
-				f.log.DebugContext(ctx, "revocation feed still failing", "error", err.Error(), "retry_in", backoff)
+				f.log.DebugContext(ctx, "revocation feed still failing", "error", err.Error(), "retry_in", backoff.String())
 			}
 			failing = true
 			select {
@@ -197,7 +199,7 @@ func (f *RevocationFeed) Run(ctx context.Context) error {
 			continue
 		}
 		if failing {
-			f.log.InfoContext(ctx, "revocation feed reachable again", "url", f.url)
+			f.log.InfoContext(ctx, "revocation feed reachable again", "url", f.logURL)
 			failing = false
 		}
 		backoff = f.cfg.Backoff
@@ -250,14 +252,14 @@ func (f *RevocationFeed) fetch(ctx context.Context, cursor string, wait time.Dur
 	}
 	if resp.StatusCode != http.StatusOK {
 		// The body is the refresher's JSON error; it names no secret.
-		return out, f.fail("status", fmt.Errorf("%s answered %d: %.200s", f.url, resp.StatusCode, body))
+		return out, f.fail("status", fmt.Errorf("%s answered %d: %.200s", f.logURL, resp.StatusCode, body))
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
-		return out, f.fail("invalid", fmt.Errorf("%s: invalid feed JSON: %w", f.url, err))
+		return out, f.fail("invalid", fmt.Errorf("%s: invalid feed JSON: %w", f.logURL, err))
 	}
 	for i, e := range out.Revoked {
 		if e.SessionID == "" || e.Until.IsZero() {
-			return revocationfeed.Page{}, f.fail("invalid", fmt.Errorf("%s: revoked[%d]: sid and until are required", f.url, i))
+			return revocationfeed.Page{}, f.fail("invalid", fmt.Errorf("%s: revoked[%d]: sid and until are required", f.logURL, i))
 		}
 	}
 	return out, nil
