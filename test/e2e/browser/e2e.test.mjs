@@ -1,4 +1,4 @@
-// The browser end-to-end proof of @tokengate/client (issue 5): real
+// The browser end-to-end proof of @tokengate/client: real
 // tokengate refresher + extauthz, real nginx configured by
 // examples/nginx/tokengate.conf, real headless Chromium driving the demo
 // page. Run with `make test-e2e` (builds the client first).
