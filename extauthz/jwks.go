@@ -549,7 +549,7 @@ func startURLSource(ctx context.Context, src *keySource, p Provider, client *htt
 		return nil, fmt.Errorf("start JWKS refresher: %w", err)
 	}
 	if err := ctrl.Add(ctx, res, httprc.WithWaitReady(false)); err != nil {
-		ctrl.ShutdownContext(context.Background())
+		_ = ctrl.ShutdownContext(context.Background())
 		return nil, fmt.Errorf("jwks_url: %w", err)
 	}
 	u := &urlSource{ctrl: ctrl}
