@@ -343,7 +343,7 @@ func writeRotation(tx *bolt.Tx, rec sessionRecord, w store.Writes) error {
 			return err
 		}
 	}
-	if w.Session != nil {
+	if w.Session != nil || w.Parent != nil { // the record holds SealedKey
 		if err := put(tx.Bucket(bucketSessions), rec.ID, rec); err != nil {
 			return err
 		}
