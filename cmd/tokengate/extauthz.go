@@ -150,7 +150,7 @@ func runExtauthz(ctx context.Context, e env) error {
 func (f *extauthzFlags) revocationFeed(log *slog.Logger, reg prometheus.Registerer) (*extauthz.RevocationFeed, error) {
 	token, tokErr := adminTokenFrom(f.adminToken, f.adminFile)
 	feed, err := extauthz.NewRevocationFeed(extauthz.RevocationFeedConfig{
-		URL: f.revocationsURL, AdminToken: token, Logger: log, Registerer: reg, FailOpen: f.revocationsFailOpen,
+		URL: f.revocationsURL, AdminToken: token, Logger: log, Registry: reg, FailOpen: f.revocationsFailOpen,
 	})
 	if err = errors.Join(tokErr, err); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
