@@ -243,32 +243,10 @@ func loadOrCreateSecret(path string) (string, error) {
 	return s, keyset.WriteFileAtomic(path, []byte(s+"\n"), 0o600)
 }
 
-// pruneInterval is how often a store with a Prune method (bolt, memory)
-// deletes what can no longer matter. A bolt pass costs what it deletes
-// (time-ordered indexes), so it runs often: sealed pairs leave the file
-// within seconds of their grace window and the freed pages are reused,
-// which keeps the file size flat (docs/operations.md, "Bolt file size").
-const pruneInterval = 10 * time.Second
-
 // serve runs the refresher on ln until ctx ends, pruning the store's dead
-// records every pruneInterval meanwhile.
+// records meanwhile.
 func (a *refresherApp) serve(ctx context.Context, ln net.Listener) error {
-	if p, ok := a.store.(interface{ Prune(time.Time) error }); ok {
-		go func() {
-			t := time.NewTicker(pruneInterval)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case now := <-t.C:
-					if err := p.Prune(now); err != nil {
-						a.log.Warn("store_prune_failed", "error", err.Error())
-					}
-				}
-			}
-		}()
-	}
+	go a.srv.RunPruner(ctx, refresher.PruneInterval)
 	group := serve.New(serve.Options{
 		DrainPeriod: a.shutdown.drainPeriod, Grace: a.shutdown.grace, Logger: a.log,
 		// /readyz answers 503 from SIGTERM on, while requests are still served.
