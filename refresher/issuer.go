@@ -56,8 +56,8 @@ type Issuer struct {
 	recent  *recent
 	unacked *unacked
 	flight  singleflight.Group
-	ipLimit *keyedLimiter
-	sidLim  *keyedLimiter
+	ipLimit *limit
+	sidLim  *limit
 	metrics *metrics
 	log     *slog.Logger
 }
@@ -70,8 +70,8 @@ func newIssuer(cfg Config, st store.Store, keys *signingKeys, m *metrics, log *s
 		now:     now,
 		recent:  newRecent(cfg.RecentSize, cfg.ReuseGrace),
 		unacked: newUnacked(cfg.RecentSize),
-		ipLimit: newKeyedLimiter(cfg.RateLimitIP, cfg.RateLimitIPBurst),
-		sidLim:  newKeyedLimiter(cfg.RateLimitSession, cfg.RateLimitSessionBurst),
+		ipLimit: newLimit("ip", cfg.RateLimitIP, cfg.RateLimitIPBurst, st, now, cfg.StoreTimeout, m, log),
+		sidLim:  newLimit("session", cfg.RateLimitSession, cfg.RateLimitSessionBurst, st, now, cfg.StoreTimeout, m, log),
 		metrics: m,
 		log:     log,
 	}
@@ -214,13 +214,12 @@ func minTime(a, b time.Time) time.Time {
 // for a replay this replica remembers, one session read (the store still
 // decides). Replays spend no rate-limit token.
 func (i *Issuer) Refresh(ctx context.Context, token string, c Client) (Pair, error) {
-	now := i.now()
 	if !wellFormed(token) {
-		if wait := i.ipLimit.wait(c.IP, now); wait > 0 {
+		if wait := i.ipLimit.wait(ctx, c.IP); wait > 0 {
 			i.metrics.rateLimited.WithLabelValues("ip").Inc()
 			return Pair{}, rateLimited("ip", wait)
 		}
-		i.ipLimit.count(c.IP, now)
+		i.ipLimit.count(ctx, c.IP)
 		i.metrics.failures.WithLabelValues("malformed").Inc()
 		return Pair{}, invalidGrant("malformed", "refresh_token is not a token this server issued")
 	}
@@ -288,7 +287,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	// Over the IP limit, only a replay may pass: a parent rotated inside the
 	// grace window (by another replica, or before this replica's LRU
 	// evicted it). Telling one apart takes the token read below.
-	ipWait := i.ipLimit.wait(c.IP, now)
+	ipWait := i.ipLimit.wait(ctx, c.IP)
 	limited := func() error {
 		i.metrics.rateLimited.WithLabelValues("ip").Inc()
 		return rateLimited("ip", ipWait)
@@ -301,19 +300,19 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	case ipWait > 0 && (parent.RotatedAt.IsZero() || !now.Before(parent.RotatedAt.Add(i.cfg.ReuseGrace))):
 		return issuedPair{}, limited()
 	case err != nil:
-		return issuedPair{}, i.refused(c, "", "unknown", now)
+		return issuedPair{}, i.refused(ctx, c, "", "unknown")
 	}
 	var sess store.Session
 	err = i.call(ctx, "get_session", func(ctx context.Context) (err error) { sess, err = i.store.GetSession(ctx, parent.SessionID); return })
 	if errors.Is(err, store.ErrNotFound) {
-		return issuedPair{}, i.refused(c, "", "unknown", now)
+		return issuedPair{}, i.refused(ctx, c, "", "unknown")
 	} else if err != nil {
 		return issuedPair{}, unavailable("get_session", err)
 	}
 	if parent.RotatedAt.IsZero() {
 		// Only a would-be rotation spends the session's budget; a rotated
 		// parent is a replay or reuse, which the store decides below.
-		if wait := i.sidLim.wait(sess.ID, now); wait > 0 {
+		if wait := i.sidLim.wait(ctx, sess.ID); wait > 0 {
 			i.metrics.rateLimited.WithLabelValues("session").Inc()
 			return issuedPair{}, rateLimited("session", wait)
 		}
@@ -356,8 +355,8 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	switch res.Outcome {
 	case store.Rotated:
 		childHash := req.Child.Hash
-		i.ipLimit.count(c.IP, now)
-		i.sidLim.count(res.Session.ID, now)
+		i.ipLimit.count(ctx, c.IP)
+		i.sidLim.count(ctx, res.Session.ID)
 		i.metrics.rotations.Inc()
 		i.recent.add(hash, recentEntry{sid: res.Session.ID, generation: res.Parent.Generation, childHash: childHash, rotatedAt: now, sealed: req.Sealed})
 		i.log.InfoContext(ctx, "refresh token rotated", "sid", res.Session.ID, "sub", res.Session.Subject,
@@ -373,7 +372,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		if err != nil {
 			// The sealed pair is gone or unreadable (e.g. replicas with
 			// different grace settings): the child cannot be handed out.
-			return issuedPair{}, i.refused(c, res.Session.ID, "replay_unavailable", now)
+			return issuedPair{}, i.refused(ctx, c, res.Session.ID, "replay_unavailable")
 		}
 		i.metrics.replays.WithLabelValues("store").Inc()
 		i.recent.add(hash, recentEntry{sid: res.Session.ID, generation: res.Parent.Generation, childHash: res.Parent.ChildHash,
@@ -386,13 +385,13 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		i.log.WarnContext(ctx, "refresh token reuse detected", "sid", res.Session.ID, "sub", res.Session.Subject,
 			"generation", res.Parent.Generation, "current_generation", res.Session.Generation,
 			"client_ip", c.IP, "user_agent", c.UserAgent)
-		return issuedPair{}, i.refused(c, res.Session.ID, "reuse_detected", now)
+		return issuedPair{}, i.refused(ctx, c, res.Session.ID, "reuse_detected")
 	case store.Expired:
-		return issuedPair{}, i.refused(c, res.Session.ID, "expired", now)
+		return issuedPair{}, i.refused(ctx, c, res.Session.ID, "expired")
 	case store.Revoked:
-		return issuedPair{}, i.refused(c, res.Session.ID, "revoked", now)
+		return issuedPair{}, i.refused(ctx, c, res.Session.ID, "revoked")
 	}
-	return issuedPair{}, i.refused(c, res.Session.ID, "unknown", now)
+	return issuedPair{}, i.refused(ctx, c, res.Session.ID, "unknown")
 }
 
 var grantDescriptions = map[string]string{
@@ -404,9 +403,9 @@ var grantDescriptions = map[string]string{
 }
 
 // refused counts a failed attempt against the limits and answers invalid_grant.
-func (i *Issuer) refused(c Client, sid, reason string, now time.Time) error {
-	i.ipLimit.count(c.IP, now)
-	i.sidLim.count(sid, now)
+func (i *Issuer) refused(ctx context.Context, c Client, sid, reason string) error {
+	i.ipLimit.count(ctx, c.IP)
+	i.sidLim.count(ctx, sid)
 	i.metrics.failures.WithLabelValues(reason).Inc()
 	i.log.Debug("refresh refused", "reason", reason, "sid", sid, "client_ip", c.IP)
 	return invalidGrant(reason, grantDescriptions[reason])
@@ -421,12 +420,11 @@ func (i *Issuer) revokeUntil(now time.Time) time.Time { return now.Add(i.cfg.Acc
 // well-formed token costs a store read, so a flood of guessed tokens is
 // answered 429 before it reaches the store.
 func (i *Issuer) RevokeToken(ctx context.Context, token string, c Client) error {
-	now := i.now()
-	if wait := i.ipLimit.wait(c.IP, now); wait > 0 {
+	if wait := i.ipLimit.wait(ctx, c.IP); wait > 0 {
 		i.metrics.rateLimited.WithLabelValues("ip").Inc()
 		return rateLimited("ip", wait)
 	}
-	i.ipLimit.count(c.IP, now)
+	i.ipLimit.count(ctx, c.IP)
 	if !wellFormed(token) {
 		return nil
 	}

@@ -10,15 +10,17 @@ import (
 // metrics are the refresher's Prometheus series. The reason labels use the
 // same vocabulary as the JSON error codes and the log fields.
 type metrics struct {
-	sessions     prometheus.Counter
-	rotations    prometheus.Counter
-	replays      *prometheus.CounterVec // source: lru, shared, store
-	reuse        prometheus.Counter
-	failures     *prometheus.CounterVec // reason: unknown, expired, revoked, malformed, reuse_detected
-	revocations  *prometheus.CounterVec // reason: sign_out, admin, subject, reuse_detected
-	rateLimited  *prometheus.CounterVec // scope: ip, session
-	storeLatency *prometheus.HistogramVec
-	storeErrors  *prometheus.CounterVec
+	sessions    prometheus.Counter
+	rotations   prometheus.Counter
+	replays     *prometheus.CounterVec // source: lru, shared, store
+	reuse       prometheus.Counter
+	failures    *prometheus.CounterVec // reason: unknown, expired, revoked, malformed, reuse_detected
+	revocations *prometheus.CounterVec // reason: sign_out, admin, subject, reuse_detected
+	rateLimited *prometheus.CounterVec // scope: ip, session
+	// rateLimitErrors: shared rate-limit calls that failed (fail open).
+	rateLimitErrors *prometheus.CounterVec // scope: ip, session
+	storeLatency    *prometheus.HistogramVec
+	storeErrors     *prometheus.CounterVec
 }
 
 // newMetrics registers the series on reg; an error (a name already
@@ -47,6 +49,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokengate_refresher_rate_limited_total", Help: "Refreshes answered 429, by limit.",
 		}, []string{"scope"}),
+		rateLimitErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_refresher_rate_limit_errors_total",
+			Help: "Rate-limit checks that failed (the shared limiter's store unreachable) and let the request through, by limit.",
+		}, []string{"scope"}),
 		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tokengate_refresher_store_latency_seconds",
 			Help:    "Store call latency by operation.",
@@ -69,9 +75,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, v := range []string{"ip", "session"} {
 		m.rateLimited.WithLabelValues(v)
+		m.rateLimitErrors.WithLabelValues(v)
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.sessions, m.rotations, m.replays, m.reuse, m.failures, m.revocations, m.rateLimited, m.storeLatency, m.storeErrors} {
+	for _, c := range []prometheus.Collector{m.sessions, m.rotations, m.replays, m.reuse, m.failures, m.revocations, m.rateLimited, m.rateLimitErrors, m.storeLatency, m.storeErrors} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

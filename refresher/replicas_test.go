@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tokengate/tokengate/internal/fakeclock"
+	"github.com/tokengate/tokengate/refresher"
 )
 
 // Two replicas (each with its own LRU of recent pairs) on one store, one
@@ -59,9 +60,13 @@ func TestReplayRuleAcrossReplicas(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					t.Parallel()
 					clock, keys := fakeclock.New(), generateKeys(t)
+					// No rate limits: on Redis they are shared by the
+					// replicas and run on Redis's clock, which the fake
+					// clock does not move (limits: limiter_test.go).
+					noLimits := withConfig(func(c *refresher.Config) { c.RateLimitIP, c.RateLimitSession = 0, 0 })
 					rigs := map[string]*rig{
-						"A": newRig(t, withStore(st), withKeys(keys), withClock(clock)),
-						"B": newRig(t, withStore(st), withKeys(keys), withClock(clock)),
+						"A": newRig(t, withStore(st), withKeys(keys), withClock(clock), noLimits),
+						"B": newRig(t, withStore(st), withKeys(keys), withClock(clock), noLimits),
 					}
 					first := rigs["A"].startSession("")
 					sid := first.str("session_id")

@@ -159,6 +159,28 @@ type Pruner interface {
 	Prune(now time.Time) error
 }
 
+// RateLimiterProvider is the optional interface of a backend shared by
+// several replicas (Redis): rate limits kept in it hold across them, so N
+// replicas allow the limit once, not N times. Backends of one process
+// (memory, bolt) do not implement it and the refresher limits in process.
+type RateLimiterProvider interface {
+	// RateLimiter returns the limit named name (e.g. "ip", "session"):
+	// perSecond counted attempts a second per key, burst at once.
+	RateLimiter(name string, perSecond float64, burst int) RateLimiter
+}
+
+// RateLimiter is a rate limit per key (a client IP, a session id). It has
+// two steps because the refresher checks a budget before the work and
+// spends it only for what abuse produces (a rotation, a failed attempt):
+// a replay is checked against nothing and spends nothing.
+type RateLimiter interface {
+	// Wait is how long until key may make one counted attempt: zero when it
+	// may now. It spends nothing.
+	Wait(ctx context.Context, key string) (time.Duration, error)
+	// Spend spends one attempt of key's budget (nothing when none is left).
+	Spend(ctx context.Context, key string) error
+}
+
 // Store is what the refresher needs from a backend. Implementations must be
 // safe for concurrent use and must make Rotate, RevokeSession and
 // RevokeSubject atomic, including across processes for shared backends.
