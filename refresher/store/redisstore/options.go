@@ -29,14 +29,15 @@ type Options struct {
 	// Sentinels', not the server's.
 	SentinelMaster string
 	// Timeout bounds each store operation, all its round trips and retries
-	// included (--redis-timeout, default 1s). Connection dial, read and
-	// write timeouts are set to it too. A Revocations wait is added to it.
+	// included (--redis-timeout, default 1s). Connection dial, read, write
+	// and pool-wait timeouts are set to it too, unless the URL sets them. A
+	// Revocations wait is added to it.
 	Timeout time.Duration
 	// KeyPrefix starts every key (default "tokengate:"), so several
 	// deployments can share one Redis. It must not contain '{' or '}'.
 	KeyPrefix string
-	// PoolSize is the connection pool size per node (0: go-redis's default,
-	// ten per CPU). Each waiting revocation long-poll holds a connection.
+	// PoolSize is the connection pool size per node (0: the URL's pool_size,
+	// else go-redis's default, ten per CPU). Each waiting revocation long-poll holds a connection.
 	PoolSize int
 	// Logger receives go-redis's own messages (dial failures, pool events)
 	// at debug level, and at Open the warning when Redis's persistence can
@@ -55,19 +56,36 @@ type parsedURL struct {
 	opts    redis.UniversalOptions
 	cluster bool
 	prefix  string
+	// timeout bounds one store operation (Options.Timeout or its default).
+	timeout time.Duration
 }
 
-// knownParams are the query parameters a store URL may carry.
-var knownParams = []string{"addr", "cluster", "sentinel_master", "sentinel_username", "sentinel_password", "client_name", "key_prefix"}
+// ownParams are the query parameters tokengate reads itself; every other
+// parameter is go-redis's own (pool_size, dial_timeout, read_timeout, …),
+// read by redis.ParseURL, or redis.ParseClusterURL for Cluster.
+var ownParams = []string{"addr", "cluster", "sentinel_master", "sentinel_username", "sentinel_password", "key_prefix"}
+
+// refusedParams are go-redis parameters the store cannot work with: reads
+// from replicas would judge a rotation on stale session state, and an
+// unverified TLS certificate would hand the sessions to whoever answers.
+var refusedParams = map[string]string{
+	"read_only":        "reads from replicas could see a session before its last rotation",
+	"route_by_latency": "reads from replicas could see a session before its last rotation",
+	"route_randomly":   "reads from replicas could see a session before its last rotation",
+	"skip_verify":      "the server's certificate is always verified (Options.TLSConfig adds a CA)",
+}
 
 // parseURL reads
 //
-//	redis[s]://[user:password@]host[:port][,host[:port]…][/db][?addr=host:port&cluster=true&sentinel_master=name…]
+//	redis[s]://[user:password@]host[:port][,host[:port]…][/db][?addr=host:port&cluster=true&sentinel_master=name&pool_size=20…]
 //
 // Several addresses (in the host list or as addr parameters) mean Redis
 // Cluster, unless a Sentinel master is named (then they are Sentinels);
 // cluster=true forces Cluster mode with one address (a cluster's
-// configuration endpoint). Every problem is reported at once.
+// configuration endpoint). The parameters other than ownParams are
+// go-redis's, parsed by go-redis itself (redis.ParseURL; for Cluster
+// redis.ParseClusterURL); they override the defaults derived from
+// Options.Timeout. Every problem is reported at once.
 func parseURL(raw string, o Options) (parsedURL, error) {
 	var p parsedURL
 	raw, extra := splitHosts(raw)
@@ -78,13 +96,9 @@ func parseURL(raw string, o Options) (parsedURL, error) {
 	var errs []error
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
 		errs = append(errs, fmt.Errorf("redis URL: scheme %q: must be redis or rediss", u.Scheme))
+		u.Scheme = "redis" // go on, to report the other problems too
 	}
 	q := u.Query()
-	for name := range q {
-		if !slices.Contains(knownParams, name) {
-			errs = append(errs, fmt.Errorf("redis URL: unknown parameter %q (known: %s)", name, strings.Join(knownParams, ", ")))
-		}
-	}
 	var addrs []string
 	for _, h := range append(append([]string{u.Host}, extra...), q["addr"]...) {
 		if h == "" {
@@ -98,39 +112,66 @@ func parseURL(raw string, o Options) (parsedURL, error) {
 	if len(addrs) == 0 {
 		addrs = []string{"localhost:6379"}
 	}
-	p.opts.Addrs = addrs
-	if u.User != nil {
-		p.opts.Username = u.User.Username()
-		p.opts.Password, _ = u.User.Password()
-	}
-	if db := strings.Trim(u.Path, "/"); db != "" {
-		n, err := strconv.Atoi(db)
-		if err != nil || n < 0 {
-			errs = append(errs, fmt.Errorf("redis URL: path %q: must be a database number", u.Path))
-		}
-		p.opts.DB = n
-	}
-	p.opts.MasterName = o.SentinelMaster
+	master := o.SentinelMaster
 	if m := q.Get("sentinel_master"); m != "" {
 		if o.SentinelMaster != "" && o.SentinelMaster != m {
 			errs = append(errs, fmt.Errorf("redis URL: sentinel_master %q differs from --redis-sentinel-master %q", m, o.SentinelMaster))
 		}
-		p.opts.MasterName = m
+		master = m
 	}
-	p.opts.SentinelUsername = q.Get("sentinel_username")
-	p.opts.SentinelPassword = q.Get("sentinel_password")
-	p.opts.ClientName = q.Get("client_name")
+	forceCluster := false
 	if c := q.Get("cluster"); c != "" {
 		force, err := strconv.ParseBool(c)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("redis URL: cluster=%q: must be true or false", c))
 		}
-		p.opts.IsClusterMode = force
+		forceCluster = force
 	}
-	p.cluster = p.opts.MasterName == "" && (len(addrs) > 1 || p.opts.IsClusterMode)
-	if p.cluster && p.opts.DB != 0 {
+	p.cluster = master == "" && (len(addrs) > 1 || forceCluster)
+
+	// go-redis's parameters: each checked on its own, so every bad one is
+	// reported, then all parsed together by go-redis.
+	driver := url.Values{}
+	for name, vs := range q {
+		if slices.Contains(ownParams, name) {
+			continue
+		}
+		if why, ok := refusedParams[name]; ok {
+			errs = append(errs, fmt.Errorf("redis URL: parameter %q is not supported: %s", name, why))
+			continue
+		}
+		probe := url.URL{Scheme: u.Scheme, Host: "h", RawQuery: url.Values{name: vs}.Encode()}
+		if _, err := parseDriverURL(probe.String(), p.cluster); err != nil {
+			if strings.Contains(err.Error(), "unexpected option") {
+				err = fmt.Errorf("unknown parameter %q (tokengate's: %s; or one of go-redis's, e.g. pool_size, dial_timeout, read_timeout)",
+					name, strings.Join(ownParams, ", "))
+			}
+			errs = append(errs, fmt.Errorf("redis URL: %w", err))
+			continue
+		}
+		driver[name] = vs
+	}
+	base := url.URL{Scheme: u.Scheme, User: u.User, Host: net.JoinHostPort(hostPort(addrs[0])), RawQuery: driver.Encode()}
+	if !p.cluster {
+		base.Path = u.Path
+	} else if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
 		errs = append(errs, errors.New("redis URL: Redis Cluster has only database 0"))
 	}
+	if !p.cluster && errors.Is(validDBPath(u.Path), errBadDB) {
+		errs = append(errs, fmt.Errorf("redis URL: path %q: must be a database number", u.Path))
+		base.Path = ""
+	}
+	d, err := parseDriverURL(base.String(), p.cluster)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("redis URL: %w", err))
+	} else {
+		p.opts = d
+	}
+	p.opts.Addrs = addrs
+	p.opts.MasterName = master
+	p.opts.IsClusterMode = forceCluster
+	p.opts.SentinelUsername = q.Get("sentinel_username")
+	p.opts.SentinelPassword = q.Get("sentinel_password")
 	if u.Scheme == "rediss" {
 		host, _, _ := net.SplitHostPort(addrs[0])
 		p.opts.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
@@ -154,24 +195,94 @@ func parseURL(raw string, o Options) (parsedURL, error) {
 	if o.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("redis timeout %v: must be positive", o.Timeout))
 	}
-
-	timeout := o.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
+	if o.PoolSize != 0 && q.Has("pool_size") && p.opts.PoolSize != o.PoolSize {
+		errs = append(errs, fmt.Errorf("redis URL: pool_size %d differs from the pool size option %d", p.opts.PoolSize, o.PoolSize))
 	}
-	// Every wait is bounded by the operation's timeout: an outage makes the
-	// refresher answer 503 quickly instead of piling requests up.
-	p.opts.DialTimeout = timeout
-	p.opts.ReadTimeout = timeout
-	p.opts.WriteTimeout = timeout
-	p.opts.PoolTimeout = timeout
+
+	p.timeout = o.Timeout
+	if p.timeout == 0 {
+		p.timeout = DefaultTimeout
+	}
+	// Every wait is bounded by the operation's timeout, so an outage makes
+	// the refresher answer 503 quickly instead of piling requests up. A
+	// go-redis parameter in the URL overrides its default here; the
+	// operation's own deadline (ContextTimeoutEnabled) still applies.
+	defaults := []struct {
+		param string
+		set   func()
+	}{
+		{"dial_timeout", func() { p.opts.DialTimeout = p.timeout }},
+		{"read_timeout", func() { p.opts.ReadTimeout = p.timeout }},
+		{"write_timeout", func() { p.opts.WriteTimeout = p.timeout }},
+		{"pool_timeout", func() { p.opts.PoolTimeout = p.timeout }},
+		{"max_retries", func() { p.opts.MaxRetries = 1 }},
+		{"min_retry_backoff", func() { p.opts.MinRetryBackoff = 8 * time.Millisecond }},
+		{"max_retry_backoff", func() { p.opts.MaxRetryBackoff = 64 * time.Millisecond }},
+		{"dialer_retries", func() { p.opts.DialerRetries = 1 }},
+		{"pool_size", func() { p.opts.PoolSize = o.PoolSize }},
+	}
+	for _, d := range defaults {
+		if !driver.Has(d.param) {
+			d.set()
+		}
+	}
 	p.opts.ContextTimeoutEnabled = true
-	p.opts.MaxRetries = 1
-	p.opts.MinRetryBackoff = 8 * time.Millisecond
-	p.opts.MaxRetryBackoff = 64 * time.Millisecond
-	p.opts.DialerRetries = 1
-	p.opts.PoolSize = o.PoolSize
 	return p, errors.Join(errs...)
+}
+
+var errBadDB = errors.New("bad database")
+
+// validDBPath accepts "", "/" and "/N" (N ≥ 0).
+func validDBPath(path string) error {
+	db := strings.Trim(path, "/")
+	if db == "" {
+		return nil
+	}
+	if n, err := strconv.Atoi(db); err != nil || n < 0 {
+		return errBadDB
+	}
+	return nil
+}
+
+func hostPort(addr string) (string, string) {
+	h, port, _ := net.SplitHostPort(addr)
+	return h, port
+}
+
+// parseDriverURL parses raw with go-redis's own parser: redis.ParseURL, or
+// redis.ParseClusterURL for Cluster, and returns what it set.
+func parseDriverURL(raw string, cluster bool) (redis.UniversalOptions, error) {
+	if cluster {
+		c, err := redis.ParseClusterURL(raw)
+		if err != nil {
+			return redis.UniversalOptions{}, err
+		}
+		return redis.UniversalOptions{
+			ClientName: c.ClientName, Protocol: c.Protocol, Username: c.Username, Password: c.Password,
+			MaxRedirects: c.MaxRedirects, MaxRetries: c.MaxRetries, MinRetryBackoff: c.MinRetryBackoff, MaxRetryBackoff: c.MaxRetryBackoff,
+			DialTimeout: c.DialTimeout, DialerRetries: c.DialerRetries, DialerRetryTimeout: c.DialerRetryTimeout,
+			ReadTimeout: c.ReadTimeout, WriteTimeout: c.WriteTimeout,
+			PoolFIFO: c.PoolFIFO, PoolSize: c.PoolSize, MaxConcurrentDials: c.MaxConcurrentDials, PoolTimeout: c.PoolTimeout,
+			MinIdleConns: c.MinIdleConns, MaxIdleConns: c.MaxIdleConns, MaxActiveConns: c.MaxActiveConns,
+			PipelinePoolSize: c.PipelinePoolSize, PipelineReadBufferSize: c.PipelineReadBufferSize, PipelineWriteBufferSize: c.PipelineWriteBufferSize,
+			ConnMaxIdleTime: c.ConnMaxIdleTime, ConnMaxLifetime: c.ConnMaxLifetime, ConnMaxLifetimeJitter: c.ConnMaxLifetimeJitter,
+			FailingTimeoutSeconds: c.FailingTimeoutSeconds,
+		}, nil
+	}
+	s, err := redis.ParseURL(raw)
+	if err != nil {
+		return redis.UniversalOptions{}, err
+	}
+	return redis.UniversalOptions{
+		ClientName: s.ClientName, Protocol: s.Protocol, Username: s.Username, Password: s.Password, DB: s.DB,
+		MaxRetries: s.MaxRetries, MinRetryBackoff: s.MinRetryBackoff, MaxRetryBackoff: s.MaxRetryBackoff,
+		DialTimeout: s.DialTimeout, DialerRetries: s.DialerRetries, DialerRetryTimeout: s.DialerRetryTimeout,
+		ReadTimeout: s.ReadTimeout, WriteTimeout: s.WriteTimeout,
+		PoolFIFO: s.PoolFIFO, PoolSize: s.PoolSize, MaxConcurrentDials: s.MaxConcurrentDials, PoolTimeout: s.PoolTimeout,
+		MinIdleConns: s.MinIdleConns, MaxIdleConns: s.MaxIdleConns, MaxActiveConns: s.MaxActiveConns,
+		PipelinePoolSize: s.PipelinePoolSize, PipelineReadBufferSize: s.PipelineReadBufferSize, PipelineWriteBufferSize: s.PipelineWriteBufferSize,
+		ConnMaxIdleTime: s.ConnMaxIdleTime, ConnMaxLifetime: s.ConnMaxLifetime, ConnMaxLifetimeJitter: s.ConnMaxLifetimeJitter,
+	}, nil
 }
 
 // splitHosts takes a comma-separated host list out of the URL's authority

@@ -88,3 +88,105 @@ func TestRedact(t *testing.T) {
 		t.Errorf("redact left a secret: %s", got)
 	}
 }
+
+// go-redis's own URL parameters are read by go-redis's parser (redis.ParseURL,
+// redis.ParseClusterURL for Cluster) and override the defaults derived from
+// the timeout; the operation timeout stays the store's.
+func TestParseURLDriverParams(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		url   string
+		opts  Options
+		check func(t *testing.T, p parsedURL)
+	}{
+		{"standalone pool and timeouts", "redis://h:6380/1?pool_size=20&dial_timeout=3s&read_timeout=250ms&min_idle_conns=2&client_name=tg", Options{}, func(t *testing.T, p parsedURL) {
+			if p.opts.PoolSize != 20 || p.opts.DialTimeout != 3*time.Second || p.opts.ReadTimeout != 250*time.Millisecond ||
+				p.opts.MinIdleConns != 2 || p.opts.ClientName != "tg" || p.opts.DB != 1 {
+				t.Errorf("pool %d dial %v read %v idle %d name %q db %d", p.opts.PoolSize, p.opts.DialTimeout, p.opts.ReadTimeout, p.opts.MinIdleConns, p.opts.ClientName, p.opts.DB)
+			}
+			if p.opts.WriteTimeout != DefaultTimeout || p.timeout != DefaultTimeout || p.opts.MaxRetries != 1 {
+				t.Errorf("defaults: write %v op %v retries %d", p.opts.WriteTimeout, p.timeout, p.opts.MaxRetries)
+			}
+		}},
+		{"plain number is seconds", "redis://h?write_timeout=2&max_retries=3", Options{}, func(t *testing.T, p parsedURL) {
+			if p.opts.WriteTimeout != 2*time.Second || p.opts.MaxRetries != 3 {
+				t.Errorf("write %v retries %d", p.opts.WriteTimeout, p.opts.MaxRetries)
+			}
+		}},
+		{"db parameter", "redis://h?db=4", Options{}, func(t *testing.T, p parsedURL) {
+			if p.opts.DB != 4 {
+				t.Errorf("db %d", p.opts.DB)
+			}
+		}},
+		{"cluster: ParseClusterURL's parameters", "redis://a:7000,b:7001?max_redirects=5&pool_size=7&conn_max_idle_time=1m", Options{}, func(t *testing.T, p parsedURL) {
+			if !p.cluster || p.opts.MaxRedirects != 5 || p.opts.PoolSize != 7 || p.opts.ConnMaxIdleTime != time.Minute {
+				t.Errorf("cluster %v redirects %d pool %d idle %v", p.cluster, p.opts.MaxRedirects, p.opts.PoolSize, p.opts.ConnMaxIdleTime)
+			}
+			if d := cmp.Diff([]string{"a:7000", "b:7001"}, p.opts.Addrs); d != "" {
+				t.Errorf("addrs (-want +got):\n%s", d)
+			}
+		}},
+		{"sentinel with credentials and pool", "redis://app:pw@s1:26379,s2:26379/2?sentinel_master=m&sentinel_password=sp&pool_size=9", Options{}, func(t *testing.T, p parsedURL) {
+			if p.opts.MasterName != "m" || p.opts.Username != "app" || p.opts.Password != "pw" || p.opts.SentinelPassword != "sp" ||
+				p.opts.PoolSize != 9 || p.opts.DB != 2 || p.cluster {
+				t.Errorf("master %q user %q pass %q sentinel pass %q pool %d db %d cluster %v", p.opts.MasterName, p.opts.Username,
+					p.opts.Password, p.opts.SentinelPassword, p.opts.PoolSize, p.opts.DB, p.cluster)
+			}
+		}},
+		{"rediss keeps its TLS settings", "rediss://h:6390?pool_size=4", Options{}, func(t *testing.T, p parsedURL) {
+			if p.opts.TLSConfig == nil || p.opts.TLSConfig.ServerName != "h" || p.opts.TLSConfig.InsecureSkipVerify || p.opts.PoolSize != 4 {
+				t.Errorf("tls %+v pool %d", p.opts.TLSConfig, p.opts.PoolSize)
+			}
+		}},
+		{"pool size option", "redis://h", Options{PoolSize: 11}, func(t *testing.T, p parsedURL) {
+			if p.opts.PoolSize != 11 {
+				t.Errorf("pool %d", p.opts.PoolSize)
+			}
+		}},
+		{"timeout option and IPv6", "redis://[::1]:7000", Options{Timeout: 300 * time.Millisecond}, func(t *testing.T, p parsedURL) {
+			if p.opts.DialTimeout != 300*time.Millisecond || p.timeout != 300*time.Millisecond || p.opts.Addrs[0] != "[::1]:7000" {
+				t.Errorf("dial %v op %v addrs %v", p.opts.DialTimeout, p.timeout, p.opts.Addrs)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p, err := parseURL(tc.url, tc.opts)
+			if err != nil {
+				t.Fatalf("parseURL: %v", err)
+			}
+			if !p.opts.ContextTimeoutEnabled {
+				t.Error("operation deadlines not enforced")
+			}
+			tc.check(t, p)
+		})
+	}
+}
+
+// Bad go-redis parameters are reported with the others, each naming
+// itself; parameters that would break the store are refused.
+func TestParseURLDriverParamErrors(t *testing.T) {
+	t.Parallel()
+	_, err := parseURL("redis://h/x?pool_size=many&dial_timeout=soon&read_only=true&skip_verify=true&bogus=1&sentinel_master=m", Options{PoolSize: 3})
+	if err == nil {
+		t.Fatal("parseURL accepted bad parameters")
+	}
+	for _, want := range []string{"pool_size", "dial_timeout", `"read_only" is not supported`, `"skip_verify" is not supported`,
+		`unknown parameter "bogus"`, `path "/x"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+	_, err = parseURL("redis://a,b?db=2&route_randomly=true", Options{})
+	for _, want := range []string{`unknown parameter "db"`, `"route_randomly" is not supported`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("cluster URL error does not mention %q: %v", want, err)
+		}
+	}
+	_, err = parseURL("redis://h?pool_size=4", Options{PoolSize: 3})
+	if err == nil || !strings.Contains(err.Error(), "pool_size 4 differs") {
+		t.Errorf("conflicting pool sizes: %v", err)
+	}
+}

@@ -99,7 +99,7 @@ func Open(ctx context.Context, rawURL string, o Options) (*Store, error) {
 		sids:    sids,
 		rdb:     redis.NewUniversalClient(&p.opts),
 		prefix:  p.prefix,
-		timeout: p.opts.ReadTimeout,
+		timeout: p.timeout,
 		split:   p.cluster,
 		durLog:  o.Logger,
 	}
