@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"reflect"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -297,16 +298,29 @@ func DefaultIdentityHeaders() []HeaderMapping {
 }
 
 // ParseConfig decodes YAML (or JSON) strictly: unknown or duplicate fields
-// are errors, so a typo never silently turns a check off.
+// are errors, so a typo never silently turns a check off. On an error it
+// returns a *DecodeError listing every problem with its path, and what
+// could be decoded (the problems left out), so a caller such as
+// validate-config can go on and run Validate on the rest.
 func ParseConfig(data []byte) (Config, error) {
 	var c Config
-	if err := yaml.UnmarshalStrict(data, &c); err != nil {
-		return Config{}, fmt.Errorf("decode config: %w", err)
+	if err := yaml.UnmarshalStrict(data, &c); err == nil {
+		return c, nil
+	} else if de := decodeProblems(data, reflect.TypeFor[Config]()); len(de.Problems) > 0 {
+		var partial Config
+		if !de.Syntax {
+			_ = yaml.Unmarshal(data, &partial) // best effort: its problems are listed in de
+		}
+		return partial, de
+	} else {
+		// Something the walk does not model: the decoder's own word.
+		return Config{}, &DecodeError{Problems: []error{fmt.Errorf("decode config: %w", err)}, Syntax: true}
 	}
-	return c, nil
 }
 
 // LoadConfig reads and decodes a config file (it does not validate it).
+// Decode problems come as a *DecodeError (see ParseConfig) wrapped with the
+// file's name.
 func LoadConfig(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -314,7 +328,7 @@ func LoadConfig(path string) (Config, error) {
 	}
 	c, err := ParseConfig(data)
 	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
+		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
 }

@@ -326,8 +326,9 @@ func TestValidateConfigCommand(t *testing.T) {
 	if err == nil {
 		t.Fatal("invalid file accepted")
 	}
-	want := bad + ": providers[0].audiences: at least one audience is required\n" +
-		bad + `: providers[0].jwks_url: must be an http or https URL, not "ftp://x"` + "\n"
+	want := bad + ": 2 problems\n" +
+		"  providers[0].audiences: at least one audience is required\n" +
+		`  providers[0].jwks_url: must be an http or https URL, not "ftp://x"` + "\n"
 	if out.String() != want {
 		t.Fatalf("output\n%s\nwant\n%s", out.String(), want)
 	}
