@@ -171,7 +171,7 @@ func (f *RevocationFeed) Synced() <-chan struct{} { return f.synced }
 func (f *RevocationFeed) Run(ctx context.Context) error {
 	cursor := ""
 	backoff := f.cfg.Backoff
-	failing := false
+	failing := "" // the kind of the current failure (feedFailure), "" when none
 	for ctx.Err() == nil {
 		// Until the first load is complete, ask without waiting so Ready
 		// turns true as soon as the whole retained feed is in.
@@ -185,12 +185,20 @@ func (f *RevocationFeed) Run(ctx context.Context) error {
 				break
 			}
 			f.metrics.up.Set(0)
-			if !failing {
-				f.log.WarnContext(ctx, "revocation feed unreachable; keeping the current denylist", "url", f.logURL, "error", err.Error(), "entries", len(*f.list.Load()))
-			} else {
+			// Logged once when a failure starts or changes kind, then at debug.
+			switch kind := feedFailure(err); kind {
+			case failing:
 				f.log.DebugContext(ctx, "revocation feed still failing", "error", err.Error(), "retry_in", backoff.String())
+			case "unauthorized":
+				// Not an outage: the admin tokens differ, and no retry will
+				// fix that until someone does.
+				f.log.ErrorContext(ctx, "revocation feed unauthorized: the admin token was refused; keeping the current denylist",
+					"url", f.logURL, "error", err.Error(), "entries", len(*f.list.Load()))
+				failing = kind
+			default:
+				f.log.WarnContext(ctx, "revocation feed unreachable; keeping the current denylist", "url", f.logURL, "error", err.Error(), "entries", len(*f.list.Load()))
+				failing = kind
 			}
-			failing = true
 			select {
 			case <-ctx.Done():
 			case <-time.After(backoff):
@@ -198,9 +206,9 @@ func (f *RevocationFeed) Run(ctx context.Context) error {
 			backoff = min(2*backoff, f.cfg.MaxBackoff)
 			continue
 		}
-		if failing {
+		if failing != "" {
 			f.log.InfoContext(ctx, "revocation feed reachable again", "url", f.logURL)
-			failing = false
+			failing = ""
 		}
 		backoff = f.cfg.Backoff
 		f.metrics.up.Set(1)
@@ -220,7 +228,19 @@ func (f *RevocationFeed) Run(ctx context.Context) error {
 // errFeed classifies failures for the errors metric.
 type errFeed struct {
 	reason string
+	status int // the HTTP status, for reason "status"
 	err    error
+}
+
+// feedFailure is the kind of a failed fetch for the log: "unauthorized"
+// when the refresher refused the admin token (401 or 403), else
+// "unreachable".
+func feedFailure(err error) string {
+	var e *errFeed
+	if errors.As(err, &e) && (e.status == http.StatusUnauthorized || e.status == http.StatusForbidden) {
+		return "unauthorized"
+	}
+	return "unreachable"
 }
 
 func (e *errFeed) Error() string { return e.err.Error() }
@@ -252,7 +272,9 @@ func (f *RevocationFeed) fetch(ctx context.Context, cursor string, wait time.Dur
 	}
 	if resp.StatusCode != http.StatusOK {
 		// The body is the refresher's JSON error; it names no secret.
-		return out, f.fail("status", fmt.Errorf("%s answered %d: %.200s", f.logURL, resp.StatusCode, body))
+		f.metrics.errors.WithLabelValues("status").Inc()
+		return out, &errFeed{reason: "status", status: resp.StatusCode,
+			err: fmt.Errorf("%s answered %d: %.200s", f.logURL, resp.StatusCode, body)}
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
 		return out, f.fail("invalid", fmt.Errorf("%s: invalid feed JSON: %w", f.logURL, err))

@@ -378,7 +378,7 @@ func reloadConfig(ctx context.Context, srv *extauthz.Server, run extauthzRun) {
 		err = srv.Reload(ctx, cfg)
 	}
 	if err != nil {
-		run.Logger.Error("config reload refused; keeping the running config", "error", err.Error())
+		run.Logger.Warn("config reload refused; keeping the running config", "error", err.Error())
 		return
 	}
 	run.Logger.Info("config reloaded", "providers", len(cfg.Providers))

@@ -313,10 +313,10 @@ func reloadKeysOnHUP(ctx context.Context, app *refresherApp, path, kid string) {
 				err = app.srv.SetKeys(keys)
 			}
 			if err != nil {
-				app.log.Error("signing_key_reload_failed", "error", err.Error())
+				app.log.Warn("signing key reload failed", "error", err.Error())
 				continue
 			}
-			app.log.Info("signing_keys_reloaded", "kid", keys.SignerKID(), "published", keys.Public.Len())
+			app.log.Info("signing keys reloaded", "kid", keys.SignerKID(), "published", keys.Public.Len())
 		}
 	}
 }

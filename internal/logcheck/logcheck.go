@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,8 +21,9 @@ import (
 
 // Message is one log message and where it is written.
 type Message struct {
-	Text string
-	Pos  string // file:line
+	Text  string
+	Level string // debug, info, warn or error
+	Pos   string // file:line
 }
 
 var levels = map[string]int{
@@ -76,7 +78,8 @@ func Messages(dirs ...string) ([]Message, error) {
 					return false
 				}
 				p := fset.Position(lit.Pos())
-				out = append(out, Message{Text: text, Pos: fmt.Sprintf("%s:%d", p.Filename, p.Line)})
+				lvl := strings.ToLower(strings.TrimSuffix(sel.Sel.Name, "Context"))
+				out = append(out, Message{Text: text, Level: lvl, Pos: fmt.Sprintf("%s:%d", p.Filename, p.Line)})
 				return true
 			})
 			if bad != nil {
@@ -106,6 +109,23 @@ func StyleError(msg string) string {
 
 var backticked = regexp.MustCompile("`([^`]+)`")
 
+// documentedLevels returns the levels of the table rows of doc that name
+// msg ("| warn | `msg` | …"); none when no row starts with a level.
+func documentedLevels(doc, msg string) []string {
+	var out []string
+	for _, line := range strings.Split(doc, "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 3 || strings.TrimSpace(cells[0]) != "" || !Documented(cells[2], msg) {
+			continue
+		}
+		switch l := strings.TrimSpace(cells[1]); l {
+		case "debug", "info", "warn", "error":
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // Documented reports whether doc names msg in backticks, whole or, for a
 // long message, as its start followed by "…".
 func Documented(doc, msg string) bool {
@@ -121,8 +141,9 @@ func Documented(doc, msg string) bool {
 	return false
 }
 
-// Check fails t for every message of dirs that breaks the style or is not
-// in the section of docPath that starts at the heading section (e.g.
+// Check fails t for every message of dirs that breaks the style, is
+// written at another level than its table row says, or is not in the
+// section of docPath that starts at the heading section (e.g.
 // "## Logs") and ends at the next heading of the same level.
 func Check(t testing.TB, docPath, section string, dirs ...string) {
 	t.Helper()
@@ -149,6 +170,9 @@ func Check(t testing.TB, docPath, section string, dirs ...string) {
 		}
 		if !Documented(doc, m.Text) {
 			t.Errorf("%s: log message %q is not listed in %s %q", m.Pos, m.Text, docPath, section)
+		}
+		if lv := documentedLevels(doc, m.Text); len(lv) > 0 && !slices.Contains(lv, m.Level) {
+			t.Errorf("%s: log message %q is written at %s, but %s lists it at %s", m.Pos, m.Text, m.Level, docPath, strings.Join(lv, ", "))
 		}
 	}
 }

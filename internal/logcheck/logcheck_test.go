@@ -1,6 +1,9 @@
 package logcheck
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestStyleError(t *testing.T) {
 	t.Parallel()
@@ -42,5 +45,22 @@ func TestMessagesNone(t *testing.T) {
 	msgs, err := Messages(".")
 	if err != nil || len(msgs) != 0 {
 		t.Fatalf("Messages(.) = %v, %v; want none", msgs, err)
+	}
+}
+
+// A message's documented level is the first cell of its table row.
+func TestDocumentedLevels(t *testing.T) {
+	t.Parallel()
+	doc := "| info | `config reloaded` | `providers` |\n| warn | `config reload refused; keeping the running config` | `error` |\n" +
+		"| warn | `redis persistence can lose acknowledged rotations; …` | |\nprose naming `config reloaded` again\n| error | `config reloaded` | twice |"
+	for msg, want := range map[string]string{
+		"config reloaded": "info,error",
+		"config reload refused; keeping the running config":                     "warn",
+		"redis persistence can lose acknowledged rotations; set appendonly yes": "warn",
+		"not in the table": "",
+	} {
+		if got := strings.Join(documentedLevels(doc, msg), ","); got != want {
+			t.Errorf("documentedLevels(%q) = %q, want %q", msg, got, want)
+		}
 	}
 }
