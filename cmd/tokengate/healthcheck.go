@@ -32,22 +32,36 @@ func runHealthcheck(ctx context.Context, e env) error {
 	timeout := fs.Duration("timeout", 3*time.Second, "give up and report unhealthy after this long")
 	service := fs.String("grpc-service", "", "service name sent in the gRPC health check (empty = the whole server)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: tokengate healthcheck [flags] URL\n\nexamples:\n  tokengate healthcheck http://127.0.0.1:8080/readyz\n  tokengate healthcheck grpc://127.0.0.1:9001")
+		fmt.Fprintln(fs.Output(), "usage: tokengate healthcheck [flags] URL [flags]\n\nexamples:\n  tokengate healthcheck http://127.0.0.1:8080/readyz\n  tokengate healthcheck grpc://127.0.0.1:9001 --grpc-service envoy.service.auth.v3.Authorization")
 		envflag.Usage(fs, "TOKENGATE_HEALTHCHECK_")()
 	}
 	// Own env prefix: the probe runs inside the service's container, whose
-	// TOKENGATE_* variables configure the service, not the probe.
-	if err := envflag.Parse(fs, e.args, "TOKENGATE_HEALTHCHECK_", e.getenv); err != nil {
+	// TOKENGATE_* variables configure the service, not the probe. Flags may
+	// come before or after the URL (Docker HEALTHCHECK lines are often
+	// written URL first): Go's flag package stops at the first argument
+	// that is not a flag, so what follows it is parsed again. After "--"
+	// everything is an argument.
+	head, tail, dashed := cutArgs(e.args)
+	err := envflag.Parse(fs, head, "TOKENGATE_HEALTHCHECK_", e.getenv)
+	var targets []string
+	for err == nil && fs.NArg() > 0 {
+		targets = append(targets, fs.Arg(0))
+		err = fs.Parse(fs.Args()[1:])
+	}
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
+	if dashed {
+		targets = append(targets, tail...)
+	}
 	switch {
-	case fs.NArg() == 1 && *target == "":
-		*target = fs.Arg(0)
-	case fs.NArg() > 1 || (fs.NArg() == 1 && *target != ""):
-		return fmt.Errorf("%w: healthcheck takes one target, got %q", errUsage, append([]string{*target}, fs.Args()...))
+	case len(targets) == 1 && *target == "":
+		*target = targets[0]
+	case len(targets) > 1 || (len(targets) == 1 && *target != ""):
+		return fmt.Errorf("%w: healthcheck takes one target, got %q", errUsage, append([]string{*target}, targets...))
 	case *target == "":
 		return fmt.Errorf("%w: healthcheck needs a target, e.g. http://127.0.0.1:9002/readyz or grpc://127.0.0.1:9001", errUsage)
 	}
@@ -73,6 +87,17 @@ func runHealthcheck(ctx context.Context, e env) error {
 	}
 	_, err = fmt.Fprintf(e.stdout, "healthy: %s\n", *target)
 	return err
+}
+
+// cutArgs splits args at the first "--": the part before it may hold
+// flags, the part after only arguments.
+func cutArgs(args []string) (head, tail []string, dashed bool) {
+	for i, a := range args {
+		if a == "--" {
+			return args[:i], args[i+1:], true
+		}
+	}
+	return args, nil, false
 }
 
 func probeHTTP(ctx context.Context, target string) error {
