@@ -44,7 +44,8 @@ type Config struct {
 }
 
 // Provider is one issuer and where its keys come from: exactly one of
-// JWKSURL, JWKSFile, JWKS (inline), or only HMACSecret/HMACSecretFile.
+// Discovery, JWKSURL, JWKSFile, JWKS (inline), or only
+// HMACSecret/HMACSecretFile.
 type Provider struct {
 	// Name labels metrics and logs. Default: the issuer.
 	Name string `json:"name,omitempty"`
@@ -52,6 +53,15 @@ type Provider struct {
 	Issuer string `json:"issuer"`
 	// Audiences: the token's `aud` must contain at least one.
 	Audiences []string `json:"audiences"`
+	// Discovery, when true, finds the keys from the issuer alone: the
+	// document at {issuer}/.well-known/openid-configuration (OIDC Discovery
+	// 1.0 §4) is fetched and refreshed like a JWKS, its `issuer` must equal
+	// Issuer exactly, and its `jwks_uri` (same scheme as the issuer) is the
+	// key source; a changed jwks_uri is followed. Where the document lists
+	// id_token_signing_alg_values_supported, Algorithms is narrowed to the
+	// algorithms in both lists (never widened). Excludes jwks_url,
+	// jwks_file, jwks and hmac_secret(_file).
+	Discovery bool `json:"discovery,omitempty"`
 	// JWKSURL is fetched at start (with retry and backoff) and refreshed in
 	// the background; http or https.
 	JWKSURL string `json:"jwks_url,omitempty"`

@@ -473,6 +473,12 @@ func (s *Server) buildProvider(ctx context.Context, pc Provider) (*provider, err
 		if err := startFileSource(ctx, src, pc.JWKSFile, pc.FilePollInterval.Duration); err != nil {
 			return nil, err
 		}
+	case pc.Discovery:
+		d, err := startDiscovery(ctx, src, pc, s.opts.HTTPClient, s.opts.FetchBackoff)
+		if err != nil {
+			return nil, err
+		}
+		p.discovery = d
 	case pc.JWKSURL != "":
 		u, err := startURLSource(ctx, src, pc, s.opts.HTTPClient, s.opts.FetchBackoff)
 		if err != nil {

@@ -155,6 +155,8 @@ func (p Provider) validate(path string, add func(string, string, ...any)) {
 	}
 	hasSecret := p.HMACSecret != "" || p.HMACSecretFile != ""
 	switch {
+	case p.Discovery:
+		p.validateDiscovery(path, sources > 0, hasSecret, add)
 	case sources > 1:
 		add(path, "set only one of jwks_url, jwks_file and jwks")
 	case sources == 0 && !hasSecret:
@@ -230,6 +232,24 @@ func (p Provider) validate(path string, add func(string, string, ...any)) {
 		if r == "" {
 			add(fmt.Sprintf("%s.allowed_roles[%d]", path, i), "must not be empty")
 		}
+	}
+}
+
+// validateDiscovery checks a provider with discovery: true. The issuer is
+// the base of the document's URL, so it must be an absolute http(s) URL
+// without query, fragment or credentials (RFC 8414 §2).
+func (p Provider) validateDiscovery(path string, hasSource, hasSecret bool, add func(string, string, ...any)) {
+	if hasSource {
+		add(path+".discovery", "excludes jwks_url, jwks_file and jwks (the keys come from the discovered jwks_uri)")
+	}
+	if hasSecret {
+		add(path+".discovery", "excludes hmac_secret and hmac_secret_file")
+	}
+	if p.Issuer == "" {
+		return // reported as required
+	}
+	if _, err := discoveryURL(p.Issuer); err != nil {
+		add(path+".issuer", "%v", err)
 	}
 }
 

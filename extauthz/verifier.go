@@ -35,6 +35,7 @@ type provider struct {
 	hmac        *verifyKey // HS256 secret, when configured
 	keys        *keySource // nil when only an HMAC secret is configured
 	url         *urlSource
+	discovery   *discovery // set with discovery: true (url is then nil)
 
 	// allowedRoles, when not nil, is every role the issuer may assert;
 	// subjectPrefix must begin every sub.
@@ -61,6 +62,9 @@ func (p *provider) hasKey(id string) bool {
 func (p *provider) close() {
 	if p.url != nil {
 		p.url.close()
+	}
+	if p.discovery != nil {
+		p.discovery.close()
 	}
 }
 
@@ -153,7 +157,7 @@ func (p *provider) checkHeader(h *jwsHeader) error {
 	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
 		return deny(ReasonInvalidToken, "unsigned tokens are refused")
 	}
-	if _, ok := p.algs[h.Alg]; !ok {
+	if _, ok := p.algs[h.Alg]; !ok || (p.keys != nil && !p.keys.algAllowed(h.Alg)) {
 		return deny(ReasonInvalidToken, "the signing algorithm is not allowed")
 	}
 	if len(h.Crit) > 0 {
