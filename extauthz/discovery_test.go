@@ -21,6 +21,7 @@ type discoveryServer struct {
 	fields map[string]any // the document, issuer added when absent
 	raw    []byte         // when set, served instead of fields
 	fail   bool
+	cache  string // Cache-Control, when set
 	hits   atomic.Int32
 }
 
@@ -45,6 +46,9 @@ func newDiscoveryServer(t testing.TB, jwksURI string) *discoveryServer {
 				doc[k] = v
 			}
 			body, _ = json.Marshal(doc)
+		}
+		if d.cache != "" {
+			w.Header().Set("Cache-Control", d.cache)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(body)
@@ -324,6 +328,43 @@ func TestDiscoveryFollowsChangedJWKSURI(t *testing.T) {
 	}
 	if got := old.hits.Load(); got != before {
 		t.Errorf("the old jwks_uri was fetched again (%d → %d)", before, got)
+	}
+}
+
+// The document's background refresh is scheduled like a JWKS's: from its
+// Cache-Control max-age, clamped to [refresh_min_interval,
+// refresh_max_interval].
+func TestDiscoveryHonoursCacheControl(t *testing.T) {
+	t.Parallel()
+	k := newTestKey(t, "ES256", "es-1")
+	for _, tc := range []struct {
+		name, cacheControl string
+		want               time.Duration
+	}{
+		{"max-age within bounds", "public, max-age=900", 15 * time.Minute},
+		{"max-age below min", "max-age=5", 5 * time.Minute},
+		{"max-age above max", "max-age=86400", time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			js := newJWKSServer(t, jwks(t, k))
+			ds := newDiscoveryServer(t, js.URL)
+			ds.cache = tc.cacheControl
+			h := newHarness(t, discoveryConfig(ds))
+			waitReady(t, h.srv)
+			d := h.discovery(t)
+			if err := d.refresh(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			res, err := d.ctrl.Lookup(context.Background(), d.docURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Next is set from the wall clock inside httprc; allow a few seconds of slack.
+			if got := time.Until(res.Next()); got < tc.want-5*time.Second || got > tc.want+time.Second {
+				t.Fatalf("next document refresh in %v, want about %v", got, tc.want)
+			}
+		})
 	}
 }
 
