@@ -25,6 +25,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/tokengate/tokengate/extauthz"
+	"github.com/tokengate/tokengate/internal/devmode"
 	"github.com/tokengate/tokengate/internal/keyset"
 	"github.com/tokengate/tokengate/internal/proctest"
 )
@@ -74,7 +75,7 @@ cors:
 
 func (f *eaFixture) token(t *testing.T, audience string) string {
 	t.Helper()
-	tok, err := signDevToken(f.keys, "https://issuer.test", audience, time.Hour)
+	tok, err := devmode.SignToken(f.keys, "https://issuer.test", audience, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,19 +341,20 @@ func TestValidateConfigCommand(t *testing.T) {
 // sample token that passes Check.
 func TestExtauthzDevToken(t *testing.T) {
 	dir := t.TempDir()
-	old := devKeyPath
-	devKeyPath = filepath.Join(dir, ".tokengate", "extauthz-dev-key.json")
-	t.Cleanup(func() { devKeyPath = old })
+	old := devmode.ExtauthzKeyPath
+	devmode.ExtauthzKeyPath = filepath.Join(dir, ".tokengate", "extauthz-dev-key.json")
+	t.Cleanup(func() { devmode.ExtauthzKeyPath = old })
 	f := extauthzFlags{dev: true}
-	tok, err := f.setUpDev(io.Discard)
+	dev, err := f.setUpDev()
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok := dev.Token
 	cfg, err := f.loadConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Providers[0].JWKS) == 0 || cfg.Providers[0].Issuer != devIssuer {
+	if len(cfg.Providers[0].JWKS) == 0 || cfg.Providers[0].Issuer != devmode.DefaultIssuer() {
 		t.Fatalf("dev config %+v", cfg.Providers[0])
 	}
 	srv, err := extauthz.NewServer(cfg, extauthz.Options{})
@@ -367,17 +369,17 @@ func TestExtauthzDevToken(t *testing.T) {
 		t.Fatalf("dev token: %v %v", resp, err)
 	}
 	// A restart reuses the key, so earlier tokens stay valid.
-	before, _ := os.ReadFile(devKeyPath)
+	before, _ := os.ReadFile(devmode.ExtauthzKeyPath)
 	f2 := extauthzFlags{dev: true}
-	if _, err := f2.setUpDev(io.Discard); err != nil {
+	if _, err := f2.setUpDev(); err != nil {
 		t.Fatal(err)
 	}
-	after, _ := os.ReadFile(devKeyPath)
+	after, _ := os.ReadFile(devmode.ExtauthzKeyPath)
 	if !bytes.Equal(before, after) {
 		t.Fatal("the dev key was regenerated")
 	}
 	var w bytes.Buffer
-	printDevWalkthrough(&w, tok, fakeAddr("127.0.0.1:9001"), fakeAddr("127.0.0.1:9002"))
+	devmode.PrintExtauthz(&w, tok, fakeAddr("127.0.0.1:9001"), fakeAddr("127.0.0.1:9002"))
 	for _, want := range []string{"export TOKEN=" + tok, "curl -i -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:9002/authz/hello", "grpcurl -plaintext"} {
 		if !strings.Contains(w.String(), want) {
 			t.Errorf("walkthrough lacks %q", want)
@@ -387,7 +389,7 @@ func TestExtauthzDevToken(t *testing.T) {
 	parts := strings.Split(tok, ".")
 	b, _ := decodeB64(parts[1])
 	json.Unmarshal(b, &claims)
-	if claims["aud"] != devAudience {
+	if claims["aud"] != devmode.Audience {
 		t.Fatalf("dev token aud %v", claims["aud"])
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -50,13 +49,4 @@ func openStore(ctx context.Context, uri string, o storeOptions) (store.Store, er
 		return s, nil
 	}
 	return nil, fmt.Errorf("store: unsupported scheme %q (use memory://, bolt://PATH or redis://HOST:PORT)", scheme)
-}
-
-// boltDir returns the directory of a bolt:// store's file ("" for other
-// stores): where --dev keeps the generated key and admin token.
-func boltDir(uri string) string {
-	if path, ok := strings.CutPrefix(uri, "bolt://"); ok && path != "" {
-		return filepath.Dir(path)
-	}
-	return ""
 }
