@@ -11,8 +11,9 @@ import (
 	"github.com/tokengate/tokengate/internal/proctest"
 	"github.com/tokengate/tokengate/refresher/store"
 	"github.com/tokengate/tokengate/refresher/store/boltstore"
-	"github.com/tokengate/tokengate/refresher/store/memstore"
-	"github.com/tokengate/tokengate/refresher/store/redisstore"
+	// The backends openStore opens by scheme.
+	_ "github.com/tokengate/tokengate/refresher/store/memstore"
+	_ "github.com/tokengate/tokengate/refresher/store/redisstore"
 )
 
 // Every row of the rotation table (DESIGN.md, issue 3 item 3), over real
@@ -135,20 +136,19 @@ func TestRotationTable(t *testing.T) {
 	}
 }
 
-// openStore opens a store of kind for one test (a real redis-server for redis).
+// openStore opens a store of kind (a registered scheme) for one test, as
+// --store would: a file in the test's directory for bolt, a real
+// redis-server for redis.
 func openStore(t *testing.T, kind string) store.Store {
 	t.Helper()
-	var st store.Store
-	var err error
+	uri := kind + "://"
 	switch kind {
-	case "memory":
-		st = memstore.New()
 	case "bolt":
-		st, err = boltstore.Open(filepath.Join(t.TempDir(), "tokengate.db"))
+		uri += filepath.Join(t.TempDir(), "tokengate.db")
 	case "redis":
-		r := proctest.StartRedis(t)
-		st, err = redisstore.Open(context.Background(), "redis://"+r.Addr, redisstore.Options{Timeout: 2 * time.Second})
+		uri += proctest.StartRedis(t).Addr
 	}
+	st, err := store.Open(context.Background(), uri, store.OpenOptions{RedisTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,17 +56,10 @@ func HTTPLimitsFor(revocationsMaxWait time.Duration) serve.HTTPLimits {
 	return l
 }
 
-// PruneInterval is how often a store with a Prune method (bolt, memory)
-// deletes what can no longer matter. A bolt pass costs what it deletes
-// (time-ordered indexes), so it runs often: sealed pairs leave the file
-// within seconds of their grace window and the freed pages are reused,
-// which keeps the file size flat.
-const PruneInterval = 10 * time.Second
-
 // Run serves the refresher until ctx ends, then shuts down through
 // serve.Group: /readyz answers 503 for the drain period, long polls
 // answer at once, the listener closes and requests in flight finish.
-// Meanwhile it prunes the store every PruneInterval (when the store can)
+// Meanwhile it prunes the store every PruneInterval (RunPruner)
 // and reloads rc.SigningKeyFile on SIGHUP. opts.Store stays open: the
 // caller closes it.
 func Run(ctx context.Context, cfg Config, rc RunConfig, opts Options) error {
@@ -83,9 +76,7 @@ func Run(ctx context.Context, cfg Config, rc RunConfig, opts Options) error {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	if p, ok := opts.Store.(interface{ Prune(time.Time) error }); ok {
-		go pruneLoop(runCtx, p, srv)
-	}
+	go srv.RunPruner(runCtx, PruneInterval)
 	if rc.SigningKeyFile != "" {
 		go reloadKeysOnHUP(runCtx, srv, rc.SigningKeyFile, rc.SigningKeyID)
 	}
@@ -106,23 +97,6 @@ func Run(ctx context.Context, cfg Config, rc RunConfig, opts Options) error {
 		rc.OnListening(ln.Addr())
 	}
 	return group.Run(ctx)
-}
-
-// pruneLoop deletes the store's dead records every PruneInterval until
-// ctx ends.
-func pruneLoop(ctx context.Context, p interface{ Prune(time.Time) error }, srv *Server) {
-	t := time.NewTicker(PruneInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if err := p.Prune(now); err != nil {
-				srv.log.Warn("store prune failed", "error", err.Error())
-			}
-		}
-	}
 }
 
 // reloadKeysOnHUP re-reads the key file on each SIGHUP until ctx ends.

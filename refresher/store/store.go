@@ -143,6 +143,22 @@ type Revocation struct {
 	Until time.Time
 }
 
+// Pruner is the optional interface of a backend that must delete dead
+// records itself: memory and bolt keep every record until something
+// removes it, while Redis gives each key an expiry and does not implement
+// it. The refresher calls Prune every few seconds while it runs
+// (refresher.Server.RunPruner), so the store stays bounded.
+type Pruner interface {
+	// Prune deletes what can no longer matter at now: feed entries past
+	// their Until and sessions expired at now (absolute expiry) with all
+	// their tokens, and whatever else the backend keeps past its use (bolt:
+	// sealed pairs past their grace window). Token records of live sessions
+	// stay, rotated or not: an old generation must still be recognised as
+	// reuse (see Store.Rotate). It must be safe to call concurrently with
+	// every Store method.
+	Prune(now time.Time) error
+}
+
 // Store is what the refresher needs from a backend. Implementations must be
 // safe for concurrent use and must make Rotate, RevokeSession and
 // RevokeSubject atomic, including across processes for shared backends.

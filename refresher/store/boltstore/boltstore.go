@@ -29,7 +29,10 @@ import (
 	"github.com/tokengate/tokengate/refresher/store"
 )
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store  = (*Store)(nil)
+	_ store.Pruner = (*Store)(nil)
+)
 
 var (
 	bucketSessions = []byte("sessions") // sid → sessionRecord

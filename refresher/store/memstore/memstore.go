@@ -13,7 +13,10 @@ import (
 	"github.com/tokengate/tokengate/refresher/store"
 )
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store  = (*Store)(nil)
+	_ store.Pruner = (*Store)(nil)
+)
 
 type tokenRecord struct {
 	token       store.Token
