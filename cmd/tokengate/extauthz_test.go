@@ -6,8 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -402,3 +405,29 @@ func (a fakeAddr) String() string  { return string(a) }
 func decodeB64(s string) ([]byte, error) { return base64RawURL.DecodeString(s) }
 
 var base64RawURL = base64.RawURLEncoding
+
+// `tokengate refresher --dev` and `tokengate extauthz --dev` default to
+// the same issuer and audience (internal/devmode), so a dev token of one
+// is accepted by the other.
+func TestDevDefaultsAgree(t *testing.T) {
+	old := devmode.ExtauthzKeyPath
+	devmode.ExtauthzKeyPath = filepath.Join(t.TempDir(), "extauthz-dev-key.json")
+	t.Cleanup(func() { devmode.ExtauthzKeyPath = old })
+	var rf refresherFlags
+	rf.register(flag.NewFlagSet("refresher", flag.ContinueOnError))
+	rf.dev, rf.store, rf.adminToken = true, "memory://", "0123456789abcdef0123"
+	s, err := rf.build(context.Background(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.opts.Store.Close()
+	var ef extauthzFlags
+	ef.register(flag.NewFlagSet("extauthz", flag.ContinueOnError))
+	ef.dev = true
+	if _, err := ef.setUpDev(); err != nil {
+		t.Fatal(err)
+	}
+	if s.cfg.Issuer != ef.issuer || len(s.cfg.Audience) != 1 || s.cfg.Audience[0] != ef.audience || ef.audience != devmode.Audience {
+		t.Fatalf("refresher --dev iss %q aud %q; extauthz --dev iss %q aud %q", s.cfg.Issuer, s.cfg.Audience, ef.issuer, ef.audience)
+	}
+}
