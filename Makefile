@@ -22,7 +22,7 @@ build:
 run:
 	$(GO) run ./cmd/tokengate dev
 
-# Load harness (issue 2): tokengate extauthz vs a no-op Authorization server,
+# Load harness: tokengate extauthz vs a no-op Authorization server,
 # same generator, interleaved rounds; see test/load/README.md. Not part of test.
 .PHONY: bench-load bench-load-smoke
 bench-load:
@@ -36,7 +36,7 @@ bench-load-smoke:
 test-client:
 	cd examples/client && npm run typecheck && npm test
 
-# The browser end-to-end proof (issue 5): headless Chromium drives the demo
+# The browser end-to-end proof: headless Chromium drives the demo
 # page against tokengate refresher + extauthz behind nginx configured by
 # examples/nginx/tokengate.conf. Needs `npm ci` in examples/client and
 # test/e2e/browser. A screenshot lands in test-output/.
@@ -44,7 +44,7 @@ test-e2e:
 	cd examples/client && npm run build
 	cd test/e2e/browser && node --test --test-concurrency=1 e2e.test.mjs
 
-# Deployment (issue 6): the Dockerfile's build line, the Helm chart (helm lint
+# Deployment: the Dockerfile's build line, the Helm chart (helm lint
 # --strict, helm template for four values sets, strict client-go decoding) and
 # every Envoy / Istio / Envoy Gateway / compose example, checked in their own
 # module (test/deploy) so helm's and client-go's dependencies stay out of the
@@ -52,8 +52,7 @@ test-e2e:
 test-deploy:
 	cd test/deploy && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
 
-# The fault suite's long variants (issue 14, docs/operations.md "Fault
-# suite"): 20 kill -9 of the refresher under 50 clients, a 10-minute soak,
+# The fault suite's long variants (docs/operations.md, "Fault suite"): 20 kill -9 of the refresher under 50 clients, a 10-minute soak,
 # the disk-full test, and a 40 s Redis pause under 50 clients with a 30 s
 # grace. The short variants run in test-go. Not part of test.
 .PHONY: test-fault-long

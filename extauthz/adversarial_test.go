@@ -259,7 +259,7 @@ func signES256Raw(t testing.TB, k *testKey, header, payload string) string {
 	return input + "." + b64(append(pad(r, 32), pad(s, 32)...))
 }
 
-// TestAdversarialTokenRules (issue 9, items 6 and 7): one token has one
+// TestAdversarialTokenRules: one token has one
 // spelling — every segment strict unpadded base64url, canonical trailing
 // bits — and an identity needs a string subject; the header and claims
 // have no duplicate (or case-variant) keys at any depth. Every row is
@@ -321,7 +321,7 @@ func TestAdversarialTokenRules(t *testing.T) {
 	}
 }
 
-// TestHighSTwinIsOneToken (item 6): an ECDSA signature (r, s) has a twin
+// TestHighSTwinIsOneToken: an ECDSA signature (r, s) has a twin
 // (r, n−s) that verifies as well. The twin is the same token: it is never
 // a second cache entry and never costs a second verification; the cache is
 // keyed on the canonical (low-S) spelling.
@@ -384,7 +384,7 @@ func newECKey(t testing.TB, alg, kid string) *testKey {
 	return &testKey{alg: alg, kid: kid, priv: priv, pub: pub}
 }
 
-// TestAdversarialRFC2047 (item 8): with headers.encoding rfc2047 a claim
+// TestAdversarialRFC2047: with headers.encoding rfc2047 a claim
 // value that already looks like an encoded word, or a list element holding
 // the separator, must reach the upstream as exactly the claim after RFC 2047
 // decoding (Go's mime.WordDecoder, as an upstream would) — never "admin".
@@ -439,7 +439,7 @@ func TestAdversarialRFC2047(t *testing.T) {
 	})
 }
 
-// TestReservedHeaderNames (item 8): a mapping may never name a header
+// TestReservedHeaderNames: a mapping may never name a header
 // that routes, frames or authenticates the request, a proxy's own headers,
 // or the expiry hint; Validate says which entry and why.
 func TestReservedHeaderNames(t *testing.T) {
@@ -499,7 +499,7 @@ func TestReservedHeaderNames(t *testing.T) {
 	})
 }
 
-// TestPartnerIdPCannotMintAdmin (item 7): with two providers, a partner
+// TestPartnerIdPCannotMintAdmin: with two providers, a partner
 // IdP limited by allowed_roles and subject_prefix cannot assert roles or
 // subjects beyond them, and the upstream can tell the issuers apart
 // (x-user-issuer ← iss).
@@ -583,7 +583,7 @@ func TestPartnerIdPCannotMintAdmin(t *testing.T) {
 	})
 }
 
-// TestDenialLogFlood (item 12): a flood of invalid tokens writes at most
+// TestDenialLogFlood: a flood of invalid tokens writes at most
 // logs.denials_per_second denial lines a second plus one summary line
 // counting the rest, while checks_total counts every check and
 // log_lines_dropped_total every line not written.

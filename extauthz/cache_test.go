@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 )
 
-// Item 10: the verified-token cache.
+// The verified-token cache: hits, misses and expiry.
 func TestCacheHitsAndExpiry(t *testing.T) {
 	t.Parallel()
 	k := newTestKey(t, "ES256", "es-1")
@@ -250,7 +250,7 @@ func bigToken(t testing.TB, k *testKey, now time.Time, i int) string {
 	return k.token(t, c)
 }
 
-// Issue 9 item 12: the cache is bounded in bytes as well as in entries;
+// The cache is bounded in bytes as well as in entries;
 // the least recently used entries go first, and the byte count returns to
 // zero when everything is gone.
 func TestCacheBoundedInBytes(t *testing.T) {

@@ -66,7 +66,7 @@ func withHeaders(token string, extra map[string]string) *authv3.CheckRequest {
 	return checkReq("GET", "app.test", "/api/things", h)
 }
 
-// Item 2: finding the token.
+// Finding the token: where it may come from, and what is not a token.
 func TestCheckTokenFinding(t *testing.T) {
 	t.Parallel()
 	runCheckCases(t, []checkCase{
@@ -119,7 +119,7 @@ func TestCheckTokenFinding(t *testing.T) {
 	})
 }
 
-// Item 4: verification.
+// Verification: signature, algorithm, issuer, audience and times.
 func TestCheckVerification(t *testing.T) {
 	t.Parallel()
 	secret := strings.Repeat("s", 40)
@@ -214,7 +214,8 @@ func TestCheckVerification(t *testing.T) {
 	})
 }
 
-// Item 5: route policy.
+// Route policy: public, optional or required routes, the roles and scopes
+// they need, and CORS preflights.
 func TestCheckRoutePolicy(t *testing.T) {
 	t.Parallel()
 	routes := func(c *Config) {
@@ -325,8 +326,8 @@ func mustJSON(t testing.TB, v any) string {
 	return string(b)
 }
 
-// Item 13 (in part) and the gRPC error contract: a provider that never
-// loaded keys answers UNAVAILABLE, never a silent allow.
+// The gRPC error contract of an infrastructure failure: a provider that
+// never loaded keys answers UNAVAILABLE, never a silent allow.
 func TestCheckUnavailableWithoutKeys(t *testing.T) {
 	t.Parallel()
 	srv := newFailingJWKS(t)

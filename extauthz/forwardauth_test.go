@@ -116,7 +116,7 @@ func runFwd(t *testing.T, h *harness, cases []fwdCase) {
 	}
 }
 
-// Item 9: forward-auth over real loopback HTTP gives the gRPC decisions,
+// Forward-auth over real loopback HTTP gives the gRPC decisions,
 // reading the original request by the configured proxy's convention.
 func TestForwardAuth(t *testing.T) {
 	t.Parallel()
@@ -189,7 +189,7 @@ func TestForwardAuth(t *testing.T) {
 	}
 }
 
-// Issue 9 item 1: the client cannot choose what is judged. Each proxy
+// The client cannot choose what is judged. Each proxy
 // convention reads only its own headers; another family's headers (which
 // the proxy passes through untouched) are never consulted, and a repeated
 // header (the proxy appended instead of overwriting) is refused.
@@ -294,7 +294,7 @@ func TestForwardAuthMissingHeaderCountedAndLogged(t *testing.T) {
 	}
 }
 
-// Issue 9 item 1: a request is a preflight only when it is one: OPTIONS
+// A request is a preflight only when it is one: OPTIONS
 // as reported, Origin and Access-Control-Request-Method present, and the
 // Origin allowed when CORS origins are configured (gRPC path).
 func TestPreflightOnlyWhenItIsOne(t *testing.T) {
@@ -336,7 +336,7 @@ func TestPreflightOnlyWhenItIsOne(t *testing.T) {
 	}
 }
 
-// Issue 9 item 10: "*" with credentials is refused at validation (it
+// "*" with credentials is refused at validation (it
 // reflected any origin, null included, with allow-credentials), and null
 // is never reflected.
 func TestCORSWildcard(t *testing.T) {

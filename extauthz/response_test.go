@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// Item 6: allow.
+// Allow: identity headers from claims, spoofed copies removed, the expiry hint.
 func TestCheckAllow(t *testing.T) {
 	t.Parallel()
 	runCheckCases(t, []checkCase{
@@ -244,7 +244,7 @@ func TestAntiSpoofingInvariant(t *testing.T) {
 	}
 }
 
-// Item 7: deny.
+// Deny: status, WWW-Authenticate challenge and JSON body for each reason.
 func TestCheckDeny(t *testing.T) {
 	t.Parallel()
 	cors := func(c *Config) { c.CORS.AllowedOrigins = []string{"https://app.test"} }

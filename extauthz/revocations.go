@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokengate/tokengate/internal/revocationfeed"
 )
 
 // RevocationFeedConfig configures a RevocationFeed.
@@ -29,10 +31,10 @@ type RevocationFeedConfig struct {
 	Client *http.Client
 	// Logger for JSON logs; nil discards.
 	Logger *slog.Logger
-	// Registerer receives the feed's metrics; nil uses a private registry.
-	Registerer prometheus.Registerer
-	// Now is the clock entries expire by (their until); nil is time.Now.
-	Now func() time.Time
+	// Registry receives the feed's metrics; nil uses a private registry.
+	Registry prometheus.Registerer
+	// Clock is the time entries expire by (their until); nil is time.Now.
+	Clock func() time.Time
 	// Wait is the long-poll wait asked of the refresher (default 20s, below
 	// the 30s idle timeout common in proxies).
 	Wait time.Duration
@@ -65,6 +67,7 @@ type RevocationFeedConfig struct {
 type RevocationFeed struct {
 	cfg     RevocationFeedConfig
 	url     string
+	logURL  string // url with its password (if any) masked: for logs and errors
 	client  *http.Client
 	log     *slog.Logger
 	now     func() time.Time
@@ -112,9 +115,10 @@ func NewRevocationFeed(cfg RevocationFeedConfig) (*RevocationFeed, error) {
 	f := &RevocationFeed{
 		cfg:    cfg,
 		url:    u.String(),
+		logURL: u.Redacted(),
 		client: cfg.Client,
 		log:    cfg.Logger,
-		now:    cfg.Now,
+		now:    cfg.Clock,
 		synced: make(chan struct{}),
 	}
 	if f.client == nil {
@@ -126,7 +130,7 @@ func NewRevocationFeed(cfg RevocationFeedConfig) (*RevocationFeed, error) {
 	if f.now == nil {
 		f.now = time.Now
 	}
-	reg := cfg.Registerer
+	reg := cfg.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
@@ -182,9 +186,9 @@ func (f *RevocationFeed) Run(ctx context.Context) error {
 			}
 			f.metrics.up.Set(0)
 			if !failing {
-				f.log.WarnContext(ctx, "revocation feed unreachable; keeping the current denylist", "url", f.url, "error", err.Error(), "entries", len(*f.list.Load()))
+				f.log.WarnContext(ctx, "revocation feed unreachable; keeping the current denylist", "url", f.logURL, "error", err.Error(), "entries", len(*f.list.Load()))
 			} else {
-				f.log.DebugContext(ctx, "revocation feed still failing", "error", err.Error(), "retry_in", backoff)
+				f.log.DebugContext(ctx, "revocation feed still failing", "error", err.Error(), "retry_in", backoff.String())
 			}
 			failing = true
 			select {
@@ -195,7 +199,7 @@ func (f *RevocationFeed) Run(ctx context.Context) error {
 			continue
 		}
 		if failing {
-			f.log.InfoContext(ctx, "revocation feed reachable again", "url", f.url)
+			f.log.InfoContext(ctx, "revocation feed reachable again", "url", f.logURL)
 			failing = false
 		}
 		backoff = f.cfg.Backoff
@@ -213,16 +217,6 @@ func (f *RevocationFeed) Run(ctx context.Context) error {
 	return nil
 }
 
-type feedEntry struct {
-	SessionID string    `json:"sid"`
-	Until     time.Time `json:"until"`
-}
-
-type feedResponse struct {
-	Cursor  string      `json:"cursor"`
-	Revoked []feedEntry `json:"revoked"`
-}
-
 // errFeed classifies failures for the errors metric.
 type errFeed struct {
 	reason string
@@ -232,8 +226,8 @@ type errFeed struct {
 func (e *errFeed) Error() string { return e.err.Error() }
 func (e *errFeed) Unwrap() error { return e.err }
 
-func (f *RevocationFeed) fetch(ctx context.Context, cursor string, wait time.Duration) (feedResponse, error) {
-	var out feedResponse
+func (f *RevocationFeed) fetch(ctx context.Context, cursor string, wait time.Duration) (revocationfeed.Page, error) {
+	var out revocationfeed.Page
 	ctx, cancel := context.WithTimeout(ctx, wait+f.cfg.RequestTimeout)
 	defer cancel()
 	q := url.Values{"after": {cursor}, "wait": {wait.String()}}
@@ -258,14 +252,14 @@ func (f *RevocationFeed) fetch(ctx context.Context, cursor string, wait time.Dur
 	}
 	if resp.StatusCode != http.StatusOK {
 		// The body is the refresher's JSON error; it names no secret.
-		return out, f.fail("status", fmt.Errorf("%s answered %d: %.200s", f.url, resp.StatusCode, body))
+		return out, f.fail("status", fmt.Errorf("%s answered %d: %.200s", f.logURL, resp.StatusCode, body))
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
-		return out, f.fail("invalid", fmt.Errorf("%s: invalid feed JSON: %w", f.url, err))
+		return out, f.fail("invalid", fmt.Errorf("%s: invalid feed JSON: %w", f.logURL, err))
 	}
 	for i, e := range out.Revoked {
 		if e.SessionID == "" || e.Until.IsZero() {
-			return feedResponse{}, f.fail("invalid", fmt.Errorf("%s: revoked[%d]: sid and until are required", f.url, i))
+			return revocationfeed.Page{}, f.fail("invalid", fmt.Errorf("%s: revoked[%d]: sid and until are required", f.logURL, i))
 		}
 	}
 	return out, nil
@@ -278,7 +272,7 @@ func (f *RevocationFeed) fail(reason string, err error) error {
 
 // apply adds entries and drops the ones whose until has passed, publishing
 // a new map so readers never lock.
-func (f *RevocationFeed) apply(entries []feedEntry) {
+func (f *RevocationFeed) apply(entries []revocationfeed.Entry) {
 	old := *f.list.Load()
 	now := f.now()
 	next := make(map[string]time.Time, len(old)+len(entries))

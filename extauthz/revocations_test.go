@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/tokengate/tokengate/internal/revocationfeed"
 )
 
 // feedServer plays the refresher's GET /v1/revocations over a real loopback
@@ -31,7 +33,7 @@ type feedServer struct {
 	failing  atomic.Int32 // HTTP status to answer instead of the feed (0: serve)
 
 	mu      sync.Mutex
-	entries []feedEntry
+	entries []revocationfeed.Entry
 	changed chan struct{}
 }
 
@@ -45,7 +47,7 @@ func newFeedServer(t *testing.T, token string) *feedServer {
 func (fs *feedServer) add(sid string, until time.Time) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	fs.entries = append(fs.entries, feedEntry{SessionID: sid, Until: until})
+	fs.entries = append(fs.entries, revocationfeed.Entry{SessionID: sid, Until: until})
 	close(fs.changed)
 	fs.changed = make(chan struct{})
 }
@@ -78,17 +80,17 @@ func (fs *feedServer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		fs.mu.Lock()
 		pos = min(pos, len(fs.entries))
-		out := append([]feedEntry{}, fs.entries[pos:]...)
+		out := append([]revocationfeed.Entry{}, fs.entries[pos:]...)
 		end, changed := len(fs.entries), fs.changed
 		fs.mu.Unlock()
 		if len(out) > 0 || wait == 0 {
-			json.NewEncoder(w).Encode(feedResponse{Cursor: strconv.Itoa(end), Revoked: out})
+			json.NewEncoder(w).Encode(revocationfeed.Page{Cursor: strconv.Itoa(end), Revoked: out})
 			return
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
-			json.NewEncoder(w).Encode(feedResponse{Cursor: strconv.Itoa(pos), Revoked: []feedEntry{}})
+			json.NewEncoder(w).Encode(revocationfeed.Page{Cursor: strconv.Itoa(pos), Revoked: []revocationfeed.Entry{}})
 			return
 		case <-r.Context().Done():
 			return
@@ -129,7 +131,7 @@ var feedT0 = fakeclock.Start
 func startFeed(t *testing.T, fs *feedServer, clock *fakeclock.Clock, reg *prometheus.Registry) *RevocationFeed {
 	t.Helper()
 	f, err := NewRevocationFeed(RevocationFeedConfig{
-		URL: fs.srv.URL, AdminToken: "admin-secret", Registerer: reg, Now: clock.Now,
+		URL: fs.srv.URL, AdminToken: "admin-secret", Registry: reg, Clock: clock.Now,
 		Wait: 10 * time.Second, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 	})
 	if err != nil {
@@ -352,9 +354,9 @@ func BenchmarkRevocationFeedRevoked(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	entries := make([]feedEntry, 10000)
+	entries := make([]revocationfeed.Entry, 10000)
 	for i := range entries {
-		entries[i] = feedEntry{SessionID: "sid-" + strconv.Itoa(i), Until: time.Now().Add(time.Hour)}
+		entries[i] = revocationfeed.Entry{SessionID: "sid-" + strconv.Itoa(i), Until: time.Now().Add(time.Hour)}
 	}
 	f.apply(entries)
 	b.ReportAllocs()
@@ -433,7 +435,7 @@ func TestCheckFailOpenBeforeFeedSynced(t *testing.T) {
 	fs.failing.Store(http.StatusServiceUnavailable)
 	clock := fakeclock.New()
 	feed, err := NewRevocationFeed(RevocationFeedConfig{
-		URL: fs.srv.URL, AdminToken: "admin-secret", Now: clock.Now, FailOpen: true,
+		URL: fs.srv.URL, AdminToken: "admin-secret", Clock: clock.Now, FailOpen: true,
 		Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
 	})
 	if err != nil {

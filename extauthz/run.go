@@ -145,7 +145,7 @@ func Run(ctx context.Context, cfg Config, rc RunConfig, opts Options) error {
 // reloadConfig applies the config load returns, or keeps the running one.
 func reloadConfig(ctx context.Context, srv *Server, load func() (Config, error)) {
 	if load == nil {
-		srv.log.Info("SIGHUP ignored: no config file to reload")
+		srv.log.Info("config reload skipped: no config file (SIGHUP ignored)")
 		return
 	}
 	cfg, err := load()

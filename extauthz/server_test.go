@@ -38,7 +38,7 @@ func startGRPC(t *testing.T, h *harness) *grpc.ClientConn {
 	return conn
 }
 
-// Item 1 and 13 over real loopback gRPC: Check and Health; after Shutdown
+// Check and Health over real loopback gRPC; after Shutdown
 // health is NOT_SERVING while checks still get answers.
 func TestGRPCCheckHealthShutdown(t *testing.T) {
 	t.Parallel()
@@ -141,7 +141,7 @@ func TestReadyzAndHealthz(t *testing.T) {
 	}
 }
 
-// Item 11: Reload swaps atomically; a bad config is refused and the old one stays.
+// Reload swaps atomically; a bad config is refused and the old one stays.
 func TestReload(t *testing.T) {
 	t.Parallel()
 	k1 := newTestKey(t, "ES256", "es-1")
@@ -180,7 +180,7 @@ func TestReload(t *testing.T) {
 	}
 }
 
-// Item 12: metrics on the passed-in registry; logs never hold the token.
+// Metrics go to the passed-in registry; logs never hold the token.
 func TestMetricsAndLogs(t *testing.T) {
 	t.Parallel()
 	k := newTestKey(t, "ES256", "es-1")

@@ -25,8 +25,9 @@ func FuzzTokenEndpoint(f *testing.F) {
 		{"multipart/form-data; boundary=x", "--x--"},
 		{"", ""},
 		{"text/plain;;", "x"},
-		// Strict JSON (issue 9 item 11): duplicates, case variants, unknown
-		// fields, at depth, odd keys.
+		// Strict JSON (a body read one way here and another way by a proxy or
+		// WAF in front): duplicates, case variants, unknown fields, at depth,
+		// odd keys.
 		{"application/json", `{"refresh_token":"a","refresh_token":"b"}`},
 		{"application/json", `{"REFRESH_TOKEN":"tgr1_x"}`},
 		{"application/json", `{"refresh_token":"tgr1_x","scope":"admin"}`},

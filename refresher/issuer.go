@@ -148,7 +148,7 @@ func (i *Issuer) StartSession(ctx context.Context, req SessionRequest) (Pair, er
 		return Pair{}, unavailable("create_session", err)
 	}
 	i.metrics.sessions.Inc()
-	i.log.InfoContext(ctx, "session_started", "sid", sess.ID, "sub", sess.Subject, "jti", p.JTI)
+	i.log.InfoContext(ctx, "session started", "sid", sess.ID, "sub", sess.Subject, "jti", p.JTI)
 	return i.answer(p, now), nil
 }
 
@@ -360,7 +360,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		i.sidLim.count(res.Session.ID, now)
 		i.metrics.rotations.Inc()
 		i.recent.add(hash, recentEntry{sid: res.Session.ID, generation: res.Parent.Generation, childHash: childHash, rotatedAt: now, sealed: req.Sealed})
-		i.log.InfoContext(ctx, "refresh_rotated", "sid", res.Session.ID, "sub", res.Session.Subject,
+		i.log.InfoContext(ctx, "refresh token rotated", "sid", res.Session.ID, "sub", res.Session.Subject,
 			"generation", res.Parent.Generation+1, "jti", issued.JTI)
 		return issued, nil
 	case store.Replayed:
@@ -383,7 +383,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		i.recent.forgetSession(res.Session.ID)
 		i.metrics.reuse.Inc()
 		i.metrics.revocations.WithLabelValues("reuse_detected").Inc()
-		i.log.WarnContext(ctx, "refresh_reuse_detected", "sid", res.Session.ID, "sub", res.Session.Subject,
+		i.log.WarnContext(ctx, "refresh token reuse detected", "sid", res.Session.ID, "sub", res.Session.Subject,
 			"generation", res.Parent.Generation, "current_generation", res.Session.Generation,
 			"client_ip", c.IP, "user_agent", c.UserAgent)
 		return issuedPair{}, i.refused(c, res.Session.ID, "reuse_detected", now)
@@ -408,7 +408,7 @@ func (i *Issuer) refused(c Client, sid, reason string, now time.Time) error {
 	i.ipLimit.count(c.IP, now)
 	i.sidLim.count(sid, now)
 	i.metrics.failures.WithLabelValues(reason).Inc()
-	i.log.Debug("refresh_refused", "reason", reason, "sid", sid, "client_ip", c.IP)
+	i.log.Debug("refresh refused", "reason", reason, "sid", sid, "client_ip", c.IP)
 	return invalidGrant(reason, grantDescriptions[reason])
 }
 
@@ -469,7 +469,7 @@ func (i *Issuer) revokeSession(ctx context.Context, sid, reason string) (bool, e
 	i.recent.forgetSession(sid)
 	if revoked {
 		i.metrics.revocations.WithLabelValues(reason).Inc()
-		i.log.InfoContext(ctx, "session_revoked", "sid", sid, "reason", reason)
+		i.log.InfoContext(ctx, "session revoked", "sid", sid, "reason", reason)
 	}
 	return revoked, nil
 }
@@ -489,7 +489,7 @@ func (i *Issuer) RevokeSubject(ctx context.Context, sub string) ([]string, error
 		i.recent.forgetSession(sid)
 	}
 	i.metrics.revocations.WithLabelValues("subject").Add(float64(len(ids)))
-	i.log.InfoContext(ctx, "subject_revoked", "sub", sub, "sessions", len(ids))
+	i.log.InfoContext(ctx, "subject revoked", "sub", sub, "sessions", len(ids))
 	return ids, nil
 }
 
@@ -508,6 +508,6 @@ func (i *Issuer) PatchClaims(ctx context.Context, sid string, raw json.RawMessag
 	} else if err != nil {
 		return store.Session{}, unavailable("patch_claims", err)
 	}
-	i.log.InfoContext(ctx, "session_claims_replaced", "sid", sid)
+	i.log.InfoContext(ctx, "session claims replaced", "sid", sid)
 	return s, nil
 }

@@ -84,13 +84,14 @@ func generateKeys(t testing.TB) *keyset.Keys {
 func newRig(t testing.TB, opts ...rigOption) *rig {
 	t.Helper()
 	logs := &lockedWriter{}
+	reg := prometheus.NewRegistry()
 	setup := rigSetup{cfg: testConfig(), clock: fakeclock.New(), opts: refresher.Options{Store: memstore.New(),
-		Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewJSONHandler(logs, nil))}}
+		Registry: reg, Logger: slog.New(slog.NewJSONHandler(logs, nil))}}
 	for _, opt := range opts {
 		opt(&setup)
 	}
 	o := setup.opts
-	o.Now = setup.clock.Now
+	o.Clock = setup.clock.Now
 	if o.Keys == nil {
 		o.Keys = generateKeys(t)
 	}
@@ -100,7 +101,7 @@ func newRig(t testing.TB, opts ...rigOption) *rig {
 	}
 	hs := httptest.NewServer(srv.Routes())
 	t.Cleanup(hs.Close)
-	return &rig{t: t, srv: srv, http: hs, store: o.Store, clock: setup.clock, reg: o.Registry, keys: o.Keys,
+	return &rig{t: t, srv: srv, http: hs, store: o.Store, clock: setup.clock, reg: reg, keys: o.Keys,
 		client: hs.Client(), logs: logs}
 }
 

@@ -1,6 +1,7 @@
 package refresher
 
 import (
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,7 +21,9 @@ type metrics struct {
 	storeErrors  *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics registers the series on reg; an error (a name already
+// registered there) is returned, never a panic.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		sessions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tokengate_refresher_sessions_created_total", Help: "Sessions started (POST /v1/sessions).",
@@ -67,8 +70,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, v := range []string{"ip", "session"} {
 		m.rateLimited.WithLabelValues(v)
 	}
-	reg.MustRegister(m.sessions, m.rotations, m.replays, m.reuse, m.failures, m.revocations, m.rateLimited, m.storeLatency, m.storeErrors)
-	return m
+	var errs []error
+	for _, c := range []prometheus.Collector{m.sessions, m.rotations, m.replays, m.reuse, m.failures, m.revocations, m.rateLimited, m.storeLatency, m.storeErrors} {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return m, errors.Join(errs...)
 }
 
 func (m *metrics) observeStore(op string, start time.Time, err error) {

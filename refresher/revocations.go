@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/tokengate/tokengate/internal/revocationfeed"
 )
 
 // defaultRevocationsWait is the long-poll wait when the client names none:
@@ -13,15 +15,9 @@ const defaultRevocationsWait = 25 * time.Second
 
 // Revocation is one entry of the revocation feed: every access token of
 // session SessionID is invalid until Until, when the last of them expires.
-type Revocation struct {
-	SessionID string    `json:"sid"`
-	Until     time.Time `json:"until"`
-}
-
-type revocationsJSON struct {
-	Cursor  string       `json:"cursor"`
-	Revoked []Revocation `json:"revoked"`
-}
+// Its JSON is defined once, in internal/revocationfeed, which extauthz
+// decodes with.
+type Revocation = revocationfeed.Entry
 
 // Revocations returns the feed entries after cursor that still matter (their
 // until is in the future), waiting up to wait for one when there are none.
@@ -81,5 +77,5 @@ func (s *Server) handleRevocations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	s.render(w, r, http.StatusOK, revocationsJSON{Cursor: cursor, Revoked: revs})
+	s.render(w, r, http.StatusOK, revocationfeed.Page{Cursor: cursor, Revoked: revs})
 }

@@ -16,9 +16,9 @@ import (
 	_ "github.com/tokengate/tokengate/refresher/store/redisstore"
 )
 
-// Every row of the rotation table (DESIGN.md, issue 3 item 3), over real
-// HTTP with a fake clock. Each case starts a session (token T0) and then
-// runs steps; the last step's answer is checked.
+// Every row of the rotation table (docs/refresher.md, "Rotation
+// semantics"), over real HTTP with a fake clock. Each case starts a session
+// (token T0) and then runs steps; the last step's answer is checked.
 func TestRotationTable(t *testing.T) {
 	t.Parallel()
 	type want struct {

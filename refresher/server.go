@@ -29,10 +29,14 @@ type Options struct {
 	Keys  *keyset.Keys
 	// Logger gets JSON audit and error logs; never token values.
 	Logger *slog.Logger
-	// Registry gets the metrics and is served on /metrics; nil makes one.
-	Registry *prometheus.Registry
-	// Now is the clock; nil is time.Now. Tests pass a fake one.
-	Now func() time.Time
+	// Registry receives the metrics; nil uses a private registry.
+	Registry prometheus.Registerer
+	// Gatherer serves /metrics; nil serves Registry when it is a
+	// *prometheus.Registry, else /metrics is not routed.
+	Gatherer prometheus.Gatherer
+	// Clock is the time used for token lifetimes, the grace window and the
+	// revocation feed; nil is time.Now. Tests pass a fake one.
+	Clock func() time.Time
 }
 
 // Server is the refresher's HTTP API.
@@ -42,7 +46,7 @@ type Server struct {
 	keys      *signingKeys
 	store     store.Store
 	log       *slog.Logger
-	reg       *prometheus.Registry
+	gatherer  prometheus.Gatherer
 	adminHash [32]byte
 	cors      *cors
 	// drain is closed by Drain: long polls answer at once so a graceful
@@ -68,20 +72,29 @@ func NewServer(cfg Config, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
 	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
+		r := prometheus.NewRegistry()
+		o.Registry, o.Gatherer = r, r
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Gatherer == nil {
+		if r, ok := o.Registry.(*prometheus.Registry); ok {
+			o.Gatherer = r
+		}
 	}
-	m := newMetrics(o.Registry)
+	m, err := newMetrics(o.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("refresher: register metrics: %w", err)
+	}
 	return &Server{
 		cfg:       cfg,
-		issuer:    newIssuer(cfg, o.Store, keys, m, o.Logger, o.Now),
+		issuer:    newIssuer(cfg, o.Store, keys, m, o.Logger, o.Clock),
 		keys:      keys,
 		store:     o.Store,
 		log:       o.Logger,
-		reg:       o.Registry,
+		gatherer:  o.Gatherer,
 		adminHash: sha256.Sum256([]byte(cfg.AdminToken)),
 		cors:      newCORS(cfg.CORSAllowedOrigins),
 		drain:     make(chan struct{}),
@@ -128,7 +141,9 @@ func (s *Server) Routes() http.Handler {
 		s.render(w, r, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	if s.gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	}
 	return mux
 }
 
@@ -289,7 +304,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		s.log.WarnContext(r.Context(), "not_ready", "error", err.Error())
+		s.log.WarnContext(r.Context(), "store not ready", "error", err.Error())
 		s.render(w, r, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "store": "unreachable"})
 		return
 	}
@@ -306,7 +321,7 @@ func noStore(w http.ResponseWriter) {
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, v any) {
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(v); err != nil {
-		s.log.ErrorContext(r.Context(), "render", "path", r.URL.Path, "error", err.Error())
+		s.log.ErrorContext(r.Context(), "response encoding failed", "path", r.URL.Path, "error", err.Error())
 		http.Error(w, `{"error":"server_error"}`, http.StatusInternalServerError)
 		return
 	}
@@ -329,7 +344,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(seconds(e.RetryAfter))))
 	}
 	if e.Status >= 500 {
-		s.log.ErrorContext(r.Context(), "request_failed", "path", r.URL.Path, "reason", e.Reason, "error", err.Error())
+		s.log.ErrorContext(r.Context(), "request failed", "path", r.URL.Path, "reason", e.Reason, "error", err.Error())
 	}
 	s.render(w, r, e.Status, errorJSON{Error: e.Code, Description: e.Description})
 }

@@ -132,7 +132,7 @@ func TestLostResponseThenReuse(t *testing.T) {
 		t.Errorf("newest token after reuse = %d %s; want invalid_grant", newest.Status, newest.Raw)
 	}
 	logs := rg.logs.String()
-	for _, want := range []string{`"msg":"refresh_reuse_detected"`, `"sid":"` + sid + `"`, `"sub":"alice"`, `"client_ip":"127.0.0.1"`, `"user_agent":"Go-http-client/1.1"`} {
+	for _, want := range []string{`"msg":"refresh token reuse detected"`, `"sid":"` + sid + `"`, `"sub":"alice"`, `"client_ip":"127.0.0.1"`, `"user_agent":"Go-http-client/1.1"`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("audit log lacks %s:\n%s", want, logs)
 		}

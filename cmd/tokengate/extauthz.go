@@ -108,7 +108,7 @@ func runExtauthz(ctx context.Context, e env) error {
 	if f.revocationsURL != "" {
 		token, tokErr := adminTokenFrom(f.adminToken, f.adminFile)
 		feed, err := extauthz.NewRevocationFeed(extauthz.RevocationFeedConfig{
-			URL: f.revocationsURL, AdminToken: token, Logger: log, Registerer: reg, FailOpen: f.revocationsFailOpen,
+			URL: f.revocationsURL, AdminToken: token, Logger: log, Registry: reg, FailOpen: f.revocationsFailOpen,
 		})
 		if err = errors.Join(tokErr, err); err != nil {
 			return fmt.Errorf("%w: %w", errUsage, err)

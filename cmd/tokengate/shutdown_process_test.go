@@ -156,7 +156,7 @@ func waitExit(t *testing.T, p *proctest.Process, term *atomic.Int64) time.Durati
 	}
 }
 
-// SIGTERM under load (issue 14): extauthz with checks over gRPC and
+// SIGTERM under load: extauthz with checks over gRPC and
 // forward-auth over HTTP in a loop and a health Watch stream open. The
 // clients stand for a load balancer that keeps sending for lbReaction
 // after it could see NOT_SERVING. After SIGTERM: NOT_SERVING at once

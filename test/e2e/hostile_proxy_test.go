@@ -22,7 +22,7 @@ import (
 	"github.com/tokengate/tokengate/internal/proctest"
 )
 
-// The hostile-client suite (issue 9 items 1–3): real tokengate processes
+// The hostile-client suite: real tokengate processes
 // behind the shipped proxy examples — nginx rendered from
 // examples/nginx/tokengate.conf and Caddy from examples/caddy/Caddyfile —
 // with a recording upstream app. For every hostile request it asserts the

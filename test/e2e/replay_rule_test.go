@@ -8,7 +8,7 @@ import (
 )
 
 // TestGrandparentRefusedAcrossReplicas is the cross-replica reuse sequence
-// of issue 9 item 4, with two refresher processes on one real Redis and the
+// (only the immediate parent of the session's current token may replay), with two refresher processes on one real Redis and the
 // default 30 s grace window (every step below is inside it):
 //
 //	RT0 rotated on A (→ RT1), RT1 rotated on B (→ RT2), RT0 presented on A.

@@ -1,4 +1,4 @@
-// Package fault holds the fault suite of issue 14: the built tokengate
+// Package fault holds the fault suite: the built tokengate
 // binary (internal/proctest) is killed, starved of disk, or soaked under
 // load, and the tests check that nothing is lost, nothing is let through
 // and nothing grows. Short variants run in `go test ./...`; the long ones

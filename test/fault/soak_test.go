@@ -70,7 +70,7 @@ func TestSoakBolt(t *testing.T) {
 				for ctx.Err() == nil && c.step(r.URL) {
 					latest.Store(c.Access.Load())
 					// ≈ 16 rotations/s per client, ≈ 250/s in all (the
-					// issue's soak ran 194/s): a rate every CI machine
+					// first soak measured 194/s): a rate every CI machine
 					// sustains, so the steady state is the same everywhere.
 					time.Sleep(60 * time.Millisecond)
 				}

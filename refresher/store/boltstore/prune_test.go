@@ -176,7 +176,7 @@ func TestMigratesFormat1(t *testing.T) {
 	}
 }
 
-// The guard of issue 14 item 4: under continuous rotations, with sessions
+// The guard of the bolt file's size: under continuous rotations, with sessions
 // ending and new ones signing in, the file stops growing. Before the fix
 // every rotation left its ≈ 1 KB sealed pair in the file until the session
 // ended.

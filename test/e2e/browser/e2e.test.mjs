@@ -1,4 +1,4 @@
-// The browser end-to-end proof of @tokengate/client (issue 5): real
+// The browser end-to-end proof of @tokengate/client: real
 // tokengate refresher + extauthz, real nginx configured by
 // examples/nginx/tokengate.conf, real headless Chromium driving the demo
 // page. Run with `make test-e2e` (builds the client first).
@@ -360,7 +360,11 @@ describe('cookie transport', () => {
 
       // Sign-out revokes through /v1/token/revoke, where the cookie is sent, and clears it.
       await page.evaluate(() => window.tg.client.signOut());
-      assert.equal(stack.count('POST', '/v1/token/revoke', 200), 1);
+      // nginx writes its access-log line after the answer has left: wait for
+      // the line, then check its status (the statuses seen are in the message).
+      await waitFor('nginx to log the sign-out', async () => stack.count('POST', '/v1/token/revoke') > 0, 5_000);
+      const revokes = stack.accessLog().filter((l) => l.startsWith('POST /v1/token/revoke '));
+      assert.equal(stack.count('POST', '/v1/token/revoke', 200), 1, `sign-out requests logged: ${JSON.stringify(revokes)}`);
       assert.equal((await context.cookies()).find((c) => c.name === 'tokengate_refresh'), undefined);
       assert.deepEqual(page.errors, []);
     } finally {
