@@ -90,7 +90,7 @@ func decodeCanonical(seg string) ([]byte, error) {
 func base64URLAlphabet(seg string) bool {
 	for i := 0; i < len(seg); i++ {
 		c := seg[i]
-		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		if (c < 'A' || c > 'Z') && (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '_' {
 			return false
 		}
 	}

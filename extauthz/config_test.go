@@ -61,7 +61,7 @@ cache: {size: 5}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
-	if c.Providers[0].Leeway.Duration.String() != "10s" || !c.Providers[0].RequireTypATJWT || *c.CORS.AllowCredentials {
+	if c.Providers[0].Leeway.String() != "10s" || !c.Providers[0].RequireTypATJWT || *c.CORS.AllowCredentials {
 		t.Fatalf("decoded %+v", c)
 	}
 	if !strings.Contains(string(c.Providers[1].JWKS), `"keys"`) {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -180,11 +181,14 @@ func newVerifyKey(key jwk.Key) (*verifyKey, error) {
 // file is polled, a URL is refreshed by httprc (the machinery behind
 // jwk.Cache) and refetched on demand for an unknown kid.
 type keySource struct {
-	name    string
-	keys    atomic.Pointer[keySet]
-	metrics *metrics
-	log     *slog.Logger
-	clock   func() time.Time
+	name string
+	// rawURL and logURL are a jwks_url and the same with its password
+	// masked: fetch errors quote the URL, and logs must not hold the password.
+	rawURL, logURL string
+	keys           atomic.Pointer[keySet]
+	metrics        *metrics
+	log            *slog.Logger
+	clock          func() time.Time
 
 	// refetch loads the keys again now (URL or file); nil for inline keys.
 	refetch func(ctx context.Context) error
@@ -410,7 +414,7 @@ func (r *kidRefetcher) start(s *keySource, now time.Time) {
 		err := s.refetch(ctx)
 		cancel()
 		if err != nil {
-			s.log.Warn("jwks refetch for unknown kid failed; keeping last good keys", "error", err)
+			s.log.Warn("jwks refetch for unknown kid failed; keeping last good keys", "error", s.errText(err))
 		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -502,13 +506,14 @@ func (c countingClient) Do(req *http.Request) (*http.Response, error) {
 // key snapshot is rebuilt once per fetch rather than per check.
 type urlSource struct {
 	ctrl httprc.Controller
-	url  string
 }
 
 // startURLSource registers the URL and retries the first fetch with
 // exponential backoff (from firstBackoff, capped at 30s) until it succeeds
 // or ctx ends. It does not wait for the keys.
 func startURLSource(ctx context.Context, src *keySource, p Provider, client *http.Client, firstBackoff time.Duration) (*urlSource, error) {
+	// Set before httprc starts: its goroutines log through errText.
+	src.rawURL, src.logURL = p.JWKSURL, redactedURL(p.JWKSURL)
 	if client == nil {
 		client = &http.Client{Timeout: p.FetchTimeout.Duration}
 	}
@@ -544,10 +549,10 @@ func startURLSource(ctx context.Context, src *keySource, p Provider, client *htt
 		return nil, fmt.Errorf("start JWKS refresher: %w", err)
 	}
 	if err := ctrl.Add(ctx, res, httprc.WithWaitReady(false)); err != nil {
-		ctrl.ShutdownContext(context.Background())
+		_ = ctrl.ShutdownContext(context.Background())
 		return nil, fmt.Errorf("jwks_url: %w", err)
 	}
-	u := &urlSource{ctrl: ctrl, url: p.JWKSURL}
+	u := &urlSource{ctrl: ctrl}
 	timeout := p.FetchTimeout.Duration
 	src.refetch = func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -587,7 +592,7 @@ func (u *urlSource) initialRetry(ctx context.Context, src *keySource, failed <-c
 			return
 		}
 		backoff = min(2*backoff, maxBackoff)
-		src.log.Warn("jwks fetch failed; retrying", "url", u.url, "retry_in", backoff.String(), "error", err)
+		src.log.Warn("jwks fetch failed; retrying", "url", src.logURL, "retry_in", backoff.String(), "error", src.errText(err))
 	}
 }
 
@@ -608,5 +613,24 @@ func (e errorSink) Put(_ context.Context, err error) {
 	case e.failed <- struct{}{}:
 	default:
 	}
-	e.src.log.Warn("jwks background refresh failed; keeping last good keys", "error", err)
+	e.src.log.Warn("jwks background refresh failed; keeping last good keys", "error", e.src.errText(err))
+}
+
+// errText is err's message with the jwks_url's password masked.
+func (s *keySource) errText(err error) string {
+	msg := err.Error()
+	if s.rawURL != s.logURL {
+		msg = strings.ReplaceAll(msg, s.rawURL, s.logURL)
+	}
+	return msg
+}
+
+// redactedURL is raw with the password of its user info masked (net/url's
+// Redacted), or raw unchanged when it does not parse.
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Redacted()
 }

@@ -13,12 +13,13 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
-	"github.com/tokengate/tokengate/internal/fakeclock"
 	"log/slog"
 	"math/big"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokengate/tokengate/internal/fakeclock"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"

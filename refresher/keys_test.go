@@ -2,10 +2,11 @@ package refresher_test
 
 import (
 	"encoding/json"
-	"github.com/tokengate/tokengate/internal/fakeclock"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/tokengate/tokengate/internal/fakeclock"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"

@@ -1,11 +1,12 @@
 package refresher_test
 
 import (
-	"github.com/tokengate/tokengate/internal/fakeclock"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokengate/tokengate/internal/fakeclock"
 
 	"github.com/tokengate/tokengate/refresher"
 	"github.com/tokengate/tokengate/refresher/store/memstore"

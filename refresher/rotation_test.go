@@ -11,6 +11,7 @@ import (
 	"github.com/tokengate/tokengate/internal/proctest"
 	"github.com/tokengate/tokengate/refresher/store"
 	"github.com/tokengate/tokengate/refresher/store/boltstore"
+
 	// The backends openStore opens by scheme.
 	_ "github.com/tokengate/tokengate/refresher/store/memstore"
 	_ "github.com/tokengate/tokengate/refresher/store/redisstore"

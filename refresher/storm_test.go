@@ -3,7 +3,6 @@ package refresher_test
 import (
 	"bytes"
 	"context"
-	"github.com/tokengate/tokengate/internal/fakeclock"
 	"net/http"
 	"net/url"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokengate/tokengate/internal/fakeclock"
 
 	"github.com/tokengate/tokengate/refresher/store"
 	"github.com/tokengate/tokengate/refresher/store/boltstore"

@@ -144,7 +144,7 @@ func Start(t testing.TB, name string, env []string, bin string, args ...string) 
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		p.Stop(t)
+		_ = p.Stop(t) // the exit status matters only to tests that stop the process themselves
 		if t.Failed() {
 			t.Logf("--- output of %s ---\n%s", name, p.Output())
 		}
@@ -201,7 +201,7 @@ func (p *Process) WaitHTTP(t testing.TB, url string, wantStatus int, timeout tim
 	for {
 		resp, err := client.Get(url)
 		if err == nil {
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == wantStatus {
 				return

@@ -142,8 +142,9 @@ func checkWiring(t *testing.T, cfg *envoyConfig) {
 	}
 	extAuthzSeen := 0
 	for _, hcm := range hcms {
-		// Issue 9 item 13: x_user_id must never reach an app that maps "_"
-		// and "-" alike, past ext_authz's headers_to_remove.
+		// Headers with underscores are refused or dropped: an x_user_id
+		// from the client would pass ext_authz's headers_to_remove (which
+		// names x-user-id) and reach an app that maps "_" and "-" alike.
 		switch a := hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); a {
 		case corev3.HttpProtocolOptions_REJECT_REQUEST, corev3.HttpProtocolOptions_DROP_HEADER:
 		default:

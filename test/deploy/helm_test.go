@@ -176,7 +176,8 @@ func hasVolumeMount(c corev1.Container, path string) bool {
 }
 
 // checkCommon checks the wiring shared by every values set: ports, probes,
-// config, and that both services read the same admin token Secret.
+// config, and that both services read the same admin token Secret. Each
+// property is a subtest, so a failure names the property that broke.
 func checkCommon(t *testing.T, v chartView, fullname string) (refresher, extauthz *corev1.PodSpec) {
 	t.Helper()
 	pods := podSpecs(v)
@@ -196,95 +197,105 @@ func checkCommon(t *testing.T, v chartView, fullname string) (refresher, extauth
 	if ex.Args[0] != "extauthz" || rf.Args[0] != "refresher" {
 		t.Fatalf("subcommands %q, %q", ex.Args[0], rf.Args[0])
 	}
-
-	// extauthz: gRPC health probes on the gRPC port.
-	for name, p := range map[string]*corev1.Probe{"liveness": ex.LivenessProbe, "readiness": ex.ReadinessProbe, "startup": ex.StartupProbe} {
-		if p == nil || p.GRPC == nil || p.GRPC.Port != extAuthzPort {
-			t.Errorf("extauthz %s probe = %+v, want gRPC health on %d", name, p, extAuthzPort)
-		}
-	}
-	// refresher: HTTP probes.
-	if p := rf.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
-		t.Errorf("refresher readiness probe = %+v", p)
-	}
-	if p := rf.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" {
-		t.Errorf("refresher liveness probe = %+v", p)
-	}
-
-	// Services: extauthz gRPC 9001 (appProtocol grpc) and HTTP 9002; refresher 8080.
-	svcs := find[*corev1.Service](v.objs)
-	exSvc, ok := byName(svcs, fullname+"-extauthz")
-	if !ok {
-		t.Fatal("no extauthz Service")
-	}
-	var ports []string
-	for _, p := range exSvc.Spec.Ports {
-		ports = append(ports, fmt.Sprintf("%s/%d/%s/%s", p.Name, p.Port, p.TargetPort.String(), deref(p.AppProtocol)))
-	}
-	if diff := cmp.Diff([]string{"grpc/9001/grpc/grpc", "http/9002/http/http"}, ports); diff != "" {
-		t.Errorf("extauthz Service ports (-want +got):\n%s", diff)
-	}
-	if _, ok := byName(svcs, fullname+"-extauthz-headless"); !ok {
-		t.Error("no headless extauthz Service (examples/envoy/sidecar.yaml and NOTES use it)")
-	}
-	rfSvc, ok := byName(svcs, fullname+"-refresher")
-	if !ok || rfSvc.Spec.Ports[0].Port != 8080 {
-		t.Errorf("refresher Service %v", rfSvc)
-	}
-	for _, s := range svcs {
-		if !selects(s.Spec.Selector, v) {
-			t.Errorf("Service %s selects no pod template: %v", s.Name, s.Spec.Selector)
-		}
-	}
-
-	// Admin token: one Secret, mounted in both, named in the flag.
 	exArgs, rfArgs := argMap(t, ex), argMap(t, rf)
-	exSecret, exKey := mountedSecret(t, extauthz, ex, exArgs["--admin-token-file"])
-	rfSecret, rfKey := mountedSecret(t, refresher, rf, rfArgs["--admin-token-file"])
-	if exSecret == "" || exSecret != rfSecret || exKey != rfKey {
-		t.Errorf("admin token: extauthz reads %s/%s, refresher %s/%s", exSecret, exKey, rfSecret, rfKey)
-	}
-	if _, ok := exArgs["--admin-token"]; ok {
-		t.Error("extauthz gets the admin token on its command line (visible in the pod spec); use the file")
-	}
-	// Signing key: a mounted Secret file.
-	if sk := rfArgs["--signing-key"]; sk == "" {
-		t.Error("refresher has no --signing-key")
-	} else if s, _ := mountedSecret(t, refresher, rf, sk); s == "" {
-		t.Error("signing key is not mounted from a Secret")
-	}
-	// Revocations from this release's refresher Service.
-	wantFeed := fmt.Sprintf("http://%s-refresher.%s.svc.cluster.local:8080/v1/revocations", fullname, namespace)
-	if got := exArgs["--revocations-url"]; got != wantFeed {
-		t.Errorf("--revocations-url = %q, want %q", got, wantFeed)
-	}
-	// extauthz config: a ConfigMap mounted where --config points.
-	cm, ok := byName(find[*corev1.ConfigMap](v.objs), fullname+"-extauthz")
-	if !ok {
-		t.Fatal("no extauthz ConfigMap")
-	}
-	if exArgs["--config"] != "/etc/tokengate/config/config.yaml" || !hasVolumeMount(ex, "/etc/tokengate/config") {
-		t.Errorf("--config %q is not the mounted ConfigMap", exArgs["--config"])
-	}
-	var cfg struct {
-		Providers []struct {
-			Issuer    string   `json:"issuer"`
-			Audiences []string `json:"audiences"`
-			JWKSURL   string   `json:"jwks_url"`
-		} `json:"providers"`
-	}
-	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg); err != nil || len(cfg.Providers) != 1 {
-		t.Fatalf("extauthz config %q: %v", cm.Data["config.yaml"], err)
-	}
-	if p := cfg.Providers[0]; p.Issuer != rfArgs["--issuer"] || strings.Join(p.Audiences, ",") != rfArgs["--audience"] ||
-		p.JWKSURL != fmt.Sprintf("http://%s-refresher.%s.svc.cluster.local:8080/.well-known/jwks.json", fullname, namespace) {
-		t.Errorf("extauthz provider %+v does not match the refresher (--issuer %q --audience %q)", p, rfArgs["--issuer"], rfArgs["--audience"])
-	}
-	// Writable /tmp on a read-only root.
-	if !hasVolumeMount(ex, "/tmp") || !hasVolumeMount(rf, "/tmp") {
-		t.Error("no /tmp emptyDir")
-	}
-	checkHardening(t, v)
+
+	t.Run("extauthz probes are gRPC health on the gRPC port", func(t *testing.T) {
+		for name, p := range map[string]*corev1.Probe{"liveness": ex.LivenessProbe, "readiness": ex.ReadinessProbe, "startup": ex.StartupProbe} {
+			if p == nil || p.GRPC == nil || p.GRPC.Port != extAuthzPort {
+				t.Errorf("extauthz %s probe = %+v, want gRPC health on %d", name, p, extAuthzPort)
+			}
+		}
+	})
+	t.Run("refresher probes are HTTP readyz and healthz", func(t *testing.T) {
+		if p := rf.ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/readyz" {
+			t.Errorf("refresher readiness probe = %+v", p)
+		}
+		if p := rf.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" {
+			t.Errorf("refresher liveness probe = %+v", p)
+		}
+	})
+	svcs := find[*corev1.Service](v.objs)
+	t.Run("services expose extauthz gRPC 9001 and HTTP 9002, refresher 8080", func(t *testing.T) {
+		exSvc, ok := byName(svcs, fullname+"-extauthz")
+		if !ok {
+			t.Fatal("no extauthz Service")
+		}
+		var ports []string
+		for _, p := range exSvc.Spec.Ports {
+			ports = append(ports, fmt.Sprintf("%s/%d/%s/%s", p.Name, p.Port, p.TargetPort.String(), deref(p.AppProtocol)))
+		}
+		if diff := cmp.Diff([]string{"grpc/9001/grpc/grpc", "http/9002/http/http"}, ports); diff != "" {
+			t.Errorf("extauthz Service ports (-want +got):\n%s", diff)
+		}
+		if _, ok := byName(svcs, fullname+"-extauthz-headless"); !ok {
+			t.Error("no headless extauthz Service (examples/envoy/sidecar.yaml and NOTES use it)")
+		}
+		rfSvc, ok := byName(svcs, fullname+"-refresher")
+		if !ok || rfSvc.Spec.Ports[0].Port != 8080 {
+			t.Errorf("refresher Service %v", rfSvc)
+		}
+	})
+	t.Run("every service selects a pod template", func(t *testing.T) {
+		for _, s := range svcs {
+			if !selects(s.Spec.Selector, v) {
+				t.Errorf("Service %s selects no pod template: %v", s.Name, s.Spec.Selector)
+			}
+		}
+	})
+	t.Run("both services read one admin token Secret from a file", func(t *testing.T) {
+		exSecret, exKey := mountedSecret(t, extauthz, ex, exArgs["--admin-token-file"])
+		rfSecret, rfKey := mountedSecret(t, refresher, rf, rfArgs["--admin-token-file"])
+		if exSecret == "" || exSecret != rfSecret || exKey != rfKey {
+			t.Errorf("admin token: extauthz reads %s/%s, refresher %s/%s", exSecret, exKey, rfSecret, rfKey)
+		}
+		if _, ok := exArgs["--admin-token"]; ok {
+			t.Error("extauthz gets the admin token on its command line (visible in the pod spec); use the file")
+		}
+	})
+	t.Run("signing key is a mounted Secret file", func(t *testing.T) {
+		if sk := rfArgs["--signing-key"]; sk == "" {
+			t.Error("refresher has no --signing-key")
+		} else if s, _ := mountedSecret(t, refresher, rf, sk); s == "" {
+			t.Error("signing key is not mounted from a Secret")
+		}
+	})
+	t.Run("revocations come from the refresher Service of this release", func(t *testing.T) {
+		wantFeed := fmt.Sprintf("http://%s-refresher.%s.svc.cluster.local:8080/v1/revocations", fullname, namespace)
+		if got := exArgs["--revocations-url"]; got != wantFeed {
+			t.Errorf("--revocations-url = %q, want %q", got, wantFeed)
+		}
+	})
+	t.Run("extauthz config is the mounted ConfigMap and matches the refresher", func(t *testing.T) {
+		cm, ok := byName(find[*corev1.ConfigMap](v.objs), fullname+"-extauthz")
+		if !ok {
+			t.Fatal("no extauthz ConfigMap")
+		}
+		if exArgs["--config"] != "/etc/tokengate/config/config.yaml" || !hasVolumeMount(ex, "/etc/tokengate/config") {
+			t.Errorf("--config %q is not the mounted ConfigMap", exArgs["--config"])
+		}
+		var cfg struct {
+			Providers []struct {
+				Issuer    string   `json:"issuer"`
+				Audiences []string `json:"audiences"`
+				JWKSURL   string   `json:"jwks_url"`
+			} `json:"providers"`
+		}
+		if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg); err != nil || len(cfg.Providers) != 1 {
+			t.Fatalf("extauthz config %q: %v", cm.Data["config.yaml"], err)
+		}
+		if p := cfg.Providers[0]; p.Issuer != rfArgs["--issuer"] || strings.Join(p.Audiences, ",") != rfArgs["--audience"] ||
+			p.JWKSURL != fmt.Sprintf("http://%s-refresher.%s.svc.cluster.local:8080/.well-known/jwks.json", fullname, namespace) {
+			t.Errorf("extauthz provider %+v does not match the refresher (--issuer %q --audience %q)", p, rfArgs["--issuer"], rfArgs["--audience"])
+		}
+	})
+	t.Run("writable tmp on a read-only root", func(t *testing.T) {
+		if !hasVolumeMount(ex, "/tmp") || !hasVolumeMount(rf, "/tmp") {
+			t.Error("no /tmp emptyDir")
+		}
+	})
+	t.Run("every pod is hardened", func(t *testing.T) {
+		checkHardening(t, v)
+	})
 	return refresher, extauthz
 }
 

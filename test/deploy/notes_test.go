@@ -93,7 +93,7 @@ func TestChartNotesEnvoySnippet(t *testing.T) {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
-          # As NOTES.txt says (issue 9 item 13).
+          # As NOTES.txt says: a client x_user_id must not pass as x-user-id.
           common_http_protocol_options: { headers_with_underscores_action: REJECT_REQUEST }
           route_config:
             virtual_hosts:

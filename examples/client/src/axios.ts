@@ -1,6 +1,7 @@
 import type { AxiosError, AxiosInstance, AxiosResponse, InternalAxiosRequestConfig } from 'axios';
-import { TokenClient, type TokenClientOptions } from './client.js';
+import { TokenClient } from './client.js';
 import { TokenGateError } from './errors.js';
+import type { TokenClientOptions } from './options.js';
 import { denialReason } from './reason.js';
 
 /** Per-request bookkeeping, kept on the request config so it survives axios' config merge on retry. */
@@ -77,7 +78,7 @@ export function attachTokenRefresh(instance: AxiosInstance, options: AttachOptio
     (res: AxiosResponse) => {
       const meta = res.config.tokengate;
       if (meta && (res.status === 401 || res.status === 403)) return refused(res, meta, () => res, res);
-      if (meta) client.afterResponse(meta.token, headerOf(res.headers, 'x-token-expires-in'));
+      if (meta) client.afterResponse(meta.token, (name) => headerOf(res.headers, name));
       return res;
     },
     async (error: AxiosError) => {

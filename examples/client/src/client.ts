@@ -1,84 +1,18 @@
-import { TokenGateError, type DenialReason, type RefreshError, type SignOutReason } from './errors.js';
-import { withLock, type LockManagerLike } from './lock.js';
-import { callRefresher, type RefreshTransport } from './refresh.js';
+import { TokenGateError, type DenialReason, type SignOutReason } from './errors.js';
+import { withLock } from './lock.js';
+import { baseHref, resolveOptions, type ResolvedOptions, type TokenClientOptions } from './options.js';
+import { callRefresher } from './refresh.js';
 import { decodeClaims, isSession, sessionFromResponse, type Session, type TokenInfo, type TokenResponse } from './session.js';
-import { memoryStorage, webStorage, type TokenStorage } from './storage.js';
-
-/** The part of BroadcastChannel the client uses. */
-export interface ChannelLike {
-  postMessage(message: unknown): void;
-  addEventListener(type: 'message', listener: (ev: { data: unknown }) => void): void;
-  close(): void;
-}
-
-/** Tells whether the page is visible and when that changes (document.visibilityState by default). */
-export interface VisibilitySource {
-  visible(): boolean;
-  subscribe(onChange: () => void): () => void;
-}
-
-export interface TokenClientOptions {
-  /** The refresher's token endpoint as the browser reaches it. Default `/v1/token`. */
-  refreshUrl?: string;
-  /** The refresher's revocation endpoint, used by signOut(). Default `/v1/revoke`; with the cookie transport `<refreshUrl>/revoke` (`/v1/token/revoke`), where the cookie is sent. */
-  revokeUrl?: string;
-  /**
-   * `body` (default): the refresh token comes in the token response and is sent in the form body.
-   * `cookie`: the refresher keeps it in an HttpOnly cookie (`--refresh-token-transport=cookie`);
-   * the client never sees it and sends the refresh request with credentials.
-   */
-  transport?: RefreshTransport;
-  /** Where this tab keeps the session. Default `memory` (mirrored to other tabs over BroadcastChannel). */
-  storage?: 'memory' | 'sessionStorage' | 'localStorage' | TokenStorage;
-  /** Refresh before a request (and on a timer) when the access token expires within this many seconds. Default 60. */
-  refreshAhead?: number;
-  /** Refresh on a timer, refreshAhead before expiry, while the page is visible. Default true; false refreshes only around requests. */
-  autoRefresh?: boolean;
-  /** Coordinate with other tabs (Web Locks + BroadcastChannel) when the browser has them. Default true. */
-  crossTab?: boolean;
-  /** Name of the Web Lock and the BroadcastChannel. Default `tokengate`. */
-  name?: string;
-  /** Seconds to wait for another tab's refresh before stealing the lock. Default 10. */
-  lockTimeout?: number;
-  /** Seconds before one refresh attempt is abandoned. Default 10. */
-  refreshTimeout?: number;
-  /** Attempts per refresh for 429, 5xx and network failures. Default 4. */
-  refreshAttempts?: number;
-  /** Upper bound of one backoff wait (seconds), also caps Retry-After. Default 30. */
-  maxBackoff?: number;
-  /** Extra headers on the refresh request (e.g. a CSRF header your proxy requires). */
-  refreshHeaders?: Record<string, string>;
-  /**
-   * Whether a request to url gets the access token. Default: relative URLs and
-   * the page's own origin only, so the token never leaks to third parties.
-   */
-  authorize?: (url: string) => boolean;
-  /** A new access token: after sign-in, a refresh here, or a refresh in another tab. */
-  onTokens?: (tokens: TokenInfo) => void;
-  /** The session ended; called once per session, in every tab. */
-  onSignOut?: (reason: SignOutReason) => void;
-  /** One refresh attempt failed (whether or not it is retried). */
-  onRefreshError?: (error: RefreshError) => void;
-
-  // Process edges, replaceable for tests and unusual hosts.
-  /** Used for refresh and revoke calls. Default globalThis.fetch. */
-  fetch?: typeof fetch;
-  /** Default navigator.locks; null disables cross-tab locking. */
-  locks?: LockManagerLike | null;
-  /** Default `new BroadcastChannel(name)`; null disables cross-tab messages. */
-  channel?: ChannelLike | null;
-  /** Default from document.visibilityState; null means always visible. */
-  visibility?: VisibilitySource | null;
-  /** Clock, epoch milliseconds. Default Date.now. */
-  now?: () => number;
-}
 
 type Message =
   | { type: 'tokens'; session: Session }
   | { type: 'signout'; reason: SignOutReason }
   | { type: 'hello' };
 
-/** What an adapter does with a 401/403: retry once with the current token, or leave the answer alone. */
+/**
+ * What an adapter does with a 401/403: retry once with the current token, or leave the answer alone.
+ * @internal
+ */
 export type UnauthorizedAction = 'retry' | 'pass';
 
 /**
@@ -87,14 +21,8 @@ export type UnauthorizedAction = 'retry' | 'pass';
  * serve both.
  */
 export class TokenClient {
-  private readonly o: Required<Pick<TokenClientOptions, 'refreshUrl' | 'revokeUrl' | 'transport' | 'name'>> & TokenClientOptions;
-  private readonly storage: TokenStorage;
-  private readonly fetchFn: typeof fetch;
-  private readonly locks: LockManagerLike | undefined;
-  private readonly channel: ChannelLike | undefined;
-  private readonly visibility: VisibilitySource | undefined;
-  private readonly now: () => number;
-  private readonly aheadMs: number;
+  /** Every option, resolved once against defaultOptions. */
+  private readonly o: ResolvedOptions;
   private current: Session | null = null;
   private inflight: Promise<Session> | undefined;
   private signedOut = false;
@@ -107,25 +35,11 @@ export class TokenClient {
   private readonly ready: Promise<void>;
 
   constructor(options: TokenClientOptions = {}) {
-    const refreshUrl = options.refreshUrl ?? '/v1/token';
-    // The refresh cookie is scoped to the token endpoint's path, so with the
-    // cookie transport sign-out goes to the revocation endpoint below it.
-    const revokeUrl = options.revokeUrl ?? (options.transport === 'cookie' ? `${refreshUrl.replace(/\/+$/, '')}/revoke` : '/v1/revoke');
-    this.o = { transport: 'body', name: 'tokengate', ...options, refreshUrl, revokeUrl };
-    this.storage = pickStorage(options.storage, this.o.name);
-    const f = options.fetch ?? globalThis.fetch;
-    if (!f) throw new Error('@tokengate/client: no fetch available; pass options.fetch');
-    this.fetchFn = f.bind(globalThis);
-    this.now = options.now ?? (() => Date.now());
-    this.aheadMs = (options.refreshAhead ?? 60) * 1000;
-    const crossTab = options.crossTab ?? true;
-    this.locks = crossTab ? (options.locks === undefined ? defaultLocks() : options.locks ?? undefined) : undefined;
-    this.channel = crossTab ? (options.channel === undefined ? defaultChannel(this.o.name) : options.channel ?? undefined) : undefined;
-    this.visibility = options.visibility === undefined ? defaultVisibility() : options.visibility ?? undefined;
-    this.channel?.addEventListener('message', (ev) => this.onMessage(ev.data));
-    this.unsubscribeVisibility = this.visibility?.subscribe(() => this.schedule());
+    this.o = resolveOptions(options);
+    this.o.channel?.addEventListener('message', (ev) => this.onMessage(ev.data));
+    this.unsubscribeVisibility = this.o.visibility?.subscribe(() => this.schedule());
     this.ready = Promise.resolve()
-      .then(() => this.storage.get())
+      .then(() => this.o.storage.get())
       // Storage that cannot be read (blocked by the browser, corrupt) is an empty session, not a broken client.
       .catch(() => null)
       .then((s) => {
@@ -141,7 +55,7 @@ export class TokenClient {
   /** Store the token response of a sign-in (what your login backend got from POST /v1/sessions). */
   async setTokens(res: TokenResponse, init: { date?: string | null } = {}): Promise<void> {
     await this.ready;
-    const s = sessionFromResponse(res, init.date, this.now());
+    const s = sessionFromResponse(res, init.date, this.o.now());
     this.epoch++;
     await this.adopt(s, 'sign-in', true);
   }
@@ -180,7 +94,7 @@ export class TokenClient {
    */
   async signOut(): Promise<void> {
     await this.ready;
-    const s = this.current ?? (await this.storage.get());
+    const s = this.current ?? (await this.o.storage.get());
     const body = new URLSearchParams();
     if (this.o.transport === 'body' && s?.refreshToken) {
       body.set('token', s.refreshToken);
@@ -188,7 +102,7 @@ export class TokenClient {
     }
     if (body.has('token') || this.o.transport === 'cookie') {
       try {
-        await this.fetchFn(this.o.revokeUrl, {
+        await this.o.fetch(this.o.revokeUrl, {
           method: 'POST',
           headers: { 'content-type': 'application/x-www-form-urlencoded', ...this.o.refreshHeaders },
           body: body.toString(),
@@ -207,15 +121,18 @@ export class TokenClient {
     this.closed = true;
     clearTimeout(this.timer);
     this.unsubscribeVisibility?.();
-    this.channel?.close();
+    this.o.channel?.close();
   }
 
-  // ----- adapter hooks -----
+  // ----- adapter hooks: called by the axios interceptor and the fetch wrapper, not part of the public API -----
 
-  /** Whether a request to url should carry the token. */
+  /**
+   * Whether a request to url should carry the token.
+   * @internal
+   */
   shouldAuthorize(url: string): boolean {
     if (sameUrl(url, this.o.refreshUrl) || sameUrl(url, this.o.revokeUrl)) return false;
-    return this.o.authorize ? this.o.authorize(url) : sameOrigin(url);
+    return this.o.authorize(url);
   }
 
   /**
@@ -223,6 +140,7 @@ export class TokenClient {
    * refreshes first when the token expires within refreshAhead, and with the
    * cookie transport obtains a first token for a fresh tab. undefined = send
    * without a token. Rejects with TokenGateError when the session ended.
+   * @internal
    */
   async beforeRequest(): Promise<string | undefined> {
     await this.ready;
@@ -232,7 +150,7 @@ export class TokenClient {
       } catch (e) {
         // A transient refresher failure does not stop a request whose token still works.
         const cur = this.current;
-        if (!(e instanceof TokenGateError && e.code === 'temporarily_unavailable' && cur && cur.expiresAt > this.now())) throw e;
+        if (!(e instanceof TokenGateError && e.code === 'temporarily_unavailable' && cur && cur.expiresAt > this.o.now())) throw e;
       }
     }
     let s = await this.load();
@@ -248,19 +166,25 @@ export class TokenClient {
         s = await this.refreshOnce(s.accessToken);
       } catch (e) {
         // The refresher is briefly unavailable but the token still works: use it.
-        if (e instanceof TokenGateError && e.code === 'temporarily_unavailable' && s.expiresAt > this.now()) return s.accessToken;
+        if (e instanceof TokenGateError && e.code === 'temporarily_unavailable' && s.expiresAt > this.o.now()) return s.accessToken;
         throw e;
       }
     }
     return s.accessToken;
   }
 
-  /** afterResponse lets a successful answer correct the expiry estimate (`x-token-expires-in`). */
-  afterResponse(tokenUsed: string | undefined, expiresInHeader: string | null | undefined): void {
-    if (!tokenUsed || !expiresInHeader || !this.current || this.current.accessToken !== tokenUsed) return;
-    const secs = Number(expiresInHeader.trim());
+  /**
+   * afterResponse lets a successful answer correct the expiry estimate from
+   * its expiresInHeader (`x-token-expires-in`); header reads one response header.
+   * @internal
+   */
+  afterResponse(tokenUsed: string | undefined, header: (name: string) => string | null | undefined): void {
+    if (!tokenUsed || !this.current || this.current.accessToken !== tokenUsed) return;
+    const left = header(this.o.expiresInHeader);
+    if (!left) return;
+    const secs = Number(left.trim());
     if (!Number.isFinite(secs) || secs < 0) return;
-    const expiresAt = this.now() + secs * 1000;
+    const expiresAt = this.o.now() + secs * 1000;
     // Sub-second jitter is noise; only move the estimate for a real difference.
     if (Math.abs(expiresAt - this.current.expiresAt) < 1000) return;
     this.current = { ...this.current, expiresAt, obtainedAt: Math.min(this.current.obtainedAt, expiresAt) };
@@ -274,6 +198,7 @@ export class TokenClient {
    * unless the request went out with an older token than the one the client
    * now holds, in which case it is retried once with the newer one.
    * insufficient_scope and answers that are not tokengate's pass through.
+   * @internal
    */
   async onUnauthorized(reason: DenialReason | undefined, tokenUsed: string | undefined, retried: boolean): Promise<UnauthorizedAction> {
     await this.ready;
@@ -287,7 +212,7 @@ export class TokenClient {
         return 'retry';
       }
       const s = await this.load();
-      if (s && s.accessToken !== tokenUsed && s.expiresAt > this.now()) return 'retry';
+      if (s && s.accessToken !== tokenUsed && s.expiresAt > this.o.now()) return 'retry';
       await this.refreshOnce(tokenUsed);
       return 'retry';
     }
@@ -304,10 +229,10 @@ export class TokenClient {
 
   /** load re-reads storage, keeping this tab's expiry estimate for the same token. */
   private async load(): Promise<Session | null> {
-    const stored = await this.storage.get();
+    const stored = await this.o.storage.get();
     if (!stored) {
       // Storage shared with other tabs (localStorage) may have been cleared by a sign-out there.
-      this.current = this.current && this.storageIsMemory() ? this.current : null;
+      this.current = this.current && this.o.storageIsMemory ? this.current : null;
       return this.current;
     }
     if (this.current && this.current.accessToken === stored.accessToken) return this.current;
@@ -319,17 +244,13 @@ export class TokenClient {
     return this.current;
   }
 
-  private storageIsMemory(): boolean {
-    return this.o.storage === undefined || this.o.storage === 'memory';
-  }
-
   /** refreshAheadMs is refreshAhead, but never more than half the token's life, so a large refreshAhead does not refresh on every request. */
   private aheadFor(s: Session): number {
-    return Math.min(this.aheadMs, Math.max(0, (s.expiresAt - s.obtainedAt) / 2));
+    return Math.min(this.o.refreshAheadMs, Math.max(0, (s.expiresAt - s.obtainedAt) / 2));
   }
 
   private expiringSoon(s: Session): boolean {
-    return s.expiresAt - this.now() <= this.aheadFor(s);
+    return s.expiresAt - this.o.now() <= this.aheadFor(s);
   }
 
   /** refreshOnce is the in-tab single flight: every caller during a refresh shares its outcome. */
@@ -344,11 +265,11 @@ export class TokenClient {
 
   private doRefresh(stale: string | undefined): Promise<Session> {
     const epoch = this.epoch;
-    return withLock(this.locks, `${this.o.name}:refresh`, (this.o.lockTimeout ?? 10) * 1000, async () => {
+    return withLock(this.o.locks, `${this.o.name}:refresh`, this.o.lockTimeoutMs, async () => {
       // Another tab may have refreshed while we waited for the lock; its
       // session is in shared storage or arrived over BroadcastChannel. Give
       // already-delivered messages a turn before deciding.
-      if (this.channel) await macrotask();
+      if (this.o.channel) await macrotask();
       const s = await this.load();
       if (s && s.accessToken !== stale && !this.expiringSoon(s)) return s;
       if (!s && this.o.transport === 'body') {
@@ -359,13 +280,13 @@ export class TokenClient {
         url: this.o.refreshUrl,
         transport: this.o.transport,
         refreshToken: s?.refreshToken,
-        fetch: this.fetchFn,
-        maxAttempts: this.o.refreshAttempts ?? 4,
+        fetch: this.o.fetch,
+        maxAttempts: this.o.refreshAttempts,
         backoffBaseMs: 500,
-        backoffMaxMs: (this.o.maxBackoff ?? 30) * 1000,
-        timeoutMs: (this.o.refreshTimeout ?? 10) * 1000,
+        backoffMaxMs: this.o.maxBackoffMs,
+        timeoutMs: this.o.refreshTimeoutMs,
         headers: this.o.refreshHeaders,
-        now: this.now,
+        now: this.o.now,
         onError: (e) => this.emit(() => this.o.onRefreshError?.(e)),
       });
       if (this.epoch !== epoch) {
@@ -391,7 +312,7 @@ export class TokenClient {
   private async adopt(s: Session, source: TokenInfo['source'], broadcast: boolean): Promise<void> {
     this.current = s;
     this.signedOut = false;
-    await this.storage.set(s);
+    await this.o.storage.set(s);
     if (broadcast) this.post({ type: 'tokens', session: s });
     this.schedule();
     this.emit(() =>
@@ -405,7 +326,7 @@ export class TokenClient {
     this.signedOut = true;
     this.current = null;
     clearTimeout(this.timer);
-    await this.storage.clear();
+    await this.o.storage.clear();
     if (wasSignedOut) return;
     if (broadcast) this.post({ type: 'signout', reason });
     this.emit(() => this.o.onSignOut?.(reason));
@@ -438,11 +359,11 @@ export class TokenClient {
     clearTimeout(this.timer);
     this.timer = undefined;
     const s = this.current;
-    if (this.closed || !s || this.o.autoRefresh === false || (this.visibility && !this.visibility.visible())) return;
-    const delay = Math.max(0, s.expiresAt - this.aheadFor(s) - this.now());
+    if (this.closed || !s || !this.o.autoRefresh || (this.o.visibility && !this.o.visibility.visible())) return;
+    const delay = Math.max(0, s.expiresAt - this.aheadFor(s) - this.o.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      if (this.visibility && !this.visibility.visible()) return;
+      if (this.o.visibility && !this.o.visibility.visible()) return;
       this.refreshOnce(s.accessToken).catch((e) => {
         // Errors reached onRefreshError/onSignOut already. A transient one is retried later while the token lasts.
         if (e instanceof TokenGateError && e.code === 'temporarily_unavailable' && this.current === s) {
@@ -454,7 +375,7 @@ export class TokenClient {
 
   private post(m: Message): void {
     try {
-      this.channel?.postMessage(m);
+      this.o.channel?.postMessage(m);
     } catch {
       // A closed channel (page unloading) is not worth failing a request over.
     }
@@ -469,54 +390,6 @@ export class TokenClient {
         throw e;
       });
     }
-  }
-}
-
-function pickStorage(s: TokenClientOptions['storage'], name: string): TokenStorage {
-  if (s === undefined || s === 'memory') return memoryStorage();
-  if (s === 'sessionStorage') return webStorage(globalThis.sessionStorage, `${name}.session`);
-  if (s === 'localStorage') return webStorage(globalThis.localStorage, `${name}.session`);
-  return s;
-}
-
-function defaultLocks(): LockManagerLike | undefined {
-  const n = (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator;
-  return n?.locks ?? undefined;
-}
-
-function defaultChannel(name: string): ChannelLike | undefined {
-  if (typeof BroadcastChannel === 'undefined') return undefined;
-  try {
-    return new BroadcastChannel(name) as unknown as ChannelLike;
-  } catch {
-    return undefined;
-  }
-}
-
-function defaultVisibility(): VisibilitySource | undefined {
-  const d = (globalThis as { document?: Document }).document;
-  if (!d || typeof d.addEventListener !== 'function') return undefined;
-  return {
-    visible: () => d.visibilityState !== 'hidden',
-    subscribe: (cb) => {
-      d.addEventListener('visibilitychange', cb);
-      return () => d.removeEventListener('visibilitychange', cb);
-    },
-  };
-}
-
-function baseHref(): string | undefined {
-  const loc = (globalThis as { location?: { href?: string } }).location;
-  return loc?.href;
-}
-
-function sameOrigin(url: string): boolean {
-  const base = baseHref();
-  if (!base) return true;
-  try {
-    return new URL(url, base).origin === new URL(base).origin;
-  } catch {
-    return false;
   }
 }
 

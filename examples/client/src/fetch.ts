@@ -1,5 +1,6 @@
-import { TokenClient, type TokenClientOptions } from './client.js';
+import { TokenClient } from './client.js';
 import { TokenGateError } from './errors.js';
+import type { TokenClientOptions } from './options.js';
 import { denialReason } from './reason.js';
 
 export interface CreateFetchOptions extends TokenClientOptions {
@@ -37,7 +38,7 @@ export function createFetch(options: CreateFetchOptions = {}): TokenFetch {
     else headers.delete('Authorization');
     const res = await raw(new Request(request, { headers }));
     if (res.status !== 401 && res.status !== 403) {
-      if (res.ok) client.afterResponse(token, res.headers.get('x-token-expires-in'));
+      if (res.ok) client.afterResponse(token, (name) => res.headers.get(name));
       return res;
     }
     const reason = denialReason(res.status, res.headers.get('www-authenticate'), await readBody(res));

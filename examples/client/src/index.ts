@@ -5,7 +5,8 @@
  */
 export { attachTokenRefresh, type AttachOptions, type AttachedTokenRefresh } from './axios.js';
 export { createFetch, type CreateFetchOptions, type TokenFetch } from './fetch.js';
-export { TokenClient, type TokenClientOptions, type ChannelLike, type VisibilitySource, type UnauthorizedAction } from './client.js';
+export { TokenClient } from './client.js';
+export { type TokenClientOptions, type ChannelLike, type VisibilitySource } from './options.js';
 export { TokenGateError, isTokenGateError, type DenialReason, type SignOutReason, type TokenGateErrorCode, type RefreshError } from './errors.js';
 export { denialReason, parseWwwAuthenticate } from './reason.js';
 export { clockSkew, decodeClaims, sessionFromResponse, type Session, type TokenInfo, type TokenResponse } from './session.js';

@@ -68,12 +68,13 @@ function splitOutsideQuotes(s: string): string[] {
  * the JSON body's `error` first; when the body is unreadable (HTML error page
  * of a proxy, binary, empty), the `www-authenticate` Bearer challenge.
  *
- * RFC 6750 only defines `invalid_token`, so a challenge of
- * `error="invalid_token"` whose description says the token expired (or was
- * revoked) is read as `token_expired` (`token_revoked`) — that is how
- * tokengate's extauthz words it, and all a proxy such as nginx `auth_request`
- * passes on. Anything unrecognised returns undefined: the answer is not
- * tokengate's, and the client leaves it alone.
+ * extauthz's challenge follows RFC 6750: `error="invalid_token"` for expired
+ * and revoked tokens too, and tokengate's extension attribute `reason` (for
+ * example `reason="token_expired"`) says which — all a proxy such as nginx
+ * `auth_request` passes on. A bare `Bearer` challenge (no `error`) means no
+ * token was sent: `missing_token`. The `error_description` is prose for
+ * people and never decides. Anything unrecognised returns undefined: the
+ * answer is not tokengate's, and the client leaves it alone.
  *
  * body may be a parsed object (axios), a string, or anything else (treated as
  * unreadable).
@@ -88,18 +89,9 @@ export function denialReason(status: number, wwwAuthenticate: string | null | un
     if (status === 401 && wwwAuthenticate && /^\s*bearer\b/i.test(wwwAuthenticate)) return 'missing_token';
     return undefined;
   }
-  if (KNOWN.has(challenge.error)) {
-    // tokengate's extauthz follows RFC 6750 in the challenge (invalid_token for
-    // expired and revoked tokens too) and says which in its `reason`
-    // attribute; older servers said it only in error_description.
-    if (challenge.reason !== undefined && KNOWN.has(challenge.reason)) return challenge.reason as DenialReason;
-    if (challenge.error === 'invalid_token' && challenge.description) {
-      if (/\bexpired\b/i.test(challenge.description)) return 'token_expired';
-      if (/\brevoked\b/i.test(challenge.description)) return 'token_revoked';
-    }
-    return challenge.error as DenialReason;
-  }
-  return undefined;
+  if (!KNOWN.has(challenge.error)) return undefined;
+  if (challenge.reason !== undefined && KNOWN.has(challenge.reason)) return challenge.reason as DenialReason;
+  return challenge.error as DenialReason;
 }
 
 /** bodyError returns the JSON `error` string of body, or undefined when body is not such JSON. */

@@ -1,7 +1,7 @@
 import axios, { type AxiosAdapter, type AxiosInstance } from 'axios';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { TokenClient, TokenGateError, attachTokenRefresh, createFetch, retryAfter, type SignOutReason, type TokenClientOptions } from '../src/index.js';
-import { ChannelHub, FakeLocks, FakeTokengate, Visibility } from './harness.js';
+import { ChannelHub, FakeLocks, FakeTokengate, Visibility, denials } from './harness.js';
 
 const API = 'http://app.test/api/items';
 
@@ -246,6 +246,83 @@ for (const [kind, make] of Object.entries(makers)) {
       expect(fake.count('/v1/token')).toBe(1);
       expect(fake.count('/api/items')).toBe(1); // no 401 first
     });
+  });
+}
+
+/** statusOf is the HTTP status a failed get() carries (the fetch maker's error or an AxiosError). */
+function statusOf(e: unknown): number | undefined {
+  return (e as { response?: { status?: number } }).response?.status ?? (e as { status?: number }).status;
+}
+
+// Every answer extauthz gives (fixtures/denials.json, written from the Go
+// response code), as JSON and as nginx auth_request passes it on (an HTML
+// page with extauthz's headers), over both adapters.
+for (const [kind, make] of Object.entries(makers)) {
+  for (const jsonDenials of [true, false]) {
+    describe(`${kind}: extauthz's answers, ${jsonDenials ? 'JSON body' : 'HTML body behind nginx'}`, () => {
+      let fake: FakeTokengate;
+      beforeEach(() => {
+        vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+        fake = new FakeTokengate();
+        fake.jsonDenials = jsonDenials;
+      });
+      afterEach(() => {
+        vi.useRealTimers();
+      });
+
+      for (const [reason, d] of Object.entries(denials)) {
+        if (reason === 'token_expired') continue; // refresh and retry: the single-flight tests above
+        const signsOut = d.status === 401;
+        it(`${reason} (${d.status}): ${signsOut ? 'signs out once, without refreshing' : 'passed to the app, session kept'}`, async () => {
+          const o = baseOptions();
+          const api = make(fake, o);
+          const s = fake.signIn();
+          await api.client.setTokens(s.body, { date: s.date });
+          fake.refuse.set(s.body.access_token, reason);
+          const err = await api.get().catch((e: unknown) => e);
+          expect(fake.count('/v1/token')).toBe(0);
+          expect(fake.count('/api/items')).toBe(1);
+          if (signsOut) {
+            expect(err).toBeInstanceOf(TokenGateError);
+            expect((err as TokenGateError).code).toBe(reason);
+            expect((err as TokenGateError).status).toBe(401);
+            expect(o.signOuts).toEqual([reason]);
+            expect(api.client.session).toBeNull();
+          } else {
+            expect(err).not.toBeInstanceOf(TokenGateError);
+            expect(statusOf(err)).toBe(d.status);
+            expect(o.signOuts).toEqual([]);
+            expect(api.client.session?.accessToken).toBe(s.body.access_token);
+          }
+        });
+      }
+    });
+  }
+
+  describe(`${kind}: expiresInHeader`, () => {
+    beforeEach(() => {
+      vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+    });
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    for (const [name, option, moves] of [
+      ['a renamed header is read when the option names it', 'x-left', true],
+      ['a renamed header is ignored by the default option', undefined, false],
+    ] as const) {
+      it(name, async () => {
+        const fake = new FakeTokengate();
+        fake.ttlSeconds = 300;
+        fake.expiresInHeader = 'x-left';
+        const api = make(fake, baseOptions({ expiresInHeader: option }));
+        const s = fake.signIn();
+        await api.client.setTokens(s.body, { date: null });
+        fake.serverOffsetMs = 200_000; // the server says 100 s are left, the client believes 300
+        await api.get();
+        expect(api.client.session!.expiresAt.getTime()).toBe(Date.now() + (moves ? 100_000 : 300_000));
+      });
+    }
   });
 }
 

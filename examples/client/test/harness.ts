@@ -1,7 +1,40 @@
 // Test edges: a fake tokengate (refresher + extauthz-protected API) behind a
 // fetch function, an in-process Web Locks manager and BroadcastChannel hub.
 // Everything inside the client runs for real.
+import { readFileSync } from 'node:fs';
 import type { ChannelLike, LockManagerLike, TokenResponse } from '../src/index.js';
+
+/** One refusal as extauthz answers it (see fixtures/denials.json). */
+export interface Denial {
+  status: number;
+  grpc_code: string;
+  /** Every header of the answer, lower-case names (no date, no content-length). */
+  headers: Record<string, string>;
+  body: { error: string; error_description: string };
+}
+
+/**
+ * denials are extauthz's real answers, by reason: fixtures/denials.json is
+ * written by extauthz/denials_fixture_test.go from the Go response code, and
+ * that test fails whenever the answers change and the file does not follow.
+ */
+export const denials: Readonly<Record<string, Denial>> = (
+  JSON.parse(readFileSync(new URL('./fixtures/denials.json', import.meta.url), 'utf8')) as { denials: Record<string, Denial> }
+).denials;
+
+/** denialResponse is extauthz's answer for reason; with html, what nginx auth_request passes on (its own page, extauthz's headers). */
+export function denialResponse(reason: string, init: { html?: boolean; date?: string } = {}): Response {
+  const d = denials[reason];
+  if (!d) throw new Error(`no such denial in fixtures/denials.json: ${reason}`);
+  const headers: Record<string, string> = { ...d.headers };
+  if (init.date) headers.date = init.date;
+  if (init.html) {
+    headers['content-type'] = 'text/html';
+    return new Response(`<html><body>${d.status}</body></html>`, { status: d.status, headers });
+  }
+  // Go's json.Encoder: compact, one trailing newline.
+  return new Response(JSON.stringify(d.body) + '\n', { status: d.status, headers });
+}
 
 /** What the fake refresher issues: a token response with every field present. */
 export type IssuedPair = Required<Pick<TokenResponse, 'access_token' | 'refresh_token' | 'expires_in' | 'session_id'>> & TokenResponse;
@@ -30,12 +63,14 @@ export class FakeTokengate {
   serverOffsetMs = 0;
   /** Answers to return from /v1/token before the normal behaviour (status, body, headers). */
   tokenFailures: { status: number; body?: unknown; headers?: Record<string, string>; network?: boolean }[] = [];
-  /** How extauthz answers a denial: JSON body (true) or an HTML page with only www-authenticate (false). */
+  /** How a denial reaches the client: extauthz's JSON body (true) or, as behind nginx auth_request, an HTML page with extauthz's headers (false). */
   jsonDenials = true;
-  /** When set, the API refuses every token with this reason. */
+  /** When set, the API refuses every token with this reason (a key of fixtures/denials.json). */
   refuseAll: string | undefined;
   /** Tokens the API refuses with this reason regardless of expiry. */
   refuse = new Map<string, string>();
+  /** The response header telling the client how long its token has left (extauthz's headers.expires_in_header). */
+  expiresInHeader = 'x-token-expires-in';
   calls: Call[] = [];
   private seq = 0;
   private access = new Map<string, number>(); // token -> exp (server ms)
@@ -95,16 +130,9 @@ export class FakeTokengate {
     else if (this.refuse.has(token)) reason = this.refuse.get(token);
     else if (!this.access.has(token)) reason = 'invalid_token';
     else if (this.access.get(token)! <= this.serverNow()) reason = 'token_expired';
-    if (reason) {
-      const challenge = `Bearer realm="api", error="${reason}", error_description="${reason.replace('_', ' ')}"`;
-      if (this.jsonDenials) return json(401, { error: reason, error_description: reason }, { date, 'www-authenticate': challenge });
-      return new Response('<html><body>401 Authorization Required</body></html>', {
-        status: 401,
-        headers: { date, 'content-type': 'text/html', 'www-authenticate': challenge },
-      });
-    }
+    if (reason) return denialResponse(reason, { html: !this.jsonDenials, date });
     const left = Math.floor((this.access.get(token!)! - this.serverNow()) / 1000);
-    return json(200, { ok: true, path: url.pathname, token }, { date, 'x-token-expires-in': String(left) });
+    return json(200, { ok: true, path: url.pathname, token }, { date, [this.expiresInHeader]: String(left) });
   };
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { denialReason, parseWwwAuthenticate } from '../src/index.js';
+import { denials } from './harness.js';
 
 describe('denialReason', () => {
   const cases: { name: string; status: number; www?: string; body?: unknown; want: string | undefined }[] = [
@@ -10,12 +11,12 @@ describe('denialReason', () => {
     { name: 'html body falls back to header', status: 401, body: '<html>401</html>', www: 'Bearer realm="api", error="token_expired"', want: 'token_expired' },
     { name: 'empty body falls back to header', status: 401, body: '', www: 'Bearer error="missing_token"', want: 'missing_token' },
     { name: 'binary body falls back to header', status: 401, body: new ArrayBuffer(4), www: 'Bearer error="token_revoked"', want: 'token_revoked' },
-    { name: 'RFC 6750 invalid_token that says expired', status: 401, www: 'Bearer error="invalid_token", error_description="The access token expired"', want: 'token_expired' },
-    { name: 'extauthz challenge for an expired token', status: 401, body: '<html>401</html>', www: 'Bearer realm="tokengate", error="invalid_token", error_description="the token has expired"', want: 'token_expired' },
+    { name: 'the description never decides: invalid_token that says expired', status: 401, www: 'Bearer error="invalid_token", error_description="The access token expired"', want: 'invalid_token' },
+    { name: 'a challenge without the reason attribute is read by its error', status: 401, body: '<html>401</html>', www: 'Bearer realm="tokengate", error="invalid_token", error_description="the token has expired"', want: 'invalid_token' },
     { name: 'reason attribute wins over the description', status: 401, body: '', www: 'Bearer realm="tokengate", error="invalid_token", error_description="whatever the wording", reason="token_expired"', want: 'token_expired' },
     { name: 'reason attribute for a revoked session', status: 401, www: 'Bearer realm="tokengate", error="invalid_token", error_description="x", reason="token_revoked"', want: 'token_revoked' },
     { name: 'unknown reason attribute falls back to the error', status: 401, www: 'Bearer realm="tokengate", error="invalid_token", error_description="x", reason="bogus"', want: 'invalid_token' },
-    { name: 'extauthz challenge for a revoked session', status: 401, www: 'Bearer realm="tokengate", error="invalid_token", error_description="the session has been revoked"', want: 'token_revoked' },
+    { name: 'the description never decides: revoked', status: 401, www: 'Bearer realm="tokengate", error="invalid_token", error_description="the session has been revoked"', want: 'invalid_token' },
     { name: 'RFC 6750 invalid_token otherwise', status: 401, www: 'Bearer error="invalid_token", error_description="bad signature"', want: 'invalid_token' },
     { name: 'bare Bearer challenge means no credentials', status: 401, www: 'Bearer realm="api"', want: 'missing_token' },
     { name: 'other scheme first', status: 401, www: 'Basic realm="x", Bearer error="token_expired"', want: 'token_expired' },
@@ -29,6 +30,26 @@ describe('denialReason', () => {
       expect(denialReason(c.status, c.www, c.body)).toBe(c.want);
     });
   }
+});
+
+// extauthz's real answers (written from the Go response code by
+// extauthz/denials_fixture_test.go): each 401/403 is read as its reason from
+// the JSON body and, behind nginx auth_request (an HTML page), from the
+// challenge alone; a 503 is not a denial.
+describe('extauthz answers from fixtures/denials.json', () => {
+  for (const [reason, d] of Object.entries(denials)) {
+    const want = d.status === 401 || d.status === 403 ? reason : undefined;
+    it(`${reason}: JSON body`, () => {
+      expect(denialReason(d.status, d.headers['www-authenticate'], d.body)).toBe(want);
+      expect(denialReason(d.status, d.headers['www-authenticate'], JSON.stringify(d.body) + '\n')).toBe(want);
+    });
+    it(`${reason}: HTML body, headers only`, () => {
+      expect(denialReason(d.status, d.headers['www-authenticate'], '<html><body>error</body></html>')).toBe(want);
+    });
+  }
+  it('holds every reason the client knows', () => {
+    expect(Object.keys(denials)).toEqual(expect.arrayContaining(['missing_token', 'token_expired', 'invalid_token', 'token_revoked', 'insufficient_scope']));
+  });
 });
 
 describe('parseWwwAuthenticate', () => {

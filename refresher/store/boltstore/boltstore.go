@@ -25,6 +25,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/tokengate/tokengate/refresher/store"
 )
@@ -97,6 +98,14 @@ func fromSession(s store.Session) sessionRecord {
 		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, Generation: s.Generation}
 }
 
+// setSession takes the session's fields from s, keeping the record's own
+// (the chain head and the live sealed pair's key).
+func (r *sessionRecord) setSession(s store.Session) {
+	first, sealed := r.First, r.SealedKey
+	*r = fromSession(s)
+	r.First, r.SealedKey = first, sealed
+}
+
 func (r sessionRecord) session() store.Session {
 	return store.Session{ID: r.ID, Subject: r.Subject, Claims: r.Claims, CreatedAt: r.CreatedAt, IdleTTL: r.IdleTTL,
 		ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, Generation: r.Generation}
@@ -158,7 +167,7 @@ func Open(path string) (*Store, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open bolt store %s: the file is locked by another process", path)
 		}
 		return nil, fmt.Errorf("open bolt store %s: %w", path, err)
@@ -281,60 +290,16 @@ func (s *Store) Rotate(_ context.Context, req store.RotateRequest) (store.Rotate
 			res.Outcome = store.Unknown
 			return nil
 		}
-		sess := rec.session()
-		res = store.RotateResult{Outcome: store.Decide(parent.token(), sess, req), Session: sess, Parent: parent.token()}
-		switch res.Outcome {
-		case store.Replayed:
-			if req.Now.Before(parent.SealedUntil) {
-				res.Sealed = bytes.Clone(tx.Bucket(bucketSealed).Get(sealedKey(parent.SealedUntil, parent.Hash)))
-				if res.Sealed == nil {
-					res.Sealed = bytes.Clone(parent.Sealed)
-				}
+		var w store.Writes
+		res, w = store.Apply(parent.token(), rec.session(), req)
+		if res.Outcome == store.Replayed && req.Now.Before(parent.SealedUntil) {
+			res.Sealed = bytes.Clone(tx.Bucket(bucketSealed).Get(sealedKey(parent.SealedUntil, parent.Hash)))
+			if res.Sealed == nil {
+				res.Sealed = bytes.Clone(parent.Sealed)
 			}
-		case store.ReuseDetected:
-			sess.RevokedAt = req.Now
-			res.Session = sess
-			rec.RevokedAt = req.Now
-			if err := dropSealed(tx, &rec); err != nil {
-				return err
-			}
-			if err := put(sessions, sess.ID, rec); err != nil {
-				return err
-			}
-			appended = true
-			return appendFeed(tx, store.Revocation{SessionID: sess.ID, Subject: sess.Subject, Until: req.RevokeUntil})
-		case store.Rotated:
-			if tokens.Get([]byte(req.Child.Hash)) != nil {
-				return store.ErrExists
-			}
-			parent.RotatedAt = req.Now
-			parent.ChildHash = req.Child.Hash
-			parent.Sealed = nil
-			parent.SealedUntil = req.Now.Add(req.Grace)
-			child := fromToken(req.Child)
-			child.SessionID = sess.ID
-			child.Generation = parent.Generation + 1
-			sess.Generation++
-			rec.Generation = sess.Generation
-			res.Session, res.Parent = sess, parent.token()
-			// The previous rotation's pair can never be replayed again (its
-			// child is no longer current): only this one is kept.
-			if err := dropSealed(tx, &rec); err != nil {
-				return err
-			}
-			rec.SealedKey = sealedKey(parent.SealedUntil, parent.Hash)
-			if err := tx.Bucket(bucketSealed).Put(rec.SealedKey, req.Sealed); err != nil {
-				return err
-			}
-			if err := put(tokens, parent.Hash, parent); err != nil {
-				return err
-			}
-			if err := put(tokens, child.Hash, child); err != nil {
-				return err
-			}
-			return put(sessions, sess.ID, rec)
 		}
-		return nil
+		appended = w.Revocation != nil
+		return writeRotation(tx, rec, w)
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrExists) {
@@ -346,6 +311,48 @@ func (s *Store) Rotate(_ context.Context, req store.RotateRequest) (store.Rotate
 		s.notify()
 	}
 	return res, nil
+}
+
+// writeRotation persists what a rotation outcome changes (store.Apply), in the
+// rotation's transaction; rec is the session's record as read.
+func writeRotation(tx *bolt.Tx, rec sessionRecord, w store.Writes) error {
+	tokens := tx.Bucket(bucketTokens)
+	if w.Child != nil {
+		if tokens.Get([]byte(w.Child.Hash)) != nil {
+			return store.ErrExists
+		}
+		if err := put(tokens, w.Child.Hash, fromToken(*w.Child)); err != nil {
+			return err
+		}
+	}
+	if w.Session != nil {
+		rec.setSession(*w.Session)
+		// The session moved on (a newer rotation, or revoked): the pair
+		// kept from its previous rotation can never be replayed again.
+		if err := dropSealed(tx, &rec); err != nil {
+			return err
+		}
+	}
+	if w.Parent != nil {
+		parent := fromToken(*w.Parent)
+		parent.SealedUntil = w.SealedUntil
+		rec.SealedKey = sealedKey(w.SealedUntil, parent.Hash)
+		if err := tx.Bucket(bucketSealed).Put(rec.SealedKey, w.Sealed); err != nil {
+			return err
+		}
+		if err := put(tokens, parent.Hash, parent); err != nil {
+			return err
+		}
+	}
+	if w.Session != nil || w.Parent != nil { // the record holds SealedKey
+		if err := put(tx.Bucket(bucketSessions), rec.ID, rec); err != nil {
+			return err
+		}
+	}
+	if w.Revocation != nil {
+		return appendFeed(tx, *w.Revocation)
+	}
+	return nil
 }
 
 // PatchClaims implements store.Store.

@@ -103,33 +103,26 @@ func (m *Store) Rotate(_ context.Context, req store.RotateRequest) (store.Rotate
 		// A token whose session has gone (pruned) is as good as unknown.
 		return store.RotateResult{Outcome: store.Unknown}, nil
 	}
-	res := store.RotateResult{Outcome: store.Decide(parent.token, s, req), Session: s, Parent: parent.token}
-	switch res.Outcome {
-	case store.Replayed:
-		if req.Now.Before(parent.sealedUntil) {
-			res.Sealed = slices.Clone(parent.sealed)
-		}
-	case store.ReuseDetected:
-		s.RevokedAt = req.Now
-		m.sessions[s.ID] = s
-		m.appendFeed(store.Revocation{SessionID: s.ID, Subject: s.Subject, Until: req.RevokeUntil})
-		res.Session = s
-	case store.Rotated:
-		if _, taken := m.tokens[req.Child.Hash]; taken {
+	res, w := store.Apply(parent.token, s, req)
+	if res.Outcome == store.Replayed && req.Now.Before(parent.sealedUntil) {
+		res.Sealed = slices.Clone(parent.sealed)
+	}
+	if w.Child != nil {
+		if _, taken := m.tokens[w.Child.Hash]; taken {
 			return store.RotateResult{}, store.ErrExists
 		}
-		parent.token.RotatedAt = req.Now
-		parent.token.ChildHash = req.Child.Hash
-		parent.sealed = slices.Clone(req.Sealed)
-		parent.sealedUntil = req.Now.Add(req.Grace)
-		child := req.Child
-		child.SessionID = s.ID
-		child.Generation = parent.token.Generation + 1
-		m.tokens[child.Hash] = &tokenRecord{token: child}
-		s.Generation++
-		m.sessions[s.ID] = s
-		res.Session = s
-		res.Parent = parent.token
+		m.tokens[w.Child.Hash] = &tokenRecord{token: *w.Child}
+	}
+	if w.Parent != nil {
+		parent.token = *w.Parent
+		parent.sealed = slices.Clone(w.Sealed)
+		parent.sealedUntil = w.SealedUntil
+	}
+	if w.Session != nil {
+		m.sessions[w.Session.ID] = *w.Session
+	}
+	if w.Revocation != nil {
+		m.appendFeed(*w.Revocation)
 	}
 	return res, nil
 }

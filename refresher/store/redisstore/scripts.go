@@ -82,7 +82,10 @@ const (
 )
 
 // rotateScript is the whole Rotate decision table (store.Store.Rotate) in
-// one step. KEYS session, tokens, parent's sealed pair, claims, [feed,
+// one step. It is the one backend that does not call store.Apply: the
+// decision must run inside Redis to be atomic in one round trip. The
+// conformance suite (storetest), which an independent in-test reference
+// store passes too, holds it to the same answers and writes. KEYS session, tokens, parent's sealed pair, claims, [feed,
 // child's index]. ARGV now, grace cutoff (now-grace), child hash, child
 // iat, child exp, sealed, sealed ttl ms, revoke until, feed ttl ms, parent
 // hash, sid, deadline (microseconds on Redis's clock, "" for none).

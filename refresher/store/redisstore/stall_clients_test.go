@@ -197,7 +197,6 @@ func TestStallLongerThanGrace(t *testing.T) {
 					refused = append(refused, fmt.Sprintf("client %d (sid %s): %v", i, sids[i], a))
 					mu.Unlock()
 					if !sentResumed {
-						sentResumed = true
 						resumed <- struct{}{}
 					}
 					return
