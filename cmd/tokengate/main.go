@@ -94,7 +94,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(&b, "  %-16s %s\n", name, commands[name].summary)
 	}
 	b.WriteString("\nRun 'tokengate <subcommand> -h' for its flags. Every flag can also be set\nwith an environment variable TOKENGATE_<FLAG>, '-' written as '_'.\n")
-	io.WriteString(w, b.String())
+	_, _ = io.WriteString(w, b.String())
 }
 
 // parseFlags reads a subcommand's flags from its arguments and from

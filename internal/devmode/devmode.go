@@ -151,8 +151,9 @@ func SignToken(keys *keyset.Keys, issuer, audience string, ttl time.Duration) (s
 		return "", err
 	}
 	hdr := jws.NewHeaders()
-	hdr.Set(jws.KeyIDKey, keys.SignerKID())
-	hdr.Set(jws.TypeKey, "at+jwt")
+	if err := errors.Join(hdr.Set(jws.KeyIDKey, keys.SignerKID()), hdr.Set(jws.TypeKey, "at+jwt")); err != nil {
+		return "", fmt.Errorf("sign dev token: %w", err)
+	}
 	tok, err := jws.Sign(payload, jws.WithKey(keys.SignerAlg(), keys.Signer, jws.WithProtectedHeaders(hdr)))
 	if err != nil {
 		return "", fmt.Errorf("sign dev token: %w", err)
