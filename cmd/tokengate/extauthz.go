@@ -9,9 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/internal/devmode"
 	"github.com/tokengate/tokengate/internal/envflag"
@@ -102,8 +99,10 @@ func runExtauthz(ctx context.Context, e env) error {
 	if f.config != "" {
 		f.run.Reload = f.loadConfig
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg, err := newRegistry()
+	if err != nil {
+		return err
+	}
 	opts := extauthz.Options{Logger: log, Registry: reg}
 	if f.revocationsURL != "" {
 		token, tokErr := adminTokenFrom(f.adminToken, f.adminFile)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tokengate/tokengate/internal/devmode"
 	"github.com/tokengate/tokengate/internal/envflag"
@@ -201,8 +200,10 @@ func runRefresher(ctx context.Context, e env) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg, err := newRegistry()
+	if err != nil {
+		return err
+	}
 	s, err := f.build(ctx, log, reg)
 	if err != nil {
 		return err
