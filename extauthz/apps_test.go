@@ -392,3 +392,25 @@ forward_auth:
 		t.Error("a misspelt match field was accepted")
 	}
 }
+
+// The extauthz configuration shipped beside the Envoy examples decodes,
+// validates, and gives its two apps different rules.
+func TestAppsEnvoyExampleConfig(t *testing.T) {
+	t.Parallel()
+	c, err := LoadConfig("../examples/envoy/extauthz-apps.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p := newPolicy(c.WithDefaults())
+	web, admin := p.byValue["web"], p.byValue["admin"]
+	if web == nil || admin == nil || web.class == admin.class {
+		t.Fatalf("apps web %v, admin %v: want both, with different audiences and headers", web, admin)
+	}
+	in := request{method: "GET", host: "app.test", path: "/public/x"}
+	if web.match(&in).action != ActionPublic || admin.match(&in).action != ActionRequired {
+		t.Error("/public/x: want public for web, required for admin")
+	}
+}
