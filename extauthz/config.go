@@ -9,8 +9,8 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Config is the whole extauthz configuration, read from YAML (--config) or
-// built from the one-provider flags. Field comments are the reference; every
+// Config is the whole extauthz configuration, read from a YAML file or
+// built by a command from its own settings. Field comments are the reference; every
 // field is described in docs/extauthz.md. Zero values mean "the default".
 type Config struct {
 	// Providers are the token issuers accepted; a token's `iss` picks one.
