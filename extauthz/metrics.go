@@ -83,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, l := range []checkLabels{
 		{decisionAllow, ReasonVerified}, {decisionAllow, ReasonAnonymous}, {decisionAllow, ReasonPreflight},
 		{decisionDeny, ReasonMissingToken}, {decisionDeny, ReasonTokenExpired}, {decisionDeny, ReasonInvalidToken},
-		{decisionDeny, ReasonTokenRevoked}, {decisionDeny, ReasonInsufficientScope},
+		{decisionDeny, ReasonTokenRevoked}, {decisionDeny, ReasonInsufficientScope}, {decisionDeny, ReasonUnknownApp},
 		{decisionError, ReasonUnavailable}, {decisionError, ReasonForwardAuthHeaders}, {decisionError, ReasonRevocationsUnavailable},
 	} {
 		m.checkCounters[l] = m.checks.WithLabelValues(l.decision, string(l.reason))
