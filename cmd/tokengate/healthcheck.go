@@ -93,4 +93,3 @@ func cutArgs(args []string) (head, tail []string, dashed bool) {
 	}
 	return args, nil, false
 }
-
