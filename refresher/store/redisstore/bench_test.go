@@ -26,7 +26,9 @@ import (
 //     atomic Rotate script, mint and ES256-sign the access token, seal the
 //     pair), each op rotating a chain of tokens;
 //   - baseline: the floor any rotation pays — one ES256 sign of a typical
-//     access-token payload plus one Redis round trip (PING).
+//     access-token payload plus one Redis round trip (PING);
+//   - rotate-limited-serial: rotate with the per-IP and per-session rate
+//     limits on (kept in Redis, never reached): what the shared limits add.
 //
 // Both run serially and in parallel (throughput); docs/benchmarks.md
 // reports rotate/baseline ratios.
@@ -61,8 +63,16 @@ func BenchmarkRedis(b *testing.B) {
 		"iat": time.Now().Unix(), "nbf": time.Now().Unix(), "jti": "0123456789abcdef0123456789abcdef",
 		"sid": "0123456789abcdef0123456789abcdef", "name": "Alice", "roles": []string{"admin", "dev"},
 	})
+	limitedCfg := cfg
+	limitedCfg.RateLimitIP, limitedCfg.RateLimitIPBurst = 1e9, 1e9
+	limitedCfg.RateLimitSession, limitedCfg.RateLimitSessionBurst = 1e9, 1e9
+	limited, err := refresher.NewServer(limitedCfg, refresher.Options{Store: st, Keys: keys,
+		Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
 	var sessions atomic.Int64
-	chain := func(b *testing.B) func() {
+	chainOn := func(b *testing.B, iss *refresher.Issuer) func() {
 		p, err := iss.StartSession(ctx, refresher.SessionRequest{Subject: "bench-" + strconv.FormatInt(sessions.Add(1), 10)})
 		if err != nil {
 			b.Fatal(err)
@@ -76,6 +86,7 @@ func BenchmarkRedis(b *testing.B) {
 			tok = p.RefreshToken
 		}
 	}
+	chain := func(b *testing.B) func() { return chainOn(b, iss) }
 	baseline := func(b *testing.B) {
 		if _, err := jws.Sign(payload, jws.WithKey(jwa.ES256(), key)); err != nil {
 			b.Fatal(err)
@@ -92,6 +103,12 @@ func BenchmarkRedis(b *testing.B) {
 	})
 	b.Run("rotate-serial", func(b *testing.B) {
 		next := chain(b)
+		for b.Loop() {
+			next()
+		}
+	})
+	b.Run("rotate-limited-serial", func(b *testing.B) {
+		next := chainOn(b, limited.Issuer())
 		for b.Loop() {
 			next()
 		}
