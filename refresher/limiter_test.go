@@ -109,3 +109,25 @@ func openRedis(t *testing.T, uri string) store.Store {
 	t.Cleanup(func() { st.Close() })
 	return st
 }
+
+// A client IP longer than 64 bytes (a proxy's header filled with junk) is
+// keyed by its SHA-256, so limit keys stay small in Redis and in process.
+func TestRateLimitLongClientIPKey(t *testing.T) {
+	t.Parallel()
+	r := proctest.StartRedis(t)
+	rg := newRig(t, withStore(openRedis(t, "redis://"+r.Addr)), withConfig(func(c *refresher.Config) {
+		c.ClientIPHeader = "x-real-ip"
+		c.RateLimitIP, c.RateLimitIPBurst = 0.01, 5
+	}))
+	long := strings.Repeat("1", 4000)
+	if got := rg.do(rg.request("POST", "/v1/token", "application/x-www-form-urlencoded",
+		"grant_type=refresh_token&refresh_token=tgr1_"+strings.Repeat("Q", 43), "X-Real-IP", long)); got.str("error") != "invalid_grant" {
+		t.Fatalf("refresh = %d %s", got.Status, got.Raw)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rdb.Close()
+	keys, err := rdb.Keys(context.Background(), "rate:*").Result()
+	if err != nil || len(keys) != 1 || !strings.HasPrefix(keys[0], "rate:tokengate:rl:ip:{sha256:") || len(keys[0]) > 120 {
+		t.Errorf("limit keys = %q, %v; want one rate:tokengate:rl:ip:{sha256:…}", keys, err)
+	}
+}
