@@ -4,7 +4,17 @@ GO ?= go
 
 .PHONY: test test-go test-fuzz test-deploy test-client test-e2e build run bench
 
-test: test-go test-fuzz test-client test-e2e test-deploy
+test: lint test-go test-fuzz test-client test-e2e test-deploy
+
+# golangci-lint (version pinned here and in .ci/run; config in .golangci.yml)
+# over both modules. Install: go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOLANGCI_LINT ?= golangci-lint
+.PHONY: lint
+lint:
+	@$(GOLANGCI_LINT) version | grep -q "version $(GOLANGCI_LINT_VERSION:v%=%) " || { echo "lint: need golangci-lint $(GOLANGCI_LINT_VERSION), found: $$($(GOLANGCI_LINT) version 2>&1)"; exit 1; }
+	$(GOLANGCI_LINT) run ./...
+	cd test/deploy && $(GOLANGCI_LINT) run --config ../../.golangci.yml ./...
 
 # Unit, integration and conformance tests of the product module.
 test-go:
@@ -31,10 +41,13 @@ bench-load:
 bench-load-smoke:
 	test/load/run.sh --smoke
 
-# The TypeScript client (examples/client): type check and unit tests (vitest,
-# fake timers). Needs `npm ci` in examples/client (.ci/run does it).
+# The TypeScript client (examples/client): type check, unit tests (vitest,
+# fake timers), and the package as users install it (npm pack's tarball in
+# throwaway projects with and without axios, require() and import, tsc with
+# skipLibCheck false, bundle sizes, installs from a directory and a git URL).
+# Needs `npm ci` in examples/client (.ci/run does it).
 test-client:
-	cd examples/client && npm run typecheck && npm test
+	cd examples/client && npm run typecheck && npm test && npm run test:package
 
 # The browser end-to-end proof: headless Chromium drives the demo
 # page against tokengate refresher + extauthz behind nginx configured by

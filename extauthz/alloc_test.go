@@ -66,6 +66,28 @@ func TestCachedCheckAllocs(t *testing.T) {
 	}
 }
 
+// An app chosen by a context extension costs nothing more: the app is two
+// map lookups and its cache class a slice index.
+func TestCachedCheckAllocsApps(t *testing.T) {
+	k := newTestKey(t, "ES256", "allocs-apps")
+	cfg := baseConfig(t, k)
+	cfg.Apps = []App{{
+		Name: "admin", Match: AppMatch{ContextExtensions: map[string]string{"app": "admin"}},
+		Routes:    []Route{{PathPrefix: "/api/", Action: ActionRequired, RolesAny: []string{"user"}, ContextExtensions: map[string]string{"tier": "gold"}}},
+		Audiences: []string{testAudience}, Headers: &AppHeaders{Identity: []HeaderMapping{{Name: "x-admin-user", Claim: "sub"}}},
+	}}
+	h := newHarness(t, cfg, func(o *Options) { o.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil)) })
+	tok := k.token(t, claimsAt(h.clock.Now()))
+	req := bearerReq(tok)
+	req.Attributes.ContextExtensions = map[string]string{"app": "admin", "tier": "gold"}
+	if a := h.check(t, req); !a.allowed || a.set["x-admin-user"] == "" {
+		t.Fatalf("check: %+v", a)
+	}
+	if n := testing.AllocsPerRun(1000, func() { h.srv.Check(t.Context(), req) }); n != 0 {
+		t.Errorf("gRPC Check of an app on a cache hit: %v allocations, want 0", n)
+	}
+}
+
 // The cache's byte bound is only as good as entrySize's estimate: filled
 // with tokens whose every ready-made answer has been built (four gRPC
 // variants and the HTTP one), the heap grows by no more than the cache

@@ -91,10 +91,14 @@ func newEntry(v *verified, set []header, unset []string, ready bool) *entry {
 // (an estimate of what each entry holds: entrySize). An entry is valid
 // until the token's exp and only while the key that verified it is still
 // in its provider's set; both are checked on read, so no goroutine is
-// needed. Keys are canonical token spellings (splitToken).
+// needed. Keys are canonical token spellings (splitToken), in one map per
+// app class (policy.go): an entry holds what its token means to the apps of
+// one class (audiences checked, identity headers), so a token verified for
+// one class is never found by another. The bounds cover all classes.
 type tokenCache struct {
 	mu         sync.Mutex
-	items      map[string]*cacheNode
+	items      []map[string]*cacheNode // by class
+	entries    int
 	head, tail *cacheNode // head is the most recently used
 	bytesUsed  int64
 	maxEntries int
@@ -104,28 +108,33 @@ type tokenCache struct {
 
 type cacheNode struct {
 	key        string
+	class      int
 	e          *entry
 	size       int64
 	prev, next *cacheNode
 }
 
-func newTokenCache(maxEntries int, maxBytes int64, m *metrics) (*tokenCache, error) {
-	if maxEntries <= 0 || maxBytes <= 0 {
+func newTokenCache(maxEntries int, maxBytes int64, classes int, m *metrics) (*tokenCache, error) {
+	if maxEntries <= 0 || maxBytes <= 0 || classes <= 0 {
 		return nil, errors.New("the cache needs a positive size and max_bytes")
 	}
-	return &tokenCache{items: map[string]*cacheNode{}, maxEntries: maxEntries, maxBytes: maxBytes, m: m}, nil
+	c := &tokenCache{items: make([]map[string]*cacheNode, classes), maxEntries: maxEntries, maxBytes: maxBytes, m: m}
+	for i := range c.items {
+		c.items[i] = map[string]*cacheNode{}
+	}
+	return c, nil
 }
 
 // get returns the valid entry for key, or nil (dropping an entry that is
 // no longer valid). It counts nothing: the caller counts one hit or miss
 // per check (a check may look up two spellings).
-func (c *tokenCache) get(key string, now time.Time) *entry {
+func (c *tokenCache) get(class int, key string, now time.Time) *entry {
 	if c == nil {
 		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.use(c.items[key], now)
+	return c.use(c.items[class][key], now)
 }
 
 // keyBufs hold twin keys (getTwin) so that building one allocates nothing.
@@ -136,7 +145,7 @@ var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b 
 // canonical spelling. The entry counts only if that token was verified
 // with the curve the twin was computed for (the curve is guessed from the
 // signature's length, which an EdDSA signature shares with ES256).
-func (c *tokenCache) getTwin(token string, now time.Time) *entry {
+func (c *tokenCache) getTwin(class int, token string, now time.Time) *entry {
 	if c == nil {
 		return nil
 	}
@@ -151,7 +160,7 @@ func (c *tokenCache) getTwin(token string, now time.Time) *entry {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := c.items[string(key)] // no allocation: the compiler looks up the bytes
+	n := c.items[class][string(key)] // no allocation: the compiler looks up the bytes
 	if n == nil || n.e.v.alg != curve.alg {
 		return nil
 	}
@@ -186,7 +195,7 @@ func (c *tokenCache) count(hit bool) {
 
 // add caches e under key (copied: the caller's string may be a slice of a
 // much larger header). An entry larger than the whole cache is not kept.
-func (c *tokenCache) add(key string, e *entry) {
+func (c *tokenCache) add(class int, key string, e *entry) {
 	if c == nil {
 		return
 	}
@@ -197,14 +206,15 @@ func (c *tokenCache) add(key string, e *entry) {
 	key = strings.Clone(key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old := c.items[key]; old != nil {
+	if old := c.items[class][key]; old != nil {
 		c.unlink(old)
 	}
-	n := &cacheNode{key: key, e: e, size: size}
-	c.items[key] = n
+	n := &cacheNode{key: key, class: class, e: e, size: size}
+	c.items[class][key] = n
+	c.entries++
 	c.bytesUsed += size
 	c.toFront(n)
-	for c.tail != nil && (c.bytesUsed > c.maxBytes || len(c.items) > c.maxEntries) {
+	for c.tail != nil && (c.bytesUsed > c.maxBytes || c.entries > c.maxEntries) {
 		c.unlink(c.tail)
 	}
 	c.gauges()
@@ -245,19 +255,20 @@ func (c *tokenCache) unlink(n *cacheNode) {
 		c.tail = n.prev
 	}
 	n.prev, n.next = nil, nil
-	delete(c.items, n.key)
+	delete(c.items[n.class], n.key)
+	c.entries--
 	c.bytesUsed -= n.size
 }
 
 func (c *tokenCache) gauges() {
 	c.m.cacheBytes.Set(float64(c.bytesUsed))
-	c.m.cacheEntries.Set(float64(len(c.items)))
+	c.m.cacheEntries.Set(float64(c.entries))
 }
 
 func (c *tokenCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.items)
+	return c.entries
 }
 
 func (c *tokenCache) bytes() int64 {
@@ -266,10 +277,13 @@ func (c *tokenCache) bytes() int64 {
 	return c.bytesUsed
 }
 
-func (c *tokenCache) contains(key string) bool {
+// contains reports whether key is cached for the default app's class.
+func (c *tokenCache) contains(key string) bool { return c.containsIn(0, key) }
+
+func (c *tokenCache) containsIn(class int, key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.items[key] != nil
+	return c.items[class][key] != nil
 }
 
 // Estimated sizes (64-bit), checked against the heap by

@@ -9,8 +9,8 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Config is the whole extauthz configuration, read from YAML (--config) or
-// built from the one-provider flags. Field comments are the reference; every
+// Config is the whole extauthz configuration, read from a YAML file or
+// built by a command from its own settings. Field comments are the reference; every
 // field is described in docs/extauthz.md. Zero values mean "the default".
 type Config struct {
 	// Providers are the token issuers accepted; a token's `iss` picks one.
@@ -28,6 +28,12 @@ type Config struct {
 	// DefaultAction for requests no route matches: required (default),
 	// optional or public.
 	DefaultAction Action `json:"default_action,omitempty"`
+	// Apps are further rule sets served by the same extauthz, each chosen
+	// by one of Envoy's per-route check_settings.context_extensions (gRPC)
+	// or by forward_auth.app_header (HTTP). Routes, DefaultAction and
+	// Headers above are the default app: the one a request without a
+	// selector gets. A selector naming no app is denied (unknown_app).
+	Apps []App `json:"apps,omitempty"`
 	// Authorization names the claims that roles_any and scopes_all read.
 	Authorization AuthorizationConfig `json:"authorization,omitempty"`
 	// CORS lets browsers read denials and lets preflights through.
@@ -44,7 +50,8 @@ type Config struct {
 }
 
 // Provider is one issuer and where its keys come from: exactly one of
-// JWKSURL, JWKSFile, JWKS (inline), or only HMACSecret/HMACSecretFile.
+// Discovery, JWKSURL, JWKSFile, JWKS (inline), or only
+// HMACSecret/HMACSecretFile.
 type Provider struct {
 	// Name labels metrics and logs. Default: the issuer.
 	Name string `json:"name,omitempty"`
@@ -52,6 +59,15 @@ type Provider struct {
 	Issuer string `json:"issuer"`
 	// Audiences: the token's `aud` must contain at least one.
 	Audiences []string `json:"audiences"`
+	// Discovery, when true, finds the keys from the issuer alone: the
+	// document at {issuer}/.well-known/openid-configuration (OIDC Discovery
+	// 1.0 §4) is fetched and refreshed like a JWKS, its `issuer` must equal
+	// Issuer exactly, and its `jwks_uri` (same scheme as the issuer) is the
+	// key source; a changed jwks_uri is followed. Where the document lists
+	// id_token_signing_alg_values_supported, Algorithms is narrowed to the
+	// algorithms in both lists (never widened). Excludes jwks_url,
+	// jwks_file, jwks and hmac_secret(_file).
+	Discovery bool `json:"discovery,omitempty"`
 	// JWKSURL is fetched at start (with retry and backoff) and refreshed in
 	// the background; http or https.
 	JWKSURL string `json:"jwks_url,omitempty"`
@@ -165,6 +181,50 @@ type Route struct {
 	RolesAny []string `json:"roles_any,omitempty"`
 	// ScopesAll (required routes): the scopes claim must hold all of these.
 	ScopesAll []string `json:"scopes_all,omitempty"`
+	// ContextExtensions, when set, must all be among the CheckRequest's
+	// context_extensions (Envoy's per-route check_settings), key and value
+	// equal. Forward-auth requests have none, so such a route never
+	// matches them.
+	ContextExtensions map[string]string `json:"context_extensions,omitempty"`
+}
+
+// App is a rule set of its own, for one of several apps behind one
+// extauthz. Token sources, providers, CORS, the cache and the header
+// encoding are shared by every app.
+type App struct {
+	// Name labels the app in logs and is what forward_auth.app_header
+	// carries. Unique; "default" is the top-level rule set.
+	Name string `json:"name"`
+	// Match selects the app.
+	Match AppMatch `json:"match"`
+	// Routes are matched in order, like the top-level routes.
+	Routes []Route `json:"routes,omitempty"`
+	// DefaultAction for requests none of Routes matches. Default required
+	// (not inherited from the top level).
+	DefaultAction Action `json:"default_action,omitempty"`
+	// Audiences, when set, replace every provider's audiences for this
+	// app: a token's `aud` must contain one of these instead.
+	Audiences []string `json:"audiences,omitempty"`
+	// Headers, when set, replaces the identity mapping for this app;
+	// omitted fields are the top-level ones.
+	Headers *AppHeaders `json:"headers,omitempty"`
+}
+
+// AppMatch says which requests an app serves.
+type AppMatch struct {
+	// ContextExtensions is exactly one key and value of Envoy's per-route
+	// check_settings.context_extensions, e.g. {app: web}. Every app uses
+	// the same key, so a request finds its app with one lookup.
+	ContextExtensions map[string]string `json:"context_extensions"`
+}
+
+// AppHeaders is an app's identity header mapping.
+type AppHeaders struct {
+	// Identity maps claims to upstream headers, as headers.identity.
+	// Omitted: the top-level mapping; an empty list sets none.
+	Identity []HeaderMapping `json:"identity,omitempty"`
+	// PayloadHeader, as headers.payload_header. Omitted: the top-level one.
+	PayloadHeader string `json:"payload_header,omitempty"`
 }
 
 // Action is what a route needs.
@@ -213,6 +273,14 @@ type ForwardAuthConfig struct {
 	// A request without a header its convention requires is refused (400),
 	// never judged as something else.
 	Proxy string `json:"proxy,omitempty"`
+	// AppHeader, when set, is the header whose value names the app (apps[].name)
+	// of a forward-auth request; without it a request gets the default
+	// app, and a name no app has is denied (unknown_app). It belongs to the
+	// proxy family like the headers above: the proxy MUST set (overwrite)
+	// it on every auth request, or a client chooses its own rules. Only
+	// with proxy nginx, traefik or caddy (Envoy selects apps by
+	// context_extensions over gRPC).
+	AppHeader string `json:"app_header,omitempty"`
 }
 
 // Forward-auth proxies (forward_auth.proxy).
@@ -364,6 +432,14 @@ func (c Config) WithDefaults() Config {
 	if c.Logs.DenialsPerSecond == 0 {
 		c.Logs.DenialsPerSecond = DefaultDenialsPerSecond
 	}
+	apps := make([]App, len(c.Apps))
+	for i, a := range c.Apps {
+		if a.DefaultAction == "" {
+			a.DefaultAction = ActionRequired
+		}
+		apps[i] = a
+	}
+	c.Apps = apps
 	providers := make([]Provider, len(c.Providers))
 	for i, p := range c.Providers {
 		providers[i] = p.withDefaults()

@@ -59,6 +59,10 @@ type denialCase struct {
 	cfg    func(*Config)
 	opts   func(*Options)
 	token  func(k *testKey, now time.Time) string // "" sends no token
+	// ext are the gRPC request's context_extensions; forward are extra
+	// headers of the forward-auth request (the app selector's equivalents).
+	ext     map[string]string
+	forward map[string]string
 }
 
 func denialCases(t *testing.T) []denialCase {
@@ -84,6 +88,14 @@ func denialCases(t *testing.T) []denialCase {
 			c.Providers[0].JWKSURL = newFailingJWKS(t).URL
 		}},
 		{reason: ReasonRevocationsUnavailable, token: valid, opts: func(o *Options) { o.Denylist = unsynced }},
+		// An app selector naming no app: a context extension over gRPC,
+		// forward_auth.app_header over HTTP (set by nginx).
+		{reason: ReasonUnknownApp, token: valid, cfg: func(c *Config) {
+			c.Apps = []App{{Name: "web", Match: AppMatch{ContextExtensions: map[string]string{"app": "web"}}}}
+			c.ForwardAuth = ForwardAuthConfig{Proxy: ProxyNginx, AppHeader: "x-tokengate-app"}
+		}, ext: map[string]string{"app": "nope"}, forward: map[string]string{
+			"x-original-uri": "/api/things", "x-original-method": "GET", "x-tokengate-app": "nope",
+		}},
 	}
 }
 
@@ -120,7 +132,12 @@ func TestDenialsFixture(t *testing.T) {
 		if c.token != nil {
 			headers["authorization"] = "Bearer " + c.token(k, h.clock.Now())
 		}
-		overGRPC := grpcDenial(t, h, checkReq("GET", "app.test", path, headers))
+		req := checkReq("GET", "app.test", path, headers)
+		req.Attributes.ContextExtensions = c.ext
+		overGRPC := grpcDenial(t, h, req)
+		for name, v := range c.forward {
+			headers[name] = v
+		}
 		overHTTP := forwardAuthDenial(t, h, path, headers)
 		overHTTP.GRPCCode = overGRPC.GRPCCode
 		// A denied_response: forward-auth must give the very same answer.

@@ -15,6 +15,10 @@ const (
 	ReasonInvalidToken      Reason = "invalid_token"
 	ReasonTokenRevoked      Reason = "token_revoked"
 	ReasonInsufficientScope Reason = "insufficient_scope"
+	// ReasonUnknownApp: the request's app selector (a context extension
+	// or forward_auth.app_header) names no configured app. 403: a proxy
+	// configuration mistake, never judged by another app's rules.
+	ReasonUnknownApp Reason = "unknown_app"
 )
 
 // Allow reasons (metric label and log field only).
@@ -43,7 +47,7 @@ const (
 // HTTPStatus is the status of a denial with this reason.
 func (r Reason) HTTPStatus() int {
 	switch r {
-	case ReasonInsufficientScope:
+	case ReasonInsufficientScope, ReasonUnknownApp:
 		return http.StatusForbidden
 	case ReasonUnavailable, ReasonRevocationsUnavailable:
 		return http.StatusServiceUnavailable

@@ -56,6 +56,9 @@ const ReasonForwardAuthHeaders Reason = "forward_auth_headers"
 type forwardAuth struct {
 	proxy  string // for error messages
 	family headerFamily
+	// appHeader is forward_auth.app_header, canonical ("" when not set):
+	// part of the proxy's family, which the proxy must overwrite.
+	appHeader string
 }
 
 // headerFamily is a proxy convention. (A small enum switched on per
@@ -68,14 +71,17 @@ const (
 	familyXForwarded                     // X-Forwarded-* (Traefik, Caddy)
 )
 
-func newForwardAuth(proxy string) forwardAuth {
+func newForwardAuth(proxy, appHeader string) forwardAuth {
+	if appHeader != "" {
+		appHeader = http.CanonicalHeaderKey(appHeader)
+	}
 	switch proxy {
 	case ProxyNginx:
-		return forwardAuth{proxy, familyNginx}
+		return forwardAuth{proxy, familyNginx, appHeader}
 	case ProxyTraefik, ProxyCaddy:
-		return forwardAuth{proxy, familyXForwarded}
+		return forwardAuth{proxy, familyXForwarded, appHeader}
 	}
-	return forwardAuth{ProxyEnvoy, familyEnvoy}
+	return forwardAuth{ProxyEnvoy, familyEnvoy, ""} // Envoy selects apps by context_extensions
 }
 
 // errForwardAuthHeaders: the auth request lacks a header its proxy must
@@ -114,6 +120,9 @@ func (f forwardAuth) original(r *http.Request) (request, error) {
 		missing = readXForwarded(r, &in)
 	default:
 		missing = readEnvoy(r, &in)
+	}
+	if missing == "" && f.appHeader != "" {
+		missing = readApp(r, &in, f.appHeader)
 	}
 	if missing != "" {
 		in.method, in.host, in.path = r.Method, r.Host, r.URL.Path // for the log line only
@@ -173,6 +182,20 @@ func readXForwarded(r *http.Request, in *request) string {
 		return "X-Forwarded-Host"
 	}
 	return ""
+}
+
+// readApp reads the app header (forward_auth.app_header): absent, the
+// default app; once, the app it names. Twice means the proxy appended to
+// a client's copy instead of overwriting it, so neither is trusted.
+func readApp(r *http.Request, in *request, canonical string) string {
+	switch vs := r.Header[canonical]; len(vs) {
+	case 0:
+		return ""
+	case 1:
+		in.appName, in.appNamed = vs[0], true
+		return ""
+	}
+	return canonical
 }
 
 // onlyValue returns the value of a header (canonical name) sent exactly

@@ -18,8 +18,24 @@ type identityMapper struct {
 	encode        func(string) string
 	listSep       func(string) string // escapes the list separator inside one array element
 	// names is every header this mapper may set, lower case: on any answer
-	// each one is either set or removed (anti-spoofing).
+	// each one is either set or removed (anti-spoofing). It also holds
+	// others.
 	names []string
+	// others are the headers other apps' mappings set and this one does
+	// not: always removed, so a client cannot send one to this app either.
+	others []string
+}
+
+// alsoRemove adds to the headers m removes on every answer those of all
+// (lower case) that it does not set itself.
+func (m *identityMapper) alsoRemove(all []string) *identityMapper {
+	for _, n := range all {
+		if !contains(m.names, n) {
+			m.names = append(m.names, n)
+			m.others = append(m.others, n)
+		}
+	}
+	return m
 }
 
 type claimField struct {
@@ -69,6 +85,7 @@ func (m *identityMapper) headers(claims map[string]any, payload []byte) (set []h
 	if m.payloadHeader != "" {
 		set = append(set, header{m.payloadHeader, base64.RawURLEncoding.EncodeToString(payload)})
 	}
+	unset = append(unset, m.others...)
 	return set, unset
 }
 

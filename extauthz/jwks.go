@@ -195,6 +195,10 @@ type keySource struct {
 	// kids decides and runs the refetches that unknown kids ask for.
 	kids kidRefetcher
 
+	// algs, when set, narrows the provider's algorithms to those its
+	// discovery document lists (nil: no narrowing).
+	algs atomic.Pointer[map[string]bool]
+
 	readyOnce sync.Once
 	ready     chan struct{} // closed once keys first load
 	// updated is signalled (without blocking) after every key-set change,
@@ -216,6 +220,13 @@ func newKeySource(ctx context.Context, p Provider, m *metrics, log *slog.Logger,
 }
 
 func (s *keySource) loaded() bool { return s.keys.Load() != nil }
+
+// algAllowed reports whether discovery left alg in the allowlist (the
+// configured allowlist itself is checked by the caller).
+func (s *keySource) algAllowed(alg string) bool {
+	m := s.algs.Load()
+	return m == nil || (*m)[alg]
+}
 
 func (s *keySource) store(ks *keySet, notes []string) {
 	for _, n := range notes {
@@ -506,7 +517,11 @@ func (c countingClient) Do(req *http.Request) (*http.Response, error) {
 // failure), used directly so every fetch result reaches our metrics and the
 // key snapshot is rebuilt once per fetch rather than per check.
 type urlSource struct {
-	ctrl httprc.Controller
+	ctrl    httprc.Controller
+	url     string
+	logURL  string // url with its password masked
+	timeout time.Duration
+	failed  chan struct{} // signalled on every background failure, for initialRetry
 }
 
 // startURLSource registers the URL and retries the first fetch with
@@ -515,6 +530,20 @@ type urlSource struct {
 func startURLSource(ctx context.Context, src *keySource, p Provider, client *http.Client, firstBackoff time.Duration) (*urlSource, error) {
 	// Set before httprc starts: its goroutines log through errText.
 	src.rawURL, src.logURL = p.JWKSURL, redactedURL(p.JWKSURL)
+	u, err := newURLSource(ctx, src, p, client)
+	if err != nil {
+		return nil, err
+	}
+	src.refetch = u.refresh
+	go u.initialRetry(ctx, src, u.failed, firstBackoff)
+	return u, nil
+}
+
+// newURLSource starts the httprc client of p.JWKSURL, storing every good
+// fetch into src. It neither sets src.refetch nor retries the first fetch:
+// startURLSource does, and discovery, which replaces the URL source when
+// the jwks_uri changes, does so through its own refetch.
+func newURLSource(ctx context.Context, src *keySource, p Provider, client *http.Client) (*urlSource, error) {
 	if client == nil {
 		client = &http.Client{Timeout: p.FetchTimeout.Duration}
 	}
@@ -553,15 +582,14 @@ func startURLSource(ctx context.Context, src *keySource, p Provider, client *htt
 		_ = ctrl.ShutdownContext(context.Background())
 		return nil, fmt.Errorf("jwks_url: %w", err)
 	}
-	u := &urlSource{ctrl: ctrl}
-	timeout := p.FetchTimeout.Duration
-	src.refetch = func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		return ctrl.Refresh(ctx, p.JWKSURL)
-	}
-	go u.initialRetry(ctx, src, failed, firstBackoff)
-	return u, nil
+	return &urlSource{ctrl: ctrl, url: p.JWKSURL, logURL: redactedURL(p.JWKSURL), timeout: p.FetchTimeout.Duration, failed: failed}, nil
+}
+
+// refresh fetches the JWKS now, bounded by fetch_timeout.
+func (u *urlSource) refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, u.timeout)
+	defer cancel()
+	return u.ctrl.Refresh(ctx, u.url)
 }
 
 // initialRetry waits for httprc's first fetch and, if it fails, keeps
@@ -593,7 +621,7 @@ func (u *urlSource) initialRetry(ctx context.Context, src *keySource, failed <-c
 			return
 		}
 		backoff = min(2*backoff, maxBackoff)
-		src.log.Warn("jwks fetch failed; retrying", "url", src.logURL, "retry_in", backoff.String(), "error", src.errText(err))
+		src.log.Warn("jwks fetch failed; retrying", "url", u.logURL, "retry_in", backoff.String(), "error", src.errText(err))
 	}
 }
 

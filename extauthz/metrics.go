@@ -17,6 +17,7 @@ type metrics struct {
 	duration        prometheus.Histogram
 	jwksFetches     *prometheus.CounterVec
 	jwksKeys        *prometheus.GaugeVec
+	discoveryFetch  *prometheus.CounterVec
 	jwksLastSuccess *prometheus.GaugeVec
 	unknownKID      *prometheus.CounterVec
 	cacheHits       prometheus.Counter
@@ -40,6 +41,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		jwksFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokengate_extauthz_jwks_fetches_total",
 			Help: "JWKS loads by provider and result (ok, fetch_error, invalid).",
+		}, []string{"provider", "result"}),
+		discoveryFetch: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokengate_extauthz_discovery_fetches_total",
+			Help: "OIDC discovery document loads by provider and result (ok, fetch_error, invalid); providers with discovery: true only.",
 		}, []string{"provider", "result"}),
 		jwksKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tokengate_extauthz_jwks_keys",
@@ -78,13 +83,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, l := range []checkLabels{
 		{decisionAllow, ReasonVerified}, {decisionAllow, ReasonAnonymous}, {decisionAllow, ReasonPreflight},
 		{decisionDeny, ReasonMissingToken}, {decisionDeny, ReasonTokenExpired}, {decisionDeny, ReasonInvalidToken},
-		{decisionDeny, ReasonTokenRevoked}, {decisionDeny, ReasonInsufficientScope},
+		{decisionDeny, ReasonTokenRevoked}, {decisionDeny, ReasonInsufficientScope}, {decisionDeny, ReasonUnknownApp},
 		{decisionError, ReasonUnavailable}, {decisionError, ReasonForwardAuthHeaders}, {decisionError, ReasonRevocationsUnavailable},
 	} {
 		m.checkCounters[l] = m.checks.WithLabelValues(l.decision, string(l.reason))
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.checks, m.duration, m.jwksFetches, m.jwksKeys, m.jwksLastSuccess, m.unknownKID, m.cacheHits, m.cacheMisses, m.cacheBytes, m.cacheEntries, m.logDropped} {
+	for _, c := range []prometheus.Collector{m.checks, m.duration, m.jwksFetches, m.discoveryFetch, m.jwksKeys, m.jwksLastSuccess, m.unknownKID, m.cacheHits, m.cacheMisses, m.cacheBytes, m.cacheEntries, m.logDropped} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

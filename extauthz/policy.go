@@ -1,21 +1,67 @@
 package extauthz
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 )
 
-// policy matches a request to the first route rule that fits. It also
-// owns what a request is: forward says which proxy's headers describe a
-// forward-auth request, and origins which CORS origins are allowed.
+// policy selects a request's app and matches it to the app's first route
+// rule that fits. It also owns what a request is: forward says which
+// proxy's headers describe a forward-auth request, and origins which CORS
+// origins are allowed.
 type policy struct {
-	rules     []*rule
-	fallback  *rule
-	preflight bool // CORS preflights pass without a token
+	def       *app            // the top-level rule set
+	selector  string          // the context_extensions key that selects an app ("" without apps)
+	byValue   map[string]*app // apps by their selector value (gRPC)
+	byName    map[string]*app // apps by name (forward_auth.app_header)
+	preflight bool            // CORS preflights pass without a token
 	origins   originSet
 	forward   forwardAuth
+}
+
+// app is one rule set, ready to use: its routes, the audiences its tokens
+// must carry (nil: each provider's), its identity mapping and its cache
+// class. Apps whose audiences and mapping are equal share a class, and so
+// cache entries; a token verified for one class is never an answer for
+// another (the verified-token cache has one map per class).
+type app struct {
+	name      string
+	rules     []*rule
+	fallback  *rule
+	audiences []string
+	mapper    *identityMapper
+	class     int
+}
+
+// errUnknownApp: the request names an app the configuration lacks.
+var errUnknownApp = deny(ReasonUnknownApp, "no app of this extauthz serves the request")
+
+// selectApp finds the request's app: by the context extension named
+// apps[].match (gRPC) or by forward_auth.app_header (forward-auth). A
+// request without a selector gets the default app; a selector that names
+// no app is refused rather than judged by rules meant for another app.
+func (p *policy) selectApp(r *request) (*app, *denial) {
+	switch {
+	case r.appNamed:
+		if a := p.byName[r.appName]; a != nil {
+			return a, nil
+		}
+		return p.def, errUnknownApp
+	case p.selector == "":
+		return p.def, nil
+	}
+	v, ok := r.ext[p.selector]
+	if !ok {
+		return p.def, nil
+	}
+	if a := p.byValue[v]; a != nil {
+		return a, nil
+	}
+	return p.def, errUnknownApp
 }
 
 // originSet is cors.allowed_origins, ready to test.
@@ -54,31 +100,93 @@ type rule struct {
 	action    Action
 	rolesAny  []string
 	scopesAll []string
+	ext       []extPair // context_extensions that must all be present
 }
 
+type extPair struct{ key, value string }
+
+// newPolicy builds the policy of a validated config with defaults applied.
 func newPolicy(c Config) *policy {
 	p := &policy{
-		fallback:  &rule{action: c.DefaultAction},
+		byValue:   map[string]*app{},
+		byName:    map[string]*app{},
 		preflight: *c.CORS.AllowPreflight,
 		origins:   newOriginSet(c.CORS.AllowedOrigins),
-		forward:   newForwardAuth(c.ForwardAuth.Proxy),
+		forward:   newForwardAuth(c.ForwardAuth.Proxy, c.ForwardAuth.AppHeader),
 	}
-	for _, r := range c.Routes {
-		nr := &rule{exact: r.Path, prefix: r.PathPrefix, action: r.Action, rolesAny: r.RolesAny, scopesAll: r.ScopesAll}
-		if h := strings.ToLower(r.Host); strings.HasPrefix(h, "*.") {
-			nr.host, nr.wildcard = h[1:], true
-		} else {
-			nr.host = h
+	// Every app strips every app's identity headers that it does not set,
+	// so no upstream ever receives a client's copy of one.
+	var all []string
+	for _, a := range append([]App{{}}, c.Apps...) {
+		for _, m := range c.appHeaders(a).Identity {
+			all = append(all, strings.ToLower(m.Name))
 		}
-		if len(r.Methods) > 0 {
-			nr.methods = map[string]bool{}
-			for _, m := range r.Methods {
-				nr.methods[m] = true
-			}
+		if ph := c.appHeaders(a).PayloadHeader; ph != "" {
+			all = append(all, strings.ToLower(ph))
 		}
-		p.rules = append(p.rules, nr)
+	}
+	classes := map[string]int{}
+	build := func(name string, a App) *app {
+		h := c.appHeaders(a)
+		key := fmt.Sprintf("%q %q %q", sortedCopy(a.Audiences), h.Identity, h.PayloadHeader)
+		class, ok := classes[key]
+		if !ok {
+			class = len(classes)
+			classes[key] = class
+		}
+		out := &app{name: name, fallback: &rule{action: a.DefaultAction}, audiences: a.Audiences, mapper: newIdentityMapper(h).alsoRemove(all), class: class}
+		for _, r := range a.Routes {
+			out.rules = append(out.rules, newRule(r))
+		}
+		return out
+	}
+	p.def = build("default", App{Routes: c.Routes, DefaultAction: c.DefaultAction})
+	for _, a := range c.Apps {
+		built := build(a.Name, a)
+		p.byName[a.Name] = built
+		for k, v := range a.Match.ContextExtensions {
+			p.selector = k
+			p.byValue[v] = built
+		}
 	}
 	return p
+}
+
+// classes is the number of cache classes the apps use.
+func (p *policy) classes() int {
+	n := p.def.class
+	for _, a := range p.byName {
+		n = max(n, a.class)
+	}
+	return n + 1
+}
+
+func newRule(r Route) *rule {
+	nr := &rule{exact: r.Path, prefix: r.PathPrefix, action: r.Action, rolesAny: r.RolesAny, scopesAll: r.ScopesAll}
+	if h := strings.ToLower(r.Host); strings.HasPrefix(h, "*.") {
+		nr.host, nr.wildcard = h[1:], true
+	} else {
+		nr.host = h
+	}
+	if len(r.Methods) > 0 {
+		nr.methods = map[string]bool{}
+		for _, m := range r.Methods {
+			nr.methods[m] = true
+		}
+	}
+	for k, v := range r.ContextExtensions {
+		nr.ext = append(nr.ext, extPair{k, v})
+	}
+	return nr
+}
+
+func sortedCopy(list []string) []string {
+	if list == nil {
+		return nil
+	}
+	out := slices.Clone(list)
+	slices.Sort(out)
+	return out
 }
 
 // isPreflight: an OPTIONS request with Origin and
@@ -97,19 +205,24 @@ func (p *policy) isPreflight(r *request) bool {
 	return origin != ""
 }
 
-// match returns the rule for the request (the default when none matches).
-func (p *policy) match(r *request) *rule {
+// match returns the app's rule for the request (its default when none matches).
+func (a *app) match(r *request) *rule {
 	host := normalizeHost(r.host)
 	pth := normalizePath(r.path)
-	for _, ru := range p.rules {
-		if ru.matches(host, pth, r.method) {
+	for _, ru := range a.rules {
+		if ru.matches(host, pth, r.method, r.ext) {
 			return ru
 		}
 	}
-	return p.fallback
+	return a.fallback
 }
 
-func (ru *rule) matches(host, pth, method string) bool {
+func (ru *rule) matches(host, pth, method string, ext map[string]string) bool {
+	for _, kv := range ru.ext {
+		if v, ok := ext[kv.key]; !ok || v != kv.value {
+			return false
+		}
+	}
 	switch {
 	case ru.host == "":
 	case ru.wildcard:

@@ -44,8 +44,8 @@ func (o *outcome) decision() string {
 
 // anonymous allows without identity: every mapped header is removed, so a
 // client can never smuggle one upstream.
-func (st *state) anonymous(in *request, r Reason, src tokenSource) outcome {
-	o := outcome{reason: r, remove: st.mapper.names}
+func (st *state) anonymous(in *request, a *app, r Reason, src tokenSource) outcome {
+	o := outcome{reason: r, remove: a.mapper.names}
 	if st.removeAuth && src == fromHeader {
 		o.remove = append(append([]string(nil), o.remove...), "authorization")
 	}
@@ -132,8 +132,8 @@ func (st *state) wwwAuthenticate(d *denial) string {
 	b.WriteString(`Bearer realm="`)
 	b.WriteString(st.realm)
 	b.WriteByte('"')
-	if d.reason == ReasonMissingToken {
-		return b.String()
+	if d.reason == ReasonMissingToken || d.reason == ReasonUnknownApp {
+		return b.String() // no token was judged
 	}
 	code := "invalid_token"
 	if d.reason == ReasonInsufficientScope {
@@ -322,7 +322,7 @@ func addHeader(h http.Header, name string, values []string) {
 // The request is a value so a Check does not allocate it.
 func fromCheckRequest(req *authv3.CheckRequest) request {
 	h := req.GetAttributes().GetRequest().GetHttp()
-	in := request{method: h.GetMethod(), host: h.GetHost(), path: h.GetPath(), headers: h.GetHeaders()}
+	in := request{method: h.GetMethod(), host: h.GetHost(), path: h.GetPath(), headers: h.GetHeaders(), ext: req.GetAttributes().GetContextExtensions()}
 	if len(in.headers) == 0 && h.GetHeaderMap() != nil {
 		in.headers = map[string]string{}
 		for _, kv := range h.GetHeaderMap().GetHeaders() {

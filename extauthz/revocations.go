@@ -95,7 +95,7 @@ func NewRevocationFeed(cfg RevocationFeedConfig) (*RevocationFeed, error) {
 		errs = append(errs, fmt.Errorf("revocations-url %q: must be an absolute http or https URL", cfg.URL))
 	}
 	if cfg.AdminToken == "" {
-		errs = append(errs, errors.New("admin-token: required with --revocations-url (the feed is an admin endpoint)"))
+		errs = append(errs, errors.New("admin-token: required with a revocations URL (the feed is an admin endpoint)"))
 	}
 	for name, d := range map[string]time.Duration{"wait": cfg.Wait, "request timeout": cfg.RequestTimeout, "backoff": cfg.Backoff, "max backoff": cfg.MaxBackoff} {
 		if d < 0 {

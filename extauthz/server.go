@@ -155,25 +155,30 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // verify (cached) → check revocation → authorise → answer. The outcome is
 // a value: a cached allow then allocates nothing here.
 func (st *state) decide(ctx context.Context, in *request) outcome {
-	if st.policy.isPreflight(in) {
-		return st.anonymous(in, ReasonPreflight, fromNowhere)
+	a, unknown := st.policy.selectApp(in)
+	in.app = a
+	if unknown != nil {
+		return st.denied(in, unknown, nil)
 	}
-	route := st.policy.match(in)
+	if st.policy.isPreflight(in) {
+		return st.anonymous(in, a, ReasonPreflight, fromNowhere)
+	}
+	route := a.match(in)
 	token, src, refused := st.tokens.find(in)
 	if refused == nil && token == "" {
 		if route.action == ActionRequired {
 			return st.denied(in, deny(ReasonMissingToken, "a bearer token is required"), nil)
 		}
-		return st.anonymous(in, ReasonAnonymous, src)
+		return st.anonymous(in, a, ReasonAnonymous, src)
 	}
 	var e *entry
 	if refused == nil {
 		var err error
-		e, err = st.verify(ctx, token)
+		e, err = st.verify(ctx, token, a)
 		if err != nil {
 			if unavailable := (*errUnavailable)(nil); errors.As(err, &unavailable) {
 				if route.action == ActionPublic {
-					return st.anonymous(in, ReasonAnonymous, src)
+					return st.anonymous(in, a, ReasonAnonymous, src)
 				}
 				return outcome{reason: ReasonUnavailable, unavailable: unavailable}
 			}
@@ -190,7 +195,7 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 		var err error
 		if refused, err = st.checkRevoked(e); err != nil {
 			if route.action == ActionPublic {
-				return st.anonymous(in, ReasonAnonymous, src)
+				return st.anonymous(in, a, ReasonAnonymous, src)
 			}
 			return outcome{reason: ReasonRevocationsUnavailable, unavailable: err}
 		}
@@ -200,25 +205,26 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 	}
 	if refused != nil {
 		if route.action == ActionPublic {
-			return st.anonymous(in, ReasonAnonymous, src) // a bad token on a public route is ignored
+			return st.anonymous(in, a, ReasonAnonymous, src) // a bad token on a public route is ignored
 		}
 		return st.denied(in, refused, e)
 	}
 	return st.allowed(in, e, src)
 }
 
-// verify answers from the cache or verifies and caches. The cache is keyed
-// on the token's canonical spelling: the exact string is tried first (a
-// hit costs one lookup), then, for a token ending in a high-S ECDSA
+// verify answers from the cache or verifies and caches, for app a (its
+// audiences and identity headers). The cache is keyed on a's class and
+// the token's canonical spelling: the exact string is tried first (a hit
+// costs one lookup), then, for a token ending in a high-S ECDSA
 // signature, its low-S twin (no allocation either); on a miss the token's
 // spelling is checked strictly before anything else.
-func (st *state) verify(ctx context.Context, token string) (*entry, error) {
+func (st *state) verify(ctx context.Context, token string, a *app) (*entry, error) {
 	now := st.clock()
-	if e := st.cache.get(token, now); e != nil {
+	if e := st.cache.get(a.class, token, now); e != nil {
 		st.cache.count(true)
 		return e, nil
 	}
-	if e := st.cache.getTwin(token, now); e != nil {
+	if e := st.cache.getTwin(a.class, token, now); e != nil {
 		st.cache.count(true)
 		return e, nil
 	}
@@ -228,17 +234,17 @@ func (st *state) verify(ctx context.Context, token string) (*entry, error) {
 		return nil, d
 	}
 	if ct.canonical != token {
-		if e := st.cache.get(ct.canonical, now); e != nil {
+		if e := st.cache.get(a.class, ct.canonical, now); e != nil {
 			st.cache.count(true)
 			return e, nil
 		}
 	}
 	st.cache.count(false)
-	v, err := st.verifier.verify(ctx, ct)
+	v, err := st.verifier.verify(ctx, ct, a.audiences)
 	if err != nil {
 		return nil, err
 	}
-	set, unset := st.mapper.headers(v.claims, v.payload)
+	set, unset := a.mapper.headers(v.claims, v.payload)
 	e := newEntry(v, set, unset, st.cache != nil)
 	if rv, ok := lookupClaim(v.claims, st.rolesPath); ok {
 		e.roles = stringList(rv)
@@ -246,7 +252,7 @@ func (st *state) verify(ctx context.Context, token string) (*entry, error) {
 	if sv, ok := lookupClaim(v.claims, st.scopesPath); ok {
 		e.scopes = stringList(sv)
 	}
-	st.cache.add(ct.canonical, e)
+	st.cache.add(a.class, ct.canonical, e)
 	return e, nil
 }
 
@@ -282,6 +288,9 @@ func (s *Server) observe(in *request, o *outcome, start time.Time) {
 	if o.unavailable == nil && o.denial == nil {
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {
 			attrs := []any{"decision", decisionAllow, "reason", o.reason, "method", in.method, "host", in.host, "path", pathOnly(in.path)}
+			if in.app != nil {
+				attrs = append(attrs, "app", in.app.name)
+			}
 			if o.entry != nil {
 				attrs = append(attrs, "sub", o.entry.v.sub, "sid", o.entry.v.sid, "jti", o.entry.v.jti, "kid", o.entry.v.kid)
 			}
@@ -303,6 +312,9 @@ func (s *Server) observe(in *request, o *outcome, start time.Time) {
 		return
 	}
 	attrs := []any{"decision", decisionDeny, "reason", o.reason, "detail", o.denial.description, "method", in.method, "host", in.host, "path", pathOnly(in.path)}
+	if in.app != nil {
+		attrs = append(attrs, "app", in.app.name)
+	}
 	if o.entry != nil {
 		attrs = append(attrs, "sub", o.entry.v.sub, "sid", o.entry.v.sid, "jti", o.entry.v.jti, "kid", o.entry.v.kid)
 	}
@@ -349,7 +361,6 @@ type state struct {
 	tokens        tokenFinder
 	verifier      verifier
 	providers     []*provider
-	mapper        *identityMapper
 	cache         *tokenCache
 	denylist      Denylist
 	rolesPath     []string
@@ -379,7 +390,6 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 		policy:        newPolicy(cfg),
 		tokens:        tokenFinder{cookie: cfg.Token.Cookie, queryParam: cfg.Token.QueryParam, maxBytes: cfg.MaxTokenBytes},
 		verifier:      verifier{byIssuer: map[string]*provider{}, clock: s.opts.Clock, rolesPath: strings.Split(cfg.Authorization.RolesClaim, ".")},
-		mapper:        newIdentityMapper(cfg.Headers),
 		denylist:      s.opts.Denylist,
 		rolesPath:     strings.Split(cfg.Authorization.RolesClaim, "."),
 		scopesPath:    strings.Split(cfg.Authorization.ScopesClaim, "."),
@@ -402,7 +412,7 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 		st.denylistFailOpen = fo.FailOpen()
 	}
 	if !cfg.Cache.Disabled {
-		if st.cache, err = newTokenCache(cfg.Cache.Size, cfg.Cache.MaxBytes, s.metrics); err != nil {
+		if st.cache, err = newTokenCache(cfg.Cache.Size, cfg.Cache.MaxBytes, st.policy.classes(), s.metrics); err != nil {
 			return st, fmt.Errorf("cache: %w", err)
 		}
 	}
@@ -473,6 +483,12 @@ func (s *Server) buildProvider(ctx context.Context, pc Provider) (*provider, err
 		if err := startFileSource(ctx, src, pc.JWKSFile, pc.FilePollInterval.Duration); err != nil {
 			return nil, err
 		}
+	case pc.Discovery:
+		d, err := startDiscovery(ctx, src, pc, s.opts.HTTPClient, s.opts.FetchBackoff)
+		if err != nil {
+			return nil, err
+		}
+		p.discovery = d
 	case pc.JWKSURL != "":
 		u, err := startURLSource(ctx, src, pc, s.opts.HTTPClient, s.opts.FetchBackoff)
 		if err != nil {

@@ -15,6 +15,13 @@ type request struct {
 	// headers has lower-case names; repeated headers are joined with ","
 	// (cookies with "; "), as Envoy does.
 	headers map[string]string
+	// ext are the CheckRequest's context_extensions (nil for forward-auth).
+	ext map[string]string
+	// appName is forward_auth.app_header's value, when appNamed.
+	appName  string
+	appNamed bool
+	// app is the app selected for the request (set by decide, for logs).
+	app *app
 }
 
 func (r *request) header(name string) string { return r.headers[name] }

@@ -90,13 +90,14 @@ func (c Config) Validate() error {
 	if c.Token.Cookie != "" && !validToken(c.Token.Cookie) {
 		add("token.cookie", "%q is not a valid cookie name", c.Token.Cookie)
 	}
-	c.validateHeaders(add)
+	c.validateHeaders(c.Headers, "headers", add)
 	if !validAction(c.DefaultAction) {
 		add("default_action", "must be public, optional or required, not %q", c.DefaultAction)
 	}
 	for i, r := range c.Routes {
 		r.validate(fmt.Sprintf("routes[%d]", i), add)
 	}
+	c.validateApps(add)
 	if err := checkClaimPath(c.Authorization.RolesClaim); err != nil {
 		add("authorization.roles_claim", "%v", err)
 	}
@@ -119,6 +120,21 @@ func (c Config) Validate() error {
 	case ProxyEnvoy, ProxyNginx, ProxyTraefik, ProxyCaddy:
 	default:
 		add("forward_auth.proxy", "must be envoy, nginx, traefik or caddy, not %q", c.ForwardAuth.Proxy)
+	}
+	if h := c.ForwardAuth.AppHeader; h != "" {
+		lh := strings.ToLower(h)
+		switch {
+		case !validToken(h):
+			add("forward_auth.app_header", "%q is not a valid header name", h)
+		case reservedHeader(lh) != "":
+			add("forward_auth.app_header", "%q is reserved: it %s", h, reservedHeader(lh))
+		case lh == "origin" || lh == "access-control-request-method":
+			add("forward_auth.app_header", "%q is the client's own header", h)
+		case c.ForwardAuth.Proxy == ProxyEnvoy:
+			add("forward_auth.app_header", "needs forward_auth.proxy nginx, traefik or caddy (Envoy selects apps with context_extensions over gRPC)")
+		case len(c.Apps) == 0:
+			add("forward_auth.app_header", "there are no apps to select")
+		}
 	}
 	if c.Cache.Size < 0 {
 		add("cache.size", "must be positive")
@@ -155,6 +171,8 @@ func (p Provider) validate(path string, add func(string, string, ...any)) {
 	}
 	hasSecret := p.HMACSecret != "" || p.HMACSecretFile != ""
 	switch {
+	case p.Discovery:
+		p.validateDiscovery(path, sources > 0, hasSecret, add)
 	case sources > 1:
 		add(path, "set only one of jwks_url, jwks_file and jwks")
 	case sources == 0 && !hasSecret:
@@ -233,9 +251,106 @@ func (p Provider) validate(path string, add func(string, string, ...any)) {
 	}
 }
 
-func (c Config) validateHeaders(add func(string, string, ...any)) {
+// validateDiscovery checks a provider with discovery: true. The issuer is
+// the base of the document's URL, so it must be an absolute http(s) URL
+// without query, fragment or credentials (RFC 8414 §2).
+func (p Provider) validateDiscovery(path string, hasSource, hasSecret bool, add func(string, string, ...any)) {
+	if hasSource {
+		add(path+".discovery", "excludes jwks_url, jwks_file and jwks (the keys come from the discovered jwks_uri)")
+	}
+	if hasSecret {
+		add(path+".discovery", "excludes hmac_secret and hmac_secret_file")
+	}
+	if p.Issuer == "" {
+		return // reported as required
+	}
+	if _, err := discoveryURL(p.Issuer); err != nil {
+		add(path+".issuer", "%v", err)
+	}
+}
+
+// validateApps checks apps: unique names, one shared selector key with a
+// distinct value per app, and each app's routes, audiences and headers.
+func (c Config) validateApps(add func(string, string, ...any)) {
+	names := map[string]int{}
+	values := map[string]int{}
+	selector, selectorFrom := "", ""
+	for i, a := range c.Apps {
+		path := fmt.Sprintf("apps[%d]", i)
+		switch {
+		case a.Name == "":
+			add(path+".name", "is required")
+		case a.Name == "default":
+			add(path+".name", "\"default\" is the top-level rule set")
+		case !validToken(a.Name):
+			add(path+".name", "%q must be a token (letters, digits, -, _, .)", a.Name)
+		default:
+			if j, dup := names[a.Name]; dup {
+				add(path+".name", "duplicates apps[%d].name", j)
+			}
+			names[a.Name] = i
+		}
+		mpath := path + ".match.context_extensions"
+		if len(a.Match.ContextExtensions) != 1 {
+			add(mpath, "must have exactly one key and value (e.g. app: web), not %d", len(a.Match.ContextExtensions))
+		}
+		for k, v := range a.Match.ContextExtensions {
+			if len(a.Match.ContextExtensions) != 1 {
+				break
+			}
+			switch {
+			case k == "" || v == "":
+				add(mpath, "the key and value must not be empty")
+			case selector == "":
+				selector, selectorFrom = k, path
+				values[v] = i
+			case k != selector:
+				add(mpath, "key %q differs from %s's %q: every app is selected by the same key", k, selectorFrom, selector)
+			default:
+				if j, dup := values[v]; dup {
+					add(mpath, "%s: %s also selects apps[%d]", k, v, j)
+				}
+				values[v] = i
+			}
+		}
+		for j, r := range a.Routes {
+			r.validate(fmt.Sprintf("%s.routes[%d]", path, j), add)
+		}
+		if !validAction(a.DefaultAction) {
+			add(path+".default_action", "must be public, optional or required, not %q", a.DefaultAction)
+		}
+		for j, aud := range a.Audiences {
+			if aud == "" {
+				add(fmt.Sprintf("%s.audiences[%d]", path, j), "must not be empty")
+			}
+		}
+		if a.Headers != nil {
+			c.validateHeaders(c.appHeaders(a), path+".headers", add)
+		}
+	}
+}
+
+// appHeaders is the header configuration of app a: the top-level one with
+// a's identity mapping and payload header where a sets them.
+func (c Config) appHeaders(a App) HeaderConfig {
+	h := c.Headers
+	if a.Headers != nil {
+		if a.Headers.Identity != nil {
+			h.Identity = a.Headers.Identity
+		}
+		if a.Headers.PayloadHeader != "" {
+			h.PayloadHeader = a.Headers.PayloadHeader
+		}
+	}
+	return h
+}
+
+// validateHeaders checks the header configuration h found at path
+// ("headers", or an app's "apps[i].headers", whose encoding and expiry
+// header are the top-level ones and are reported there only).
+func (c Config) validateHeaders(h HeaderConfig, at string, add func(string, string, ...any)) {
 	seen := map[string]string{}
-	expires := strings.ToLower(c.Headers.ExpiresInHeader)
+	expires := strings.ToLower(h.ExpiresInHeader)
 	claim := func(name, path string) {
 		lname := strings.ToLower(name)
 		switch {
@@ -252,15 +367,21 @@ func (c Config) validateHeaders(add func(string, string, ...any)) {
 			seen[lname] = path
 		}
 	}
-	for i, m := range c.Headers.Identity {
-		path := fmt.Sprintf("headers.identity[%d]", i)
+	for i, m := range h.Identity {
+		path := fmt.Sprintf("%s.identity[%d]", at, i)
 		claim(m.Name, path+".name")
 		if err := checkClaimPath(m.Claim); err != nil {
 			add(path+".claim", "%v", err)
 		}
+		if strings.EqualFold(m.Name, c.ForwardAuth.AppHeader) {
+			add(path+".name", "%q is forward_auth.app_header", m.Name)
+		}
 	}
-	if c.Headers.PayloadHeader != "" {
-		claim(c.Headers.PayloadHeader, "headers.payload_header")
+	if h.PayloadHeader != "" {
+		claim(h.PayloadHeader, at+".payload_header")
+	}
+	if at != "headers" {
+		return
 	}
 	if why := reservedHeader(expires); why != "" {
 		add("headers.expires_in_header", "%q is reserved: it %s", c.Headers.ExpiresInHeader, why)
@@ -297,6 +418,11 @@ func (r Route) validate(path string, add func(string, string, ...any)) {
 	}
 	if r.Action != ActionRequired && (len(r.RolesAny) > 0 || len(r.ScopesAll) > 0) {
 		add(path, "roles_any and scopes_all need action: required")
+	}
+	for k, v := range r.ContextExtensions {
+		if k == "" || v == "" {
+			add(path+".context_extensions", "the key and value must not be empty")
+		}
 	}
 }
 

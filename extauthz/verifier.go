@@ -35,6 +35,7 @@ type provider struct {
 	hmac        *verifyKey // HS256 secret, when configured
 	keys        *keySource // nil when only an HMAC secret is configured
 	url         *urlSource
+	discovery   *discovery // set with discovery: true (url is then nil)
 
 	// allowedRoles, when not nil, is every role the issuer may assert;
 	// subjectPrefix must begin every sub.
@@ -61,6 +62,9 @@ func (p *provider) hasKey(id string) bool {
 func (p *provider) close() {
 	if p.url != nil {
 		p.url.close()
+	}
+	if p.discovery != nil {
+		p.discovery.close()
 	}
 }
 
@@ -99,7 +103,8 @@ type verifier struct {
 // verify returns the verified token, or a denial, or an *errUnavailable
 // when the provider has never loaded keys. The token's spelling has been
 // checked (splitToken); the canonical spelling is what is verified.
-func (v *verifier) verify(ctx context.Context, ct *compactToken) (*verified, error) {
+// audiences, when not nil, replace the provider's (an app's audiences).
+func (v *verifier) verify(ctx context.Context, ct *compactToken, audiences []string) (*verified, error) {
 	claims, err := decodeClaims(ct.payload)
 	if err != nil {
 		return nil, deny(ReasonInvalidToken, "the token payload is not a JSON object")
@@ -123,7 +128,10 @@ func (v *verifier) verify(ctx context.Context, ct *compactToken) (*verified, err
 		return nil, deny(ReasonInvalidToken, "the token payload is not one JSON object with unique keys")
 	}
 	out := &verified{provider: prov, keyID: key.id, alg: hdr.Alg, kid: hdr.Kid, claims: claims, payload: ct.payload}
-	if d := prov.checkClaims(claims, v.clock(), out); d != nil {
+	if audiences == nil {
+		audiences = prov.audiences
+	}
+	if d := prov.checkClaims(claims, v.clock(), audiences, out); d != nil {
 		return nil, d
 	}
 	if d := prov.checkAssertions(claims, v.rolesPath); d != nil {
@@ -153,7 +161,7 @@ func (p *provider) checkHeader(h *jwsHeader) error {
 	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
 		return deny(ReasonInvalidToken, "unsigned tokens are refused")
 	}
-	if _, ok := p.algs[h.Alg]; !ok {
+	if _, ok := p.algs[h.Alg]; !ok || (p.keys != nil && !p.keys.algAllowed(h.Alg)) {
 		return deny(ReasonInvalidToken, "the signing algorithm is not allowed")
 	}
 	if len(h.Crit) > 0 {
@@ -229,8 +237,8 @@ func (p *provider) verifySignature(ctx context.Context, token string, h *jwsHead
 
 // checkClaims checks iss (already matched), aud, exp, nbf, iat and the
 // optional maximum lifetime, with leeway, and sets out.exp.
-func (p *provider) checkClaims(c map[string]any, now time.Time, out *verified) *denial {
-	if !p.audienceOK(c["aud"]) {
+func (p *provider) checkClaims(c map[string]any, now time.Time, audiences []string, out *verified) *denial {
+	if !audienceOK(c["aud"], audiences) {
 		return deny(ReasonInvalidToken, "the audience is not accepted")
 	}
 	// No identity without a subject: checked before exp, so a token that
@@ -307,13 +315,13 @@ func (p *provider) checkAssertions(c map[string]any, rolesPath []string) *denial
 	return nil
 }
 
-func (p *provider) audienceOK(aud any) bool {
+func audienceOK(aud any, audiences []string) bool {
 	switch a := aud.(type) {
 	case string:
-		return contains(p.audiences, a)
+		return contains(audiences, a)
 	case []any:
 		for _, v := range a {
-			if s, ok := v.(string); ok && contains(p.audiences, s) {
+			if s, ok := v.(string); ok && contains(audiences, s) {
 				return true
 			}
 		}

@@ -114,23 +114,24 @@ func Defaults() Config {
 }
 
 // Validate checks c without side effects and returns every problem, each
-// naming its field.
+// starting with the name of its field (AccessTTL, CORSAllowedOrigins[2], …);
+// a command maps those names to its own (flag names).
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
 	if c.Issuer == "" {
-		bad("issuer", "required (the iss claim of access tokens)")
+		bad("Issuer", "required (the iss claim of access tokens)")
 	} else if u, err := url.Parse(c.Issuer); err != nil || u.Scheme == "" || u.Host == "" {
-		bad("issuer", "must be an absolute URL, got %q", c.Issuer)
+		bad("Issuer", "must be an absolute URL, got %q", c.Issuer)
 	}
 	if len(c.Audience) == 0 {
-		bad("audience", "at least one audience is required")
+		bad("Audience", "at least one audience is required")
 	}
 	for i, a := range c.Audience {
 		if strings.TrimSpace(a) == "" {
-			bad(fmt.Sprintf("audience[%d]", i), "empty")
+			bad(fmt.Sprintf("Audience[%d]", i), "empty")
 		}
 	}
 	positive := func(field string, d time.Duration) {
@@ -138,25 +139,25 @@ func (c Config) Validate() error {
 			bad(field, "must be positive, got %s", d)
 		}
 	}
-	positive("access-ttl", c.AccessTTL)
-	positive("refresh-ttl", c.RefreshTTL)
-	positive("session-max-age", c.SessionMaxAge)
-	positive("reuse-grace", c.ReuseGrace)
-	positive("store-timeout", c.StoreTimeout)
-	positive("revocations-max-wait", c.RevocationsMaxWait)
+	positive("AccessTTL", c.AccessTTL)
+	positive("RefreshTTL", c.RefreshTTL)
+	positive("SessionMaxAge", c.SessionMaxAge)
+	positive("ReuseGrace", c.ReuseGrace)
+	positive("StoreTimeout", c.StoreTimeout)
+	positive("RevocationsMaxWait", c.RevocationsMaxWait)
 	if c.SessionMaxAge > 0 && c.RefreshTTL > c.SessionMaxAge {
-		bad("refresh-ttl", "%s is longer than session-max-age %s", c.RefreshTTL, c.SessionMaxAge)
+		bad("RefreshTTL", "%s is longer than SessionMaxAge %s", c.RefreshTTL, c.SessionMaxAge)
 	}
 	if c.ReuseGrace > 0 && c.AccessTTL > 0 && c.ReuseGrace >= c.AccessTTL {
-		bad("reuse-grace", "%s must be shorter than access-ttl %s", c.ReuseGrace, c.AccessTTL)
+		bad("ReuseGrace", "%s must be shorter than AccessTTL %s", c.ReuseGrace, c.AccessTTL)
 	}
 	if c.AdminToken == "" {
-		bad("admin-token", "required (or --admin-token-file)")
+		bad("AdminToken", "required")
 	} else if len(c.AdminToken) < 16 {
-		bad("admin-token", "must be at least 16 characters")
+		bad("AdminToken", "must be at least 16 characters")
 	}
 	for i, o := range c.CORSAllowedOrigins {
-		field := fmt.Sprintf("cors-allowed-origins[%d]", i)
+		field := fmt.Sprintf("CORSAllowedOrigins[%d]", i)
 		if o == "*" {
 			bad(field, "\"*\" cannot be used with credentials; list exact origins")
 			continue
@@ -169,33 +170,36 @@ func (c Config) Validate() error {
 	switch c.RefreshTokenTransport {
 	case TransportBody, TransportCookie, TransportBoth:
 	default:
-		bad("refresh-token-transport", "must be body, cookie or both, got %q", c.RefreshTokenTransport)
+		bad("RefreshTokenTransport", "must be body, cookie or both, got %q", c.RefreshTokenTransport)
 	}
 	if !strings.HasPrefix(c.CookiePath, "/") || strings.ContainsAny(c.CookiePath, "; \t\r\n") {
-		bad("cookie-path", "must be an absolute path like /v1/token, got %q", c.CookiePath)
+		bad("CookiePath", "must be an absolute path like /v1/token, got %q", c.CookiePath)
 	}
 	if c.RecentSize <= 0 {
-		bad("recent-size", "must be positive, got %d", c.RecentSize)
+		bad("RecentSize", "must be positive, got %d", c.RecentSize)
 	}
-	if c.RateLimitIP < 0 || c.RateLimitSession < 0 {
-		bad("rate-limit", "rates must not be negative")
+	if c.RateLimitIP < 0 {
+		bad("RateLimitIP", "must not be negative")
+	}
+	if c.RateLimitSession < 0 {
+		bad("RateLimitSession", "must not be negative")
 	}
 	if c.RateLimitIP > 0 && c.RateLimitIPBurst < 1 {
-		bad("rate-limit-ip-burst", "must be at least 1")
+		bad("RateLimitIPBurst", "must be at least 1")
 	}
 	if c.RateLimitSession > 0 && c.RateLimitSessionBurst < 1 {
-		bad("rate-limit-session-burst", "must be at least 1")
+		bad("RateLimitSessionBurst", "must be at least 1")
 	}
 	if c.MaxBodyBytes < 1024 {
-		bad("max-body-bytes", "must be at least 1024, got %d", c.MaxBodyBytes)
+		bad("MaxBodyBytes", "must be at least 1024, got %d", c.MaxBodyBytes)
 	}
 	if c.JWKSMaxAge < 0 {
-		bad("jwks-max-age", "must not be negative")
+		bad("JWKSMaxAge", "must not be negative")
 	}
 	switch strings.ToLower(c.ClientIPHeader) {
 	case "", "x-forwarded-for", "x-real-ip":
 	default:
-		bad("client-ip-header", "must be X-Forwarded-For or X-Real-IP, got %q", c.ClientIPHeader)
+		bad("ClientIPHeader", "must be X-Forwarded-For or X-Real-IP, got %q", c.ClientIPHeader)
 	}
 	return errors.Join(errs...)
 }

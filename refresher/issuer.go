@@ -127,7 +127,7 @@ func (i *Issuer) StartSession(ctx context.Context, req SessionRequest) (Pair, er
 	}
 	idle := i.cfg.RefreshTTL
 	if req.IdleTTL < 0 || req.IdleTTL > i.cfg.RefreshTTL {
-		return Pair{}, invalidRequest("idle_ttl: must be between 1s and %s (--refresh-ttl), got %s", i.cfg.RefreshTTL, req.IdleTTL)
+		return Pair{}, invalidRequest("idle_ttl: must be between 1s and %s (the refresh TTL), got %s", i.cfg.RefreshTTL, req.IdleTTL)
 	}
 	if req.IdleTTL > 0 {
 		idle = req.IdleTTL

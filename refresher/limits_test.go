@@ -150,14 +150,18 @@ func TestConfigValidateListsEveryProblem(t *testing.T) {
 	if err == nil {
 		t.Fatal("Validate accepted a bad config")
 	}
-	for _, want := range []string{"issuer:", "audience:", "access-ttl:", "refresh-ttl:", "admin-token:",
-		"cors-allowed-origins[0]:", "cors-allowed-origins[2]:", "refresh-token-transport:"} {
+	for _, want := range []string{"Issuer:", "Audience:", "AccessTTL:", "RefreshTTL:", "AdminToken:",
+		"CORSAllowedOrigins[0]:", "CORSAllowedOrigins[2]:", "RefreshTokenTransport:"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate error lacks %q:\n%v", want, err)
 		}
 	}
-	if strings.Contains(err.Error(), "cors-allowed-origins[1]") {
+	if strings.Contains(err.Error(), "CORSAllowedOrigins[1]") {
 		t.Error("a good origin was reported")
+	}
+	// A library names fields, never the command's flags.
+	if strings.Contains(err.Error(), "--") {
+		t.Errorf("Validate error names a flag:\n%v", err)
 	}
 }
 

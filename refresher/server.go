@@ -137,6 +137,7 @@ func (s *Server) Routes() http.Handler {
 	mux.Handle("GET /v1/revocations", s.admin(s.handleRevocations))
 
 	mux.HandleFunc("GET /.well-known/jwks.json", s.handleJWKS)
+	mux.HandleFunc("GET "+metadataPath, s.handleMetadata)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -17,7 +17,7 @@ import (
 // nil, the top level is an object whose keys must be among fields, spelled
 // exactly. Errors name the field by its path (claims.org.teams[1].id).
 //
-// The body has already been size-limited (--max-body-bytes), which also
+// The body has already been size-limited (Config.MaxBodyBytes), which also
 // bounds its depth.
 func checkJSONKeys(body []byte, fields []string) error {
 	dec := json.NewDecoder(bytes.NewReader(body))

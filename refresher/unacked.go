@@ -23,7 +23,7 @@ import (
 // answers is decided by the store alone (see docs/operations.md, "Redis
 // under faults"). Entries hold the pair sealed under the parent token, as
 // the recent pairs do, so memory holds no usable token; the LRU is bounded
-// by --recent-size entries and filled only by failed store calls.
+// by Config.RecentSize entries and filled only by failed store calls.
 type unacked struct {
 	lru *lru.Cache[string, unackedEntry]
 }

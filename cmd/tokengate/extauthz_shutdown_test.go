@@ -48,7 +48,7 @@ func waitRefused(t *testing.T, addr string) {
 }
 
 // Graceful shutdown: a check in flight when the context ends still gets
-// its answer, and serveExtauthz returns cleanly after it. The check is
+// its answer, and extauthz.Run returns cleanly after it. The check is
 // released only once the shutdown can be seen from outside — health Watch
 // NOT_SERVING, then the Watch stream ended, then the gRPC listener
 // refusing connections — so a server that cut connections (Stop for
@@ -64,16 +64,16 @@ func TestServeExtauthzFinishesInFlightCheck(t *testing.T) {
 	defer cancel()
 	served := make(chan error, 1)
 	go func() {
-		served <- serveExtauthz(ctx, cfg, extauthzRun{
-			GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Denylist: dl,
+		served <- extauthz.Run(ctx, cfg, extauthz.RunConfig{
+			GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
 			OnListening: func(g, _ net.Addr) { addrs <- g },
-		})
+		}, extauthz.Options{Denylist: dl})
 	}()
 	var grpcAddr net.Addr
 	select {
 	case grpcAddr = <-addrs:
 	case err := <-served:
-		t.Fatalf("serveExtauthz: %v", err)
+		t.Fatalf("extauthz.Run: %v", err)
 	}
 	conn, err := grpc.NewClient(grpcAddr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -111,6 +111,6 @@ func TestServeExtauthzFinishesInFlightCheck(t *testing.T) {
 		t.Fatalf("in-flight check answer %v", resp)
 	}
 	if err := <-served; err != nil {
-		t.Fatalf("serveExtauthz: %v", err)
+		t.Fatalf("extauthz.Run: %v", err)
 	}
 }

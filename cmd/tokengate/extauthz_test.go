@@ -6,8 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,12 +21,14 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/tokengate/tokengate/extauthz"
+	"github.com/tokengate/tokengate/internal/devmode"
 	"github.com/tokengate/tokengate/internal/keyset"
 	"github.com/tokengate/tokengate/internal/proctest"
 )
@@ -74,7 +78,7 @@ cors:
 
 func (f *eaFixture) token(t *testing.T, audience string) string {
 	t.Helper()
-	tok, err := signDevToken(f.keys, "https://issuer.test", audience, time.Hour)
+	tok, err := devmode.SignToken(f.keys, "https://issuer.test", audience, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,19 +344,20 @@ func TestValidateConfigCommand(t *testing.T) {
 // sample token that passes Check.
 func TestExtauthzDevToken(t *testing.T) {
 	dir := t.TempDir()
-	old := devKeyPath
-	devKeyPath = filepath.Join(dir, ".tokengate", "extauthz-dev-key.json")
-	t.Cleanup(func() { devKeyPath = old })
+	old := devmode.ExtauthzKeyPath
+	devmode.ExtauthzKeyPath = filepath.Join(dir, ".tokengate", "extauthz-dev-key.json")
+	t.Cleanup(func() { devmode.ExtauthzKeyPath = old })
 	f := extauthzFlags{dev: true}
-	tok, err := f.setUpDev(io.Discard)
+	dev, err := f.setUpDev()
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok := dev.Token
 	cfg, err := f.loadConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Providers[0].JWKS) == 0 || cfg.Providers[0].Issuer != devIssuer {
+	if len(cfg.Providers[0].JWKS) == 0 || cfg.Providers[0].Issuer != devmode.DefaultIssuer() {
 		t.Fatalf("dev config %+v", cfg.Providers[0])
 	}
 	srv, err := extauthz.NewServer(cfg, extauthz.Options{})
@@ -367,17 +372,17 @@ func TestExtauthzDevToken(t *testing.T) {
 		t.Fatalf("dev token: %v %v", resp, err)
 	}
 	// A restart reuses the key, so earlier tokens stay valid.
-	before, _ := os.ReadFile(devKeyPath)
+	before, _ := os.ReadFile(devmode.ExtauthzKeyPath)
 	f2 := extauthzFlags{dev: true}
-	if _, err := f2.setUpDev(io.Discard); err != nil {
+	if _, err := f2.setUpDev(); err != nil {
 		t.Fatal(err)
 	}
-	after, _ := os.ReadFile(devKeyPath)
+	after, _ := os.ReadFile(devmode.ExtauthzKeyPath)
 	if !bytes.Equal(before, after) {
 		t.Fatal("the dev key was regenerated")
 	}
 	var w bytes.Buffer
-	printDevWalkthrough(&w, tok, fakeAddr("127.0.0.1:9001"), fakeAddr("127.0.0.1:9002"))
+	devmode.PrintExtauthz(&w, tok, fakeAddr("127.0.0.1:9001"), fakeAddr("127.0.0.1:9002"))
 	for _, want := range []string{"export TOKEN=" + tok, "curl -i -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:9002/authz/hello", "grpcurl -plaintext"} {
 		if !strings.Contains(w.String(), want) {
 			t.Errorf("walkthrough lacks %q", want)
@@ -387,7 +392,7 @@ func TestExtauthzDevToken(t *testing.T) {
 	parts := strings.Split(tok, ".")
 	b, _ := decodeB64(parts[1])
 	json.Unmarshal(b, &claims)
-	if claims["aud"] != devAudience {
+	if claims["aud"] != devmode.Audience {
 		t.Fatalf("dev token aud %v", claims["aud"])
 	}
 }
@@ -400,3 +405,29 @@ func (a fakeAddr) String() string  { return string(a) }
 func decodeB64(s string) ([]byte, error) { return base64RawURL.DecodeString(s) }
 
 var base64RawURL = base64.RawURLEncoding
+
+// `tokengate refresher --dev` and `tokengate extauthz --dev` default to
+// the same issuer and audience (internal/devmode), so a dev token of one
+// is accepted by the other.
+func TestDevDefaultsAgree(t *testing.T) {
+	old := devmode.ExtauthzKeyPath
+	devmode.ExtauthzKeyPath = filepath.Join(t.TempDir(), "extauthz-dev-key.json")
+	t.Cleanup(func() { devmode.ExtauthzKeyPath = old })
+	var rf refresherFlags
+	rf.register(flag.NewFlagSet("refresher", flag.ContinueOnError))
+	rf.dev, rf.store, rf.adminToken = true, "memory://", "0123456789abcdef0123"
+	s, err := rf.build(context.Background(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.opts.Store.Close()
+	var ef extauthzFlags
+	ef.register(flag.NewFlagSet("extauthz", flag.ContinueOnError))
+	ef.dev = true
+	if _, err := ef.setUpDev(); err != nil {
+		t.Fatal(err)
+	}
+	if s.cfg.Issuer != ef.issuer || len(s.cfg.Audience) != 1 || s.cfg.Audience[0] != ef.audience || ef.audience != devmode.Audience {
+		t.Fatalf("refresher --dev iss %q aud %q; extauthz --dev iss %q aud %q", s.cfg.Issuer, s.cfg.Audience, ef.issuer, ef.audience)
+	}
+}

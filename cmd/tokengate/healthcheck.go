@@ -5,17 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
 	"github.com/tokengate/tokengate/internal/envflag"
+	"github.com/tokengate/tokengate/internal/probe"
 )
 
 // runHealthcheck probes a running service once and exits 0 when it is healthy,
@@ -62,9 +56,9 @@ func runHealthcheck(ctx context.Context, e env) error {
 	defer cancel()
 	switch u.Scheme {
 	case "http", "https":
-		err = probeHTTP(ctx, u.String())
+		err = probe.HTTP(ctx, u.String())
 	case "grpc":
-		err = probeGRPC(ctx, u.Host, *service)
+		err = probe.GRPC(ctx, u.Host, *service)
 	default:
 		return fmt.Errorf("%w: target scheme %q: use http, https or grpc", errUsage, u.Scheme)
 	}
@@ -73,43 +67,4 @@ func runHealthcheck(ctx context.Context, e env) error {
 	}
 	_, err = fmt.Fprintf(e.stdout, "healthy: %s\n", *target)
 	return err
-}
-
-func probeHTTP(ctx context.Context, target string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
-	if err != nil {
-		return err
-	}
-	// A fresh client: no proxy from the environment, no redirects followed,
-	// since a probe must see the service itself.
-	client := &http.Client{
-		Transport:     &http.Transport{Proxy: nil},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("%s answered %s: %s", target, resp.Status, strings.TrimSpace(string(body)))
-	}
-	return nil
-}
-
-func probeGRPC(ctx context.Context, addr, service string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("dial %s: %w", addr, err)
-	}
-	defer conn.Close()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service}, grpc.WaitForReady(false))
-	if err != nil {
-		return fmt.Errorf("grpc health check %s: %w", addr, err)
-	}
-	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("grpc health %s: %s", addr, resp.GetStatus())
-	}
-	return nil
 }

@@ -1,33 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
 
 	"github.com/tokengate/tokengate/internal/envflag"
 	"github.com/tokengate/tokengate/internal/keyset"
-)
-
-// In-cluster service-account files, mounted by Kubernetes into every pod.
-const (
-	saDir       = "/var/run/secrets/kubernetes.io/serviceaccount"
-	saTokenFile = saDir + "/token"
-	saCAFile    = saDir + "/ca.crt"
-	saNSFile    = saDir + "/namespace"
+	"github.com/tokengate/tokengate/internal/kubesecret"
 )
 
 // keygenConfig is the parsed command line of `tokengate keygen`.
@@ -49,9 +35,7 @@ type keygenConfig struct {
 // private JWK to a file, to stdout, or into a Kubernetes Secret. The Secret
 // path is what the Helm chart's pre-install/pre-upgrade hook runs: it creates
 // the Secret only when it does not exist yet, so an upgrade keeps the key and
-// every token it signed stays valid. It talks to the API server with plain
-// net/http and the pod's service account, so the product binary carries no
-// Kubernetes client library.
+// every token it signed stays valid (internal/kubesecret).
 func runKeygen(ctx context.Context, e env) error {
 	var c keygenConfig
 	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
@@ -64,8 +48,8 @@ func runKeygen(ctx context.Context, e env) error {
 	fs.StringVar(&c.secretKey, "kubernetes-secret-key", "signing-key.jwk", "data key of the Secret that holds the JWK")
 	fs.StringVar(&c.namespace, "kubernetes-namespace", "", "namespace of the Secret (default: the pod's own, from the service-account mount)")
 	fs.StringVar(&c.apiURL, "kubernetes-api", "", "API server URL (default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)")
-	fs.StringVar(&c.tokenFile, "kubernetes-token-file", saTokenFile, "service-account bearer token file")
-	fs.StringVar(&c.caFile, "kubernetes-ca-file", saCAFile, "CA bundle that signed the API server's certificate")
+	fs.StringVar(&c.tokenFile, "kubernetes-token-file", kubesecret.TokenFile, "service-account bearer token file")
+	fs.StringVar(&c.caFile, "kubernetes-ca-file", kubesecret.CAFile, "CA bundle that signed the API server's certificate")
 	fs.DurationVar(&c.timeout, "kubernetes-timeout", 30*time.Second, "give up on the API server after this long")
 	fs.Usage = envflag.Usage(fs, "TOKENGATE_")
 	if done, err := parseFlags(fs, e); done || err != nil {
@@ -124,14 +108,14 @@ func newKeyJSON(alg jwa.SignatureAlgorithm) ([]byte, string, error) {
 // keygenSecret creates the Secret unless it exists. The key is generated only
 // when it will be stored, and is never printed.
 func keygenSecret(ctx context.Context, e env, c keygenConfig, generate func() ([]byte, string, error)) error {
-	api, err := newKubeAPI(c, e.getenv)
+	api, err := newKubeClient(c, e.getenv)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	where := api.namespace + "/" + c.secret
-	exists, err := api.secretExists(ctx, c.secret)
+	where := api.Namespace() + "/" + c.secret
+	exists, err := api.Exists(ctx, c.secret)
 	if err != nil {
 		return err
 	}
@@ -143,7 +127,7 @@ func keygenSecret(ctx context.Context, e env, c keygenConfig, generate func() ([
 	if err != nil {
 		return err
 	}
-	created, err := api.createSecret(ctx, c.secret, map[string][]byte{c.secretKey: append(data, '\n')})
+	created, err := api.Create(ctx, c.secret, map[string][]byte{c.secretKey: append(data, '\n')})
 	if err != nil {
 		return err
 	}
@@ -156,146 +140,22 @@ func keygenSecret(ctx context.Context, e env, c keygenConfig, generate func() ([
 	return err
 }
 
-// kubeAPI is the sliver of the Kubernetes API keygen needs.
-type kubeAPI struct {
-	base      *url.URL
-	token     string
-	namespace string
-	client    *http.Client
-}
-
-func newKubeAPI(c keygenConfig, getenv func(string) string) (*kubeAPI, error) {
-	raw := c.apiURL
-	if raw == "" {
-		host, port := getenv("KUBERNETES_SERVICE_HOST"), getenv("KUBERNETES_SERVICE_PORT")
-		if host == "" || port == "" {
+// newKubeClient resolves the --kubernetes-* flags (defaults: the pod's
+// in-cluster API and namespace) into an API client.
+func newKubeClient(c keygenConfig, getenv func(string) string) (*kubesecret.Client, error) {
+	api := c.apiURL
+	if api == "" {
+		var ok bool
+		if api, ok = kubesecret.InClusterURL(getenv); !ok {
 			return nil, fmt.Errorf("%w: --kubernetes-secret needs the in-cluster API (KUBERNETES_SERVICE_HOST/PORT are unset) or --kubernetes-api", errUsage)
 		}
-		raw = "https://" + net.JoinHostPort(host, port)
 	}
-	base, err := url.Parse(raw)
-	if err != nil || base.Scheme != "https" || base.Host == "" {
-		return nil, fmt.Errorf("%w: --kubernetes-api %q: must be an https URL", errUsage, raw)
+	k, err := kubesecret.New(kubesecret.Config{APIURL: api, TokenFile: c.tokenFile, CAFile: c.caFile, Namespace: c.namespace})
+	switch {
+	case errors.Is(err, kubesecret.ErrNotHTTPS):
+		return nil, fmt.Errorf("%w: --kubernetes-api %q: must be an https URL", errUsage, api)
+	case errors.Is(err, kubesecret.ErrNoNamespace):
+		return nil, fmt.Errorf("%w: --kubernetes-namespace is unset and %w", errUsage, err)
 	}
-	token, err := os.ReadFile(c.tokenFile)
-	if err != nil {
-		return nil, fmt.Errorf("read service-account token: %w", err)
-	}
-	caPEM, err := os.ReadFile(c.caFile)
-	if err != nil {
-		return nil, fmt.Errorf("read API server CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("%s: no PEM certificate found", c.caFile)
-	}
-	ns := c.namespace
-	if ns == "" {
-		b, err := os.ReadFile(saNSFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: --kubernetes-namespace is unset and the pod namespace is unreadable: %w", errUsage, err)
-		}
-		ns = strings.TrimSpace(string(b))
-	}
-	return &kubeAPI{
-		base:      base,
-		token:     strings.TrimSpace(string(token)),
-		namespace: ns,
-		client: &http.Client{Transport: &http.Transport{
-			Proxy:           http.ProxyFromEnvironment,
-			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		}},
-	}, nil
-}
-
-func (k *kubeAPI) secretsURL(name string) string {
-	u := k.base.JoinPath("api", "v1", "namespaces", k.namespace, "secrets")
-	if name != "" {
-		u = u.JoinPath(name)
-	}
-	return u.String()
-}
-
-func (k *kubeAPI) do(ctx context.Context, method, target string, body []byte) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+k.token)
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := k.client.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("kubernetes API %s %s: %w", method, req.URL.Path, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return 0, nil, fmt.Errorf("kubernetes API %s %s: %w", method, req.URL.Path, err)
-	}
-	return resp.StatusCode, out, nil
-}
-
-func (k *kubeAPI) secretExists(ctx context.Context, name string) (bool, error) {
-	status, body, err := k.do(ctx, http.MethodGet, k.secretsURL(name), nil)
-	if err != nil {
-		return false, err
-	}
-	switch status {
-	case http.StatusOK:
-		return true, nil
-	case http.StatusNotFound:
-		return false, nil
-	}
-	return false, apiError("get Secret "+k.namespace+"/"+name, status, body)
-}
-
-// createSecret reports false when the Secret already exists (409).
-func (k *kubeAPI) createSecret(ctx context.Context, name string, data map[string][]byte) (bool, error) {
-	secret := map[string]any{
-		"apiVersion": "v1",
-		"kind":       "Secret",
-		"type":       "Opaque",
-		"metadata": map[string]any{
-			"name":      name,
-			"namespace": k.namespace,
-			"labels": map[string]string{
-				"app.kubernetes.io/name":       "tokengate",
-				"app.kubernetes.io/component":  "signing-key",
-				"app.kubernetes.io/managed-by": "tokengate-keygen",
-			},
-		},
-		"data": data, // []byte marshals as base64, as the API expects
-	}
-	body, err := json.Marshal(secret)
-	if err != nil {
-		return false, err
-	}
-	status, resp, err := k.do(ctx, http.MethodPost, k.secretsURL(""), body)
-	if err != nil {
-		return false, err
-	}
-	switch status {
-	case http.StatusCreated, http.StatusOK:
-		return true, nil
-	case http.StatusConflict:
-		return false, nil
-	}
-	return false, apiError("create Secret "+k.namespace+"/"+name, status, resp)
-}
-
-// apiError turns a Kubernetes Status answer into an error that names the
-// operation and keeps the API server's own message (which says, e.g., which
-// RBAC verb is missing).
-func apiError(op string, status int, body []byte) error {
-	var st struct {
-		Message string `json:"message"`
-		Reason  string `json:"reason"`
-	}
-	if json.Unmarshal(body, &st) == nil && st.Message != "" {
-		return fmt.Errorf("%s: %d %s: %s", op, status, st.Reason, st.Message)
-	}
-	return fmt.Errorf("%s: HTTP %d: %.200s", op, status, body)
+	return k, err
 }

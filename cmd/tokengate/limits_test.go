@@ -24,6 +24,8 @@ import (
 
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/internal/envflag"
+	"github.com/tokengate/tokengate/internal/serve"
+	"github.com/tokengate/tokengate/refresher"
 )
 
 // The tests of this file count the process's goroutines, so they are not
@@ -35,13 +37,13 @@ import (
 const hangBound = 10 * time.Second
 
 // testHTTPLimits are small limits, so closing is quick to see.
-var testHTTPLimits = httpLimits{
-	readHeaderTimeout: 200 * time.Millisecond,
-	readTimeout:       300 * time.Millisecond,
-	writeTimeout:      time.Second,
-	idleTimeout:       300 * time.Millisecond,
-	maxHeaderBytes:    4 << 10,
-	maxConns:          64,
+var testHTTPLimits = serve.HTTPLimits{
+	ReadHeaderTimeout: 200 * time.Millisecond,
+	ReadTimeout:       300 * time.Millisecond,
+	WriteTimeout:      time.Second,
+	IdleTimeout:       300 * time.Millisecond,
+	MaxHeaderBytes:    4 << 10,
+	MaxConns:          64,
 }
 
 // sendAndDrain dials addr, writes raw, and reads until the server closes
@@ -126,7 +128,7 @@ func sendAndDrainNoFatal(addr, raw string) string {
 	return string(b)
 }
 
-func startTestExtauthz(t *testing.T, run extauthzRun) (grpcAddr, httpAddr string, stop func()) {
+func startTestExtauthz(t *testing.T, run extauthz.RunConfig) (grpcAddr, httpAddr string, stop func()) {
 	t.Helper()
 	f := newEAFixture(t)
 	cfg := extauthz.Config{Providers: []extauthz.Provider{{Issuer: "https://issuer.test", Audiences: []string{"api"}, JWKSFile: f.jwksPath}}}
@@ -135,12 +137,12 @@ func startTestExtauthz(t *testing.T, run extauthzRun) (grpcAddr, httpAddr string
 	run.OnListening = func(g, h net.Addr) { addrs <- [2]net.Addr{g, h} }
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- serveExtauthz(ctx, cfg, run) }()
+	go func() { served <- extauthz.Run(ctx, cfg, run, extauthz.Options{}) }()
 	select {
 	case a := <-addrs:
 		grpcAddr, httpAddr = a[0].String(), a[1].String()
 	case err := <-served:
-		t.Fatalf("serveExtauthz: %v", err)
+		t.Fatalf("extauthz.Run: %v", err)
 	}
 	stopped := false
 	stop = func() {
@@ -150,7 +152,7 @@ func startTestExtauthz(t *testing.T, run extauthzRun) (grpcAddr, httpAddr string
 		stopped = true
 		cancel()
 		if err := <-served; err != nil {
-			t.Errorf("serveExtauthz: %v", err)
+			t.Errorf("extauthz.Run: %v", err)
 		}
 	}
 	t.Cleanup(stop)
@@ -168,7 +170,7 @@ func startTestExtauthz(t *testing.T, run extauthzRun) (grpcAddr, httpAddr string
 // headers are all cut within the configured limits, and the goroutines
 // they held are gone afterwards.
 func TestExtauthzHTTPSlowAndIdle(t *testing.T) {
-	_, httpAddr, _ := startTestExtauthz(t, extauthzRun{HTTPLimits: testHTTPLimits})
+	_, httpAddr, _ := startTestExtauthz(t, extauthz.RunConfig{HTTPLimits: testHTTPLimits})
 	base := runtime.NumGoroutine()
 	slowAndIdleHTTP(t, httpAddr, "/authz/api")
 	// Forward-auth refuses a body at once, without waiting for it.
@@ -186,20 +188,21 @@ func TestRefresherHTTPSlowAndIdle(t *testing.T) {
 	rf.dev, rf.store, rf.issuer, rf.audience = true, "memory://", "https://auth.test", "api"
 	rf.adminToken = "0123456789abcdef0123"
 	ctx, cancel := context.WithCancel(context.Background())
-	app, err := rf.build(ctx, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	s, err := rf.build(ctx, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer app.store.Close()
-	app.http = testHTTPLimits
-	app.http.writeTimeout = app.cfg.RevocationsMaxWait + time.Second
-	app.shutdown.drainPeriod = 0
+	defer s.opts.Store.Close()
+	s.run.HTTPLimits = testHTTPLimits
+	s.run.HTTPLimits.WriteTimeout = s.cfg.RevocationsMaxWait + time.Second
+	s.run.DrainPeriod = 0
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.run.Listener = ln
 	served := make(chan error, 1)
-	go func() { served <- app.serve(ctx, ln) }()
+	go func() { served <- refresher.Run(ctx, s.cfg, s.run, s.opts) }()
 	defer func() {
 		cancel()
 		if err := <-served; err != nil {
@@ -218,9 +221,9 @@ func TestRefresherHTTPSlowAndIdle(t *testing.T) {
 // --http-max-connections holds: beyond it a connection is not served
 // until one of the others closes.
 func TestHTTPConnectionLimit(t *testing.T) {
-	lim := defaultHTTPLimits
-	lim.maxConns = 2
-	_, httpAddr, _ := startTestExtauthz(t, extauthzRun{HTTPLimits: lim})
+	lim := serve.DefaultHTTPLimits
+	lim.MaxConns = 2
+	_, httpAddr, _ := startTestExtauthz(t, extauthz.RunConfig{HTTPLimits: lim})
 	var held []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", httpAddr)
@@ -254,10 +257,10 @@ func TestHTTPConnectionLimit(t *testing.T) {
 // sent away after --grpc-max-connection-idle; goroutines return to the
 // baseline.
 func TestGRPCIdleConnections(t *testing.T) {
-	lim := defaultGRPCLimits
+	lim := serve.DefaultGRPCLimits
 	lim.HandshakeTimeout = 200 * time.Millisecond
 	lim.MaxConnectionIdle = 300 * time.Millisecond
-	grpcAddr, _, _ := startTestExtauthz(t, extauthzRun{GRPCLimits: lim})
+	grpcAddr, _, _ := startTestExtauthz(t, extauthz.RunConfig{GRPCLimits: lim})
 	base := runtime.NumGoroutine()
 	done := make(chan string, 20)
 	for range 20 {
@@ -288,9 +291,9 @@ func TestGRPCIdleConnections(t *testing.T) {
 // --grpc-max-connections holds, and --grpc-max-concurrent-streams is
 // what the server announces.
 func TestGRPCConnectionLimit(t *testing.T) {
-	lim := defaultGRPCLimits
-	lim.maxConns = 2
-	grpcAddr, _, _ := startTestExtauthz(t, extauthzRun{GRPCLimits: lim})
+	lim := serve.DefaultGRPCLimits
+	lim.MaxConns = 2
+	grpcAddr, _, _ := startTestExtauthz(t, extauthz.RunConfig{GRPCLimits: lim})
 	var held []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", grpcAddr)

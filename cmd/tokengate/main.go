@@ -15,6 +15,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/tokengate/tokengate/internal/envflag"
 )
 
@@ -94,7 +97,7 @@ func usage(w io.Writer) {
 		fmt.Fprintf(&b, "  %-16s %s\n", name, commands[name].summary)
 	}
 	b.WriteString("\nRun 'tokengate <subcommand> -h' for its flags. Every flag can also be set\nwith an environment variable TOKENGATE_<FLAG>, '-' written as '_'.\n")
-	io.WriteString(w, b.String())
+	_, _ = io.WriteString(w, b.String())
 }
 
 // parseFlags reads a subcommand's flags from its arguments and from
@@ -125,4 +128,17 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 func runVersion(_ context.Context, e env) error {
 	_, err := fmt.Fprintf(e.stdout, "tokengate %s\n", version)
 	return err
+}
+
+// newRegistry is a service's metrics registry with the Go runtime and
+// process collectors; a registration failure is an error, never a panic.
+func newRegistry() (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	if err := errors.Join(
+		reg.Register(collectors.NewGoCollector()),
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
+	); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	return reg, nil
 }

@@ -2,35 +2,25 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"os/signal"
-	"path/filepath"
+	"sort"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tokengate/tokengate/internal/devmode"
 	"github.com/tokengate/tokengate/internal/envflag"
 	"github.com/tokengate/tokengate/internal/keyset"
-	"github.com/tokengate/tokengate/internal/serve"
 	"github.com/tokengate/tokengate/refresher"
-	"github.com/tokengate/tokengate/refresher/store"
 )
 
 // refresherFlags are the flags of `tokengate refresher` (and the refresher
 // half of `tokengate dev`).
 type refresherFlags struct {
-	listen         string
 	store          string
 	signingKey     string
 	signingKeyID   string
@@ -44,21 +34,20 @@ type refresherFlags struct {
 	transport      string
 	logLevel       string
 	cfg            refresher.Config
+	run            refresher.RunConfig
 	storeOpts      storeOptions
-	http           httpLimits
-	shutdown       shutdownFlags
 }
 
 func (f *refresherFlags) register(fs *flag.FlagSet) {
-	d := refresher.Defaults()
+	d, rd := refresher.Defaults(), refresher.RunDefaults()
 	f.cfg = d
-	fs.StringVar(&f.listen, "listen", ":8080", "HTTP listen address")
+	fs.StringVar(&f.run.Listen, "listen", rd.Listen, "HTTP listen address")
 	fs.StringVar(&f.store, "store", "bolt://tokengate.db", "session store: bolt://PATH, memory://, redis://HOST:PORT or rediss://…")
 	fs.StringVar(&f.signingKey, "signing-key", "", "signing key file: PEM, JWK or JWK set (one active signer, the others published)")
 	fs.StringVar(&f.signingKeyID, "signing-key-id", "", "kid of the active signer when the key file holds several private keys")
 	fs.StringVar(&f.signingAlg, "signing-alg", "ES256", "algorithm for a generated key (--dev): ES256, ES384, RS256, PS256 or EdDSA")
 	fs.StringVar(&f.issuer, "issuer", "", "iss claim of access tokens (an absolute URL); with --dev defaults to http://localhost:PORT")
-	fs.StringVar(&f.audience, "audience", "", "aud claim of access tokens, comma-separated; with --dev defaults to tokengate-dev")
+	fs.StringVar(&f.audience, "audience", "", "aud claim of access tokens, comma-separated; with --dev defaults to "+devmode.Audience)
 	fs.DurationVar(&f.cfg.AccessTTL, "access-ttl", d.AccessTTL, "access-token lifetime")
 	fs.DurationVar(&f.cfg.RefreshTTL, "refresh-ttl", d.RefreshTTL, "refresh-token idle lifetime (slides on each refresh; the longest idle_ttl a session may ask for)")
 	fs.DurationVar(&f.cfg.SessionMaxAge, "session-max-age", d.SessionMaxAge, "absolute session lifetime; no refresh extends past it")
@@ -82,81 +71,74 @@ func (f *refresherFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.cfg.RevocationsMaxWait, "revocations-max-wait", d.RevocationsMaxWait, "longest long-poll wait of /v1/revocations")
 	fs.StringVar(&f.storeOpts.RedisSentinelMaster, "redis-sentinel-master", "", "Redis Sentinel master name (the redis:// hosts are then Sentinels)")
 	fs.DurationVar(&f.storeOpts.RedisTimeout, "redis-timeout", time.Second, "timeout of each Redis command")
-	f.http.register(fs, refresherHTTPLimits(d.RevocationsMaxWait))
-	f.shutdown.register(fs)
+	registerHTTPLimits(fs, &f.run.HTTPLimits, rd.HTTPLimits)
+	registerShutdown(fs, &f.run.DrainPeriod, &f.run.Grace, rd.DrainPeriod)
 }
 
-// refresherHTTPLimits are extauthz's HTTP limits with a write timeout
-// longer than the longest /v1/revocations long poll.
-func refresherHTTPLimits(revocationsMaxWait time.Duration) httpLimits {
-	l := defaultHTTPLimits
-	l.writeTimeout = revocationsMaxWait + 15*time.Second
-	return l
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
+// refresherFlagNames maps the refresher.Config fields that Validate names
+// to the flags that set them, longest first so no name is cut short.
+var refresherFlagNames = func() *strings.Replacer {
+	names := map[string]string{
+		"AdminToken: required": "admin-token: required (or --admin-token-file)",
+		"Issuer":               "issuer", "Audience": "audience", "AccessTTL": "access-ttl", "RefreshTTL": "refresh-ttl",
+		"SessionMaxAge": "session-max-age", "ReuseGrace": "reuse-grace", "AdminToken": "admin-token",
+		"CORSAllowedOrigins": "cors-allowed-origins", "RefreshTokenTransport": "refresh-token-transport",
+		"CookiePath": "cookie-path", "RecentSize": "recent-size", "RateLimitIP": "rate-limit-ip",
+		"RateLimitIPBurst": "rate-limit-ip-burst", "RateLimitSession": "rate-limit-session",
+		"RateLimitSessionBurst": "rate-limit-session-burst", "MaxBodyBytes": "max-body-bytes",
+		"StoreTimeout": "store-timeout", "RevocationsMaxWait": "revocations-max-wait",
+		"JWKSMaxAge": "jwks-max-age", "ClientIPHeader": "client-ip-header",
 	}
-	return out
-}
+	fields := make([]string, 0, len(names))
+	for f := range names {
+		fields = append(fields, f)
+	}
+	sort.Slice(fields, func(i, j int) bool { return len(fields[i]) > len(fields[j]) })
+	var pairs []string
+	for _, f := range fields {
+		pairs = append(pairs, f, names[f])
+	}
+	return strings.NewReplacer(pairs...)
+}()
 
-// randomSecret returns 256 random bits, base64url.
-func randomSecret() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// refresherApp is a wired refresher, ready to serve.
-type refresherApp struct {
-	srv        *refresher.Server
-	store      store.Store
-	cfg        refresher.Config
-	adminToken string
+// refresherSetup is a refresher ready to Run.
+type refresherSetup struct {
+	cfg  refresher.Config
+	run  refresher.RunConfig
+	opts refresher.Options
 	// adminTokenPath is where --dev keeps the admin token ("" otherwise).
 	adminTokenPath string
-	log            *slog.Logger
-	http           httpLimits
-	shutdown       shutdownFlags
 }
 
-// build turns flags into a running configuration: every config problem is
-// reported at once, before anything is opened.
-func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prometheus.Registry) (*refresherApp, error) {
-	cfg := f.cfg
-	cfg.Issuer = f.issuer
-	cfg.Audience = splitList(f.audience)
+// build turns the flags into a refresher ready to Run: every config
+// problem is reported at once, before anything is opened.
+func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prometheus.Registry) (*refresherSetup, error) {
+	s := &refresherSetup{cfg: f.cfg, run: f.run}
+	cfg := &s.cfg
+	cfg.Issuer, cfg.Audience = f.issuer, splitList(f.audience)
 	cfg.CORSAllowedOrigins = splitList(f.cors)
 	cfg.RefreshTokenTransport = refresher.Transport(f.transport)
-	app := &refresherApp{log: log}
 	var errs []error
 	adminToken, err := adminTokenFrom(f.adminToken, f.adminTokenFile)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	cfg.AdminToken = adminToken
-	dir := boltDir(f.store)
+	dir := devmode.BoltDir(f.store)
 	if f.dev {
 		if cfg.Issuer == "" {
-			cfg.Issuer = "http://localhost" + portOf(f.listen)
+			cfg.Issuer = devmode.Issuer(f.run.Listen)
 		}
 		if len(cfg.Audience) == 0 {
-			cfg.Audience = []string{"tokengate-dev"}
+			cfg.Audience = []string{devmode.Audience}
 		}
 		// With a bolt store the admin token is kept beside the file, where
 		// the user can read it; other stores have no such place, so they
 		// still need --admin-token (a token nobody can read is useless).
 		if cfg.AdminToken == "" && dir != "" {
-			app.adminTokenPath = filepath.Join(dir, "admin-token")
-			tok, err := loadOrCreateSecret(app.adminTokenPath)
-			if err != nil {
+			if cfg.AdminToken, s.adminTokenPath, err = devmode.AdminToken(dir); err != nil {
 				errs = append(errs, fmt.Errorf("admin-token: %w", err))
 			}
-			cfg.AdminToken = tok
 		}
 	}
 	if !f.dev && f.signingKey == "" {
@@ -167,11 +149,11 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 		errs = append(errs, fmt.Errorf("signing-alg: %w", err))
 	}
 	if err := cfg.Validate(); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, errors.New(refresherFlagNames.Replace(err.Error())))
 	}
-	errs = append(errs, f.http.problems()...)
-	errs = append(errs, f.shutdown.problems()...)
-	if f.http.writeTimeout > 0 && f.http.writeTimeout <= cfg.RevocationsMaxWait {
+	errs = append(errs, httpLimitProblems(f.run.HTTPLimits)...)
+	errs = append(errs, shutdownProblems(f.run.DrainPeriod, f.run.Grace)...)
+	if w := f.run.HTTPLimits.WriteTimeout; w > 0 && w <= cfg.RevocationsMaxWait {
 		errs = append(errs, fmt.Errorf("http-write-timeout: must be longer than revocations-max-wait (%v), or long polls are cut", cfg.RevocationsMaxWait))
 	}
 	if len(errs) > 0 {
@@ -179,22 +161,15 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 	}
 
 	var keys *keyset.Keys
-	switch {
-	case f.signingKey != "":
+	if f.signingKey != "" {
 		keys, err = keyset.Load(f.signingKey, f.signingKeyID)
-	case dir != "":
+		s.run.SigningKeyFile, s.run.SigningKeyID = f.signingKey, f.signingKeyID
+	} else {
+		var path string
 		var created bool
-		path := filepath.Join(dir, "signing-key.json")
-		keys, created, err = keyset.LoadOrCreate(path, alg)
-		if created {
-			log.Info("dev_signing_key_created", "path", path, "kid", keys.SignerKID())
-		}
-	default:
-		// memory:// or redis:// in dev mode: the key lives as long as the
-		// process, like the sessions of a memory store.
-		var k jwk.Key
-		if k, err = keyset.Generate(alg); err == nil {
-			keys, err = keyset.Assemble([]jwk.Key{k}, "")
+		keys, path, created, err = devmode.SigningKeys(dir, alg)
+		if created && path != "" {
+			log.Info("dev signing key created", "path", path, "kid", keys.SignerKID())
 		}
 	}
 	if err != nil {
@@ -205,62 +180,11 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 	if err != nil {
 		return nil, err
 	}
-	srv, err := refresher.NewServer(cfg, refresher.Options{Store: st, Keys: keys, Logger: log, Registry: reg})
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	app.srv, app.store, app.cfg, app.adminToken = srv, st, cfg, cfg.AdminToken
-	app.http, app.shutdown = f.http, f.shutdown
-	log.Info("refresher_configured", "store", storeScheme(f.store), "kid", keys.SignerKID(),
+	s.opts = refresher.Options{Store: st, Keys: keys, Logger: log, Registry: reg}
+	scheme, _, _ := strings.Cut(f.store, "://")
+	log.Info("refresher configured", "store", scheme, "kid", keys.SignerKID(),
 		"alg", keys.SignerAlg().String(), "issuer", cfg.Issuer, "transport", string(cfg.RefreshTokenTransport))
-	return app, nil
-}
-
-func storeScheme(uri string) string {
-	scheme, _, _ := strings.Cut(uri, "://")
-	return scheme
-}
-
-func portOf(listen string) string {
-	_, port, err := net.SplitHostPort(listen)
-	if err != nil || port == "" || port == "0" {
-		return ""
-	}
-	return ":" + port
-}
-
-// loadOrCreateSecret reads a secret file, creating it (0600) when missing.
-func loadOrCreateSecret(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return "", err
-	}
-	s := randomSecret()
-	return s, keyset.WriteFileAtomic(path, []byte(s+"\n"), 0o600)
-}
-
-// serve runs the refresher on ln until ctx ends, pruning the store's dead
-// records meanwhile.
-func (a *refresherApp) serve(ctx context.Context, ln net.Listener) error {
-	go a.srv.RunPruner(ctx, refresher.PruneInterval)
-	group := serve.New(serve.Options{
-		DrainPeriod: a.shutdown.drainPeriod, Grace: a.shutdown.grace, Logger: a.log,
-		// /readyz answers 503 from SIGTERM on, while requests are still served.
-		OnDrain: func() {
-			a.log.Info("refresher_draining", "drain_period", a.shutdown.drainPeriod.String())
-			a.srv.Shutdown()
-		},
-		// Long polls answer at once so they do not hold the shutdown.
-		OnStop: a.srv.Drain,
-	})
-	lim := a.http.orDefault(refresherHTTPLimits(a.cfg.RevocationsMaxWait))
-	group.HTTP(lim.server(a.srv.Routes()), lim.listener(ln))
-	a.log.Info("refresher_listening", "addr", ln.Addr().String())
-	return group.Run(ctx)
+	return s, nil
 }
 
 func runRefresher(ctx context.Context, e env) error {
@@ -276,47 +200,27 @@ func runRefresher(ctx context.Context, e env) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	app, err := f.build(ctx, log, reg)
+	reg, err := newRegistry()
 	if err != nil {
 		return err
 	}
-	defer app.store.Close()
-	if app.adminTokenPath != "" {
-		log.Info("dev_admin_token", "path", app.adminTokenPath)
-	}
-	ln, err := net.Listen("tcp", f.listen)
+	s, err := f.build(ctx, log, reg)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", f.listen, err)
+		return err
 	}
-	if f.signingKey != "" {
-		go reloadKeysOnHUP(ctx, app, f.signingKey, f.signingKeyID)
+	defer s.opts.Store.Close()
+	if s.adminTokenPath != "" {
+		log.Info("dev admin token", "path", s.adminTokenPath)
 	}
-	return app.serve(ctx, ln)
+	return refresher.Run(ctx, s.cfg, s.run, s.opts)
 }
 
-// reloadKeysOnHUP re-reads the key file on SIGHUP, so a signer switch or a
-// newly published key needs no restart. A file that fails to load is
-// logged and the running keys are kept.
-func reloadKeysOnHUP(ctx context.Context, app *refresherApp, path, kid string) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			keys, err := keyset.Load(path, kid)
-			if err == nil {
-				err = app.srv.SetKeys(keys)
-			}
-			if err != nil {
-				app.log.Error("signing_key_reload_failed", "error", err.Error())
-				continue
-			}
-			app.log.Info("signing_keys_reloaded", "kid", keys.SignerKID(), "published", keys.Public.Len())
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
 		}
 	}
+	return out
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"path/filepath"
-	"strings"
 
 	"github.com/tokengate/tokengate/refresher/store"
 	// The store backends --store can name; each registers its schemes.
@@ -19,13 +17,4 @@ type storeOptions = store.OpenOptions
 // memory:// | bolt://PATH | redis://… | rediss://….
 func openStore(ctx context.Context, uri string, o storeOptions) (store.Store, error) {
 	return store.Open(ctx, uri, o)
-}
-
-// boltDir returns the directory of a bolt:// store's file ("" for other
-// stores): where --dev keeps the generated key and admin token.
-func boltDir(uri string) string {
-	if path, ok := strings.CutPrefix(uri, "bolt://"); ok && path != "" {
-		return filepath.Dir(path)
-	}
-	return ""
 }

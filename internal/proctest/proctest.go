@@ -20,6 +20,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+
+	"github.com/tokengate/tokengate/internal/keyset"
 )
 
 // FreePort returns a loopback TCP port that was free a moment ago.
@@ -273,3 +277,15 @@ func (r *Redis) Stop() { r.Proc.Kill() }
 
 // Restart starts the server again on the same port.
 func (r *Redis) Restart(args ...string) { r.start(args...) }
+
+// SigningKeyFile writes a new ES256 signing key (a JWK file, as `tokengate
+// refresher --signing-key` reads it) into the test's temporary directory
+// and returns its path; every replica a test starts can share it.
+func SigningKeyFile(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "signing-key.json")
+	if _, _, err := keyset.LoadOrCreate(path, jwa.ES256()); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

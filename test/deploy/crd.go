@@ -130,7 +130,8 @@ func (io *IstioOperator) validate() error {
 func validateSecurityPolicy(sp *egv1a1.SecurityPolicy) error {
 	var errs []error
 	s := sp.Spec
-	if len(s.TargetRefs) == 0 && s.TargetRef == nil && len(s.TargetSelectors) == 0 {
+	// The CRD still accepts the deprecated singular fields, so its rules do too.
+	if len(s.TargetRefs) == 0 && s.TargetRef == nil && len(s.TargetSelectors) == 0 { //nolint:staticcheck // SA1019: the CRD's own rule reads targetRef
 		errs = append(errs, errors.New("spec: either targetRef or targetRefs must be used"))
 	}
 	for i, ref := range s.TargetRefs {
@@ -143,7 +144,7 @@ func validateSecurityPolicy(sp *egv1a1.SecurityPolicy) error {
 			errs = append(errs, errors.New("spec.extAuth: exactly one of grpc or http must be set"))
 		}
 		if g := ea.GRPC; g != nil {
-			if g.BackendRef == nil && len(g.BackendRefs) == 0 {
+			if g.BackendRef == nil && len(g.BackendRefs) == 0 { //nolint:staticcheck // SA1019: the CRD's own rule reads backendRef
 				errs = append(errs, errors.New("spec.extAuth.grpc: backendRef or backendRefs needs to be set"))
 			}
 			for i, br := range g.BackendRefs {

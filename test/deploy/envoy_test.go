@@ -50,7 +50,7 @@ func envoyYAMLs(t *testing.T) []string {
 		if d.IsDir() && d.Name() == "node_modules" {
 			return filepath.SkipDir
 		}
-		if d.IsDir() || !(strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+		if d.IsDir() || (!strings.HasSuffix(path, ".yaml") && !strings.HasSuffix(path, ".yml")) {
 			return nil
 		}
 		data, err := os.ReadFile(path)
@@ -219,12 +219,17 @@ func httpConnectionManagers(cfg *envoyConfig) []*hcmv3.HttpConnectionManager {
 	return out
 }
 
-// routeSummary is what the route table means for a request path.
+// routeSummary is what the route table means for a request path: App is
+// the extauthz app the route names (check_settings.context_extensions).
 type routeSummary struct {
-	Cluster         string
-	ExtAuthzOff     bool
-	ContextExtended bool
+	Cluster     string
+	ExtAuthzOff bool
+	App         string
 }
+
+// appKey is the context extension the examples select extauthz apps by
+// (apps[].match.context_extensions in extauthz-apps.yaml).
+const appKey = "app"
 
 func summarize(t *testing.T, r *routev3.Route) routeSummary {
 	t.Helper()
@@ -234,8 +239,16 @@ func summarize(t *testing.T, r *routev3.Route) routeSummary {
 		if err := a.UnmarshalTo(per); err != nil {
 			t.Fatalf("route %q: ext_authz per-route config: %v", r.GetName(), err)
 		}
+		if err := per.ValidateAll(); err != nil {
+			t.Fatalf("route %q: ext_authz per-route config: %v", r.GetName(), err)
+		}
 		s.ExtAuthzOff = per.GetDisabled()
-		s.ContextExtended = len(per.GetCheckSettings().GetContextExtensions()) > 0
+		for k, v := range per.GetCheckSettings().GetContextExtensions() {
+			if k != appKey {
+				t.Errorf("route %q: context extension %q: the examples select apps by %q only", r.GetName(), k, appKey)
+			}
+			s.App = v
+		}
 	}
 	return s
 }
@@ -294,7 +307,7 @@ func TestEnvoyFrontProxy(t *testing.T) {
 	}
 	vh := onlyVirtualHost(t, cfg)
 	got := map[string]routeSummary{}
-	for _, path := range []string{"/v1/token", "/v1/revoke", "/v1/token/revoke", "/.well-known/jwks.json", "/", "/api/orders", "/v1/sessions", "/v1/revocations", "/v1/tokens"} {
+	for _, path := range []string{"/v1/token", "/v1/revoke", "/v1/token/revoke", "/.well-known/jwks.json", "/", "/api/orders", "/admin/users", "/admin", "/v1/sessions", "/v1/revocations", "/v1/tokens"} {
 		got[path] = summarize(t, routeFor(t, vh, path))
 	}
 	want := map[string]routeSummary{
@@ -302,13 +315,16 @@ func TestEnvoyFrontProxy(t *testing.T) {
 		"/v1/revoke":             {Cluster: "refresher", ExtAuthzOff: true},
 		"/v1/token/revoke":       {Cluster: "refresher", ExtAuthzOff: true},
 		"/.well-known/jwks.json": {Cluster: "refresher", ExtAuthzOff: true},
-		"/":                      {Cluster: "app"},
-		"/api/orders":            {Cluster: "app"},
+		"/":                      {Cluster: "app", App: "web"},
+		"/api/orders":            {Cluster: "app", App: "web"},
+		// The second app: its own rules in the same extauthz.
+		"/admin/users": {Cluster: "app", App: "admin"},
+		"/admin":       {Cluster: "app", App: "web"}, // not under /admin/: web's rules (its default: required)
 		// The admin API is not exposed: these fall through to the app, behind ext_authz.
-		"/v1/sessions":    {Cluster: "app"},
-		"/v1/revocations": {Cluster: "app"},
+		"/v1/sessions":    {Cluster: "app", App: "web"},
+		"/v1/revocations": {Cluster: "app", App: "web"},
 		// Exact matches: a look-alike path is not public.
-		"/v1/tokens": {Cluster: "app"},
+		"/v1/tokens": {Cluster: "app", App: "web"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("routes (-want +got):\n%s", diff)
@@ -342,14 +358,15 @@ func TestEnvoySidecar(t *testing.T) {
 	}
 	vh := onlyVirtualHost(t, cfg)
 	got := map[string]routeSummary{}
-	for _, path := range []string{"/healthz", "/", "/api"} {
+	for _, path := range []string{"/healthz", "/", "/api", "/admin/users"} {
 		got[path] = summarize(t, routeFor(t, vh, path))
 	}
 	want := map[string]routeSummary{
 		"/healthz": {Cluster: "local_app", ExtAuthzOff: true},
-		// No context_extensions: extauthz does not read them.
-		"/":    {Cluster: "local_app"},
-		"/api": {Cluster: "local_app"},
+		// Two apps with different rules in one extauthz.
+		"/":            {Cluster: "local_app", App: "web"},
+		"/api":         {Cluster: "local_app", App: "web"},
+		"/admin/users": {Cluster: "local_app", App: "admin"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("routes (-want +got):\n%s", diff)
@@ -357,6 +374,60 @@ func TestEnvoySidecar(t *testing.T) {
 	addr := cfg.bootstrap.GetStaticResources().GetClusters()[0].GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress().GetAddress()
 	if addr != "127.0.0.1" {
 		t.Errorf("local_app address = %s; the app must be reached on loopback only", addr)
+	}
+}
+
+// TestEnvoyAppsAreConfigured: every app an Envoy example's route names in
+// check_settings.context_extensions is an app of extauthz-apps.yaml (a
+// value no app has would be denied unknown_app), and each example uses
+// every app there, each with its own rules.
+func TestEnvoyAppsAreConfigured(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "examples/envoy/extauthz-apps.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Apps []struct {
+			Name  string `json:"name"`
+			Match struct {
+				ContextExtensions map[string]string `json:"context_extensions"`
+			} `json:"match"`
+			Routes []map[string]any `json:"routes"`
+		} `json:"apps"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	apps := map[string]bool{}
+	for _, a := range cfg.Apps {
+		v, ok := a.Match.ContextExtensions[appKey]
+		if len(a.Match.ContextExtensions) != 1 || !ok || len(a.Routes) == 0 {
+			t.Fatalf("extauthz-apps.yaml app %s: match %v, %d routes", a.Name, a.Match.ContextExtensions, len(a.Routes))
+		}
+		apps[v] = true
+	}
+	if len(apps) < 2 {
+		t.Fatalf("extauthz-apps.yaml has %d apps, want two or more", len(apps))
+	}
+	for _, file := range []string{"front-proxy.yaml", "sidecar.yaml"} {
+		cfg := decodeEnvoy(t, filepath.Join(repoRoot(t), "examples/envoy", file))
+		used := map[string]bool{}
+		for _, r := range onlyVirtualHost(t, cfg).GetRoutes() {
+			s := summarize(t, r)
+			switch {
+			case s.ExtAuthzOff:
+			case s.App == "":
+				t.Errorf("%s: route %q is checked without naming an app", file, r.GetName())
+			case !apps[s.App]:
+				t.Errorf("%s: route %q names app %q, which extauthz-apps.yaml lacks (unknown_app)", file, r.GetName(), s.App)
+			default:
+				used[s.App] = true
+			}
+		}
+		if len(used) != len(apps) {
+			t.Errorf("%s uses apps %v of %v", file, used, apps)
+		}
 	}
 }
 
@@ -377,6 +448,7 @@ func TestEnvoyStrictDecodeCatchesMistakes(t *testing.T) {
 		{"invalid value inside an Any (only the Any walk sees it)", "stat_prefix: ingress_http", "stat_prefix: \"\"", "StatPrefix"},
 		{"invalid value inside a per-route Any, two Anys deep", "- exact: http://localhost:3000", "- ignore_case: true", "MatchPattern"},
 		{"invalid bootstrap value", "port_value: 10000", "port_value: 70000", "PortValue"},
+		{"misspelt field inside a per-route ExtAuthzPerRoute", "context_extensions: { app: admin }", "context_extension: { app: admin }", "unknown field"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -77,10 +77,10 @@ func decodeK8sDoc(doc []byte) (k8sDoc, error) {
 	case egv1a1.GroupVersion.WithKind(egv1a1.KindSecurityPolicy):
 		v := &egv1a1.SecurityPolicy{}
 		obj, validate = v, func() error { return validateSecurityPolicy(v) }
-	case gwapiv1.SchemeGroupVersion.WithKind("HTTPRoute"):
+	case schema.GroupVersion{Group: gwapiv1.GroupVersion.Group, Version: gwapiv1.GroupVersion.Version}.WithKind("HTTPRoute"):
 		v := &gwapiv1.HTTPRoute{}
 		obj, validate = v, func() error { return validateHTTPRoute(v) }
-	case gwapiv1b1.SchemeGroupVersion.WithKind("ReferenceGrant"):
+	case schema.GroupVersion{Group: gwapiv1b1.GroupVersion.Group, Version: gwapiv1b1.GroupVersion.Version}.WithKind("ReferenceGrant"):
 		v := &gwapiv1b1.ReferenceGrant{}
 		obj, validate = v, func() error { return validateReferenceGrant(v) }
 	default:

@@ -8,13 +8,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tokengate/tokengate/internal/keyset"
 	"github.com/tokengate/tokengate/internal/proctest"
 )
 
@@ -24,19 +22,8 @@ const (
 	audience   = "e2e-app"
 )
 
-// signingKey writes one ES256 key that every replica of a test shares.
-func signingKey(t *testing.T) string {
-	t.Helper()
-	alg, err := keyset.ParseAlg("ES256")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "signing-key.json")
-	if _, _, err := keyset.LoadOrCreate(path, alg); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+// signingKey writes one ES256 key that every refresher of the test shares.
+func signingKey(t *testing.T) string { return proctest.SigningKeyFile(t) }
 
 // replica is one running `tokengate refresher`.
 type replica struct {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +19,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/tokengate/tokengate/internal/keyset"
 	"github.com/tokengate/tokengate/internal/proctest"
 )
 
@@ -47,19 +45,8 @@ func pick[T any](short, long_ T) T {
 	return short
 }
 
-// signingKey writes one ES256 key for the test's refresher.
-func signingKey(t *testing.T) string {
-	t.Helper()
-	alg, err := keyset.ParseAlg("ES256")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "signing-key.json")
-	if _, _, err := keyset.LoadOrCreate(path, alg); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+// signingKey writes one ES256 key that every refresher of the test shares.
+func signingKey(t *testing.T) string { return proctest.SigningKeyFile(t) }
 
 // refresher is a `tokengate refresher` that keeps its port and store across
 // kills, so clients keep one URL.

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tokengate/tokengate/internal/keyset"
 	"github.com/tokengate/tokengate/internal/proctest"
 )
 
@@ -95,14 +93,7 @@ func TestStallLongerThanGrace(t *testing.T) {
 	r := proctest.StartRedis(t)
 	t.Cleanup(func() { r.Proc.Signal(syscall.SIGCONT) })
 
-	keyPath := filepath.Join(t.TempDir(), "signing-key.json")
-	alg, err := keyset.ParseAlg("ES256")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := keyset.LoadOrCreate(keyPath, alg); err != nil {
-		t.Fatal(err)
-	}
+	keyPath := proctest.SigningKeyFile(t)
 	bases := make([]string, replicas)
 	for n := range bases {
 		port := proctest.FreePort(t)
