@@ -41,10 +41,13 @@ bench-load:
 bench-load-smoke:
 	test/load/run.sh --smoke
 
-# The TypeScript client (examples/client): type check and unit tests (vitest,
-# fake timers). Needs `npm ci` in examples/client (.ci/run does it).
+# The TypeScript client (examples/client): type check, unit tests (vitest,
+# fake timers), and the package as users install it (npm pack's tarball in
+# throwaway projects with and without axios, require() and import, tsc with
+# skipLibCheck false, bundle sizes, installs from a directory and a git URL).
+# Needs `npm ci` in examples/client (.ci/run does it).
 test-client:
-	cd examples/client && npm run typecheck && npm test
+	cd examples/client && npm run typecheck && npm test && npm run test:package
 
 # The browser end-to-end proof: headless Chromium drives the demo
 # page against tokengate refresher + extauthz behind nginx configured by

@@ -210,6 +210,7 @@ type keySource struct {
 // background refetches end with ctx.
 func newKeySource(ctx context.Context, p Provider, m *metrics, log *slog.Logger, clock func() time.Time) *keySource {
 	s := &keySource{name: p.Name, metrics: m, log: log, clock: clock, ready: make(chan struct{}), updated: make(chan struct{}, 1)}
+	m.provider(p.Name)
 	s.kids = kidRefetcher{
 		ctx: ctx, perKID: p.KidRefetchInterval.Duration, minGap: p.KidRefetchMinGap.Duration,
 		wait: p.KidRefetchWait.Duration, fetchTimeout: p.FetchTimeout.Duration,

@@ -97,6 +97,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, errors.Join(errs...)
 }
 
+// provider gives a key source's labelled counters their series at 0, for
+// every result and outcome, so an alert on fetch errors or unknown kids
+// sees a zero from start-up instead of no data.
+func (m *metrics) provider(name string) {
+	for _, r := range []string{"ok", "fetch_error", "invalid"} {
+		m.jwksFetches.WithLabelValues(name, r)
+	}
+	for _, o := range []string{"found", "unknown", "pending"} {
+		m.unknownKID.WithLabelValues(name, o)
+	}
+}
+
 type checkLabels struct {
 	decision string
 	reason   Reason

@@ -344,6 +344,11 @@ func newFeedMetrics(reg prometheus.Registerer) (*feedMetrics, error) {
 			Help: "Sessions currently on the local denylist.",
 		}),
 	}
+	// Every reason exists from start-up, at 0 (an alert on the rate of
+	// errors sees a zero, not no data).
+	for _, r := range []string{"unreachable", "status", "invalid", "request"} {
+		m.errors.WithLabelValues(r)
+	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.up, m.lastSuccess, m.errors, m.received, m.entries} {
 		if err := reg.Register(c); err != nil {

@@ -20,8 +20,12 @@ type metrics struct {
 	// rateLimitErrors: shared rate-limit calls that failed (fail open).
 	rateLimitErrors *prometheus.CounterVec // scope: ip, session
 	storeLatency    *prometheus.HistogramVec
-	storeErrors     *prometheus.CounterVec
+	storeErrors     *prometheus.CounterVec // op: storeOps
 }
+
+// storeOps are the op label values of the store series: one per Store
+// method the issuer calls.
+var storeOps = []string{"create_session", "get_session", "get_token", "rotate", "revoke_session", "revoke_subject", "patch_claims", "revocations"}
 
 // newMetrics registers the series on reg; an error (a name already
 // registered there) is returned, never a panic.
@@ -76,6 +80,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, v := range []string{"ip", "session"} {
 		m.rateLimited.WithLabelValues(v)
 		m.rateLimitErrors.WithLabelValues(v)
+	}
+	for _, v := range storeOps {
+		m.storeErrors.WithLabelValues(v)
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.sessions, m.rotations, m.replays, m.reuse, m.failures, m.revocations, m.rateLimited, m.rateLimitErrors, m.storeLatency, m.storeErrors} {

@@ -256,7 +256,22 @@ func envoyAPIRelease(t *testing.T) string {
 // revocation list loaded).
 func TestChartExtauthzStarts(t *testing.T) {
 	t.Parallel()
-	objs := renderChart(t, valuesFile(t, "bolt-default.yaml"))
+	startChartServices(t, renderChart(t, valuesFile(t, "bolt-default.yaml")))
+}
+
+// runningChart is the loopback ports of a rendered refresher and extauthz
+// started by startChartServices.
+type runningChart struct {
+	refresher, extauthzGRPC, extauthzHTTP int
+	adminToken                            string
+}
+
+// startChartServices runs a rendering's refresher (a bolt StatefulSet) and
+// extauthz as rendered — extauthz with the ConfigMap's config, the admin
+// token file and the revocation feed, the refresher's Service name pointed
+// at loopback — and waits for extauthz's gRPC health and /readyz.
+func startChartServices(t *testing.T, objs []rendered) runningChart {
+	t.Helper()
 	sts := one(t, find[*appsv1.StatefulSet](objs), "refresher StatefulSet")
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "data"), 0o700)
@@ -280,7 +295,8 @@ func TestChartExtauthzStarts(t *testing.T) {
 	local := fmt.Sprintf("http://127.0.0.1:%d", rfPort)
 	cfgPath := filepath.Join(root, argMap(t, ex)["--config"])
 	os.MkdirAll(filepath.Dir(cfgPath), 0o700)
-	cfg := strings.ReplaceAll(cm.Data["config.yaml"], service, local)
+	// Only the JWKS URL moves: the issuer stays the refresher's --issuer.
+	cfg := strings.ReplaceAll(cm.Data["config.yaml"], service+"/.well-known/jwks.json", local+"/.well-known/jwks.json")
 	if !strings.Contains(cfg, local) {
 		t.Fatalf("the extauthz config does not name the refresher Service %s:\n%s", service, cm.Data["config.yaml"])
 	}
@@ -294,4 +310,5 @@ func TestChartExtauthzStarts(t *testing.T) {
 	})
 	waitHealthy(t, fmt.Sprintf("grpc://127.0.0.1:%d", grpcPort), out)
 	waitHealthy(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", httpPort), out)
+	return runningChart{refresher: rfPort, extauthzGRPC: grpcPort, extauthzHTTP: httpPort, adminToken: chartAdminToken}
 }

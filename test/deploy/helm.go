@@ -179,6 +179,9 @@ func decodeCRD(gvk schema.GroupVersionKind, js []byte) error {
 			return err
 		}
 		return sm.validate()
+	case schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRule"}:
+		_, err := decodePrometheusRule(js)
+		return err
 	case schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "AuthorizationPolicy"}:
 		var ap AuthorizationPolicy
 		if err := strictJSON(js, &ap); err != nil {

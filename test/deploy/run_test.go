@@ -157,6 +157,10 @@ func TestChartRefresherStarts(t *testing.T) {
 	})
 }
 
+// chartAdminToken is the admin token written where the chart mounts its
+// Secret, 48 characters like the one the chart generates.
+var chartAdminToken = strings.Repeat("a1B2c3D4", 6)
+
 // startRefresher starts the rendered refresher and returns its loopback port.
 func startRefresher(t *testing.T, objs []rendered, pod *corev1.PodSpec, root string, env map[string]string) int {
 	t.Helper()
@@ -166,7 +170,7 @@ func startRefresher(t *testing.T, objs []rendered, pod *corev1.PodSpec, root str
 	// the signing key (as the keygen hook creates it).
 	adminFile := filepath.Join(root, args["--admin-token-file"])
 	os.MkdirAll(filepath.Dir(adminFile), 0o700)
-	os.WriteFile(adminFile, []byte(strings.Repeat("a1B2c3D4", 6)), 0o400)
+	os.WriteFile(adminFile, []byte(chartAdminToken), 0o400)
 	keyFile := filepath.Join(root, args["--signing-key"])
 	job := one(t, find[*batchv1.Job](objs), "keygen Job")
 	kg := job.Spec.Template.Spec.Containers[0]

@@ -1,8 +1,10 @@
 // The demo page: a plain ES module using the built @tokengate/client
-// (served at ./client/) and, with ?adapter=axios, axios' own ESM build
-// (served at ./axios.js). Query parameters choose the client's options so a
-// person — or test/e2e/browser — can click through the scenarios.
-import { createFetch, attachTokenRefresh, TokenClient, isTokenGateError } from './client/index.js';
+// (its ES module build, dist/esm, served at ./client/) and, with
+// ?adapter=axios, the package's axios entry (./client/axios.js, the
+// @tokengate/client/axios subpath) with axios' own ESM build (served at
+// ./axios.js). Query parameters choose the client's options so a person — or
+// test/e2e/browser — can click through the scenarios.
+import { createFetch, TokenClient, isTokenGateError } from './client/index.js';
 
 const q = new URLSearchParams(location.search);
 const adapter = q.get('adapter') ?? 'fetch';
@@ -39,7 +41,7 @@ function event(type, detail) {
 const client = new TokenClient(options);
 let request;
 if (adapter === 'axios') {
-  const { default: axios } = await import('./axios.js');
+  const [{ default: axios }, { attachTokenRefresh }] = await Promise.all([import('./axios.js'), import('./client/axios.js')]);
   const api = axios.create();
   attachTokenRefresh(api, { client });
   request = async (path, headers = {}) => {

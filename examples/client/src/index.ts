@@ -2,8 +2,10 @@
  * @tokengate/client keeps tokengate's short-lived access tokens usable in a
  * browser app: single-flight refresh in a tab and across tabs, proactive
  * refresh, and sign-out on exactly the answers that mean "sign in again".
+ *
+ * This entry has no dependency on axios; the axios adapter is the subpath
+ * `@tokengate/client/axios` (src/axios.ts).
  */
-export { attachTokenRefresh, type AttachOptions, type AttachedTokenRefresh } from './axios.js';
 export { createFetch, type CreateFetchOptions, type TokenFetch } from './fetch.js';
 export { TokenClient } from './client.js';
 export { type TokenClientOptions, type ChannelLike, type VisibilitySource } from './options.js';

@@ -1,6 +1,7 @@
 import axios, { type AxiosAdapter, type AxiosInstance } from 'axios';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { TokenClient, TokenGateError, attachTokenRefresh, createFetch, retryAfter, type SignOutReason, type TokenClientOptions } from '../src/index.js';
+import { attachTokenRefresh } from '../src/axios.js';
+import { TokenClient, TokenGateError, createFetch, retryAfter, type SignOutReason, type TokenClientOptions } from '../src/index.js';
 import { ChannelHub, FakeLocks, FakeTokengate, Visibility, denials } from './harness.js';
 
 const API = 'http://app.test/api/items';

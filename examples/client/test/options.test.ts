@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { AttachOptions, CreateFetchOptions } from '../src/index.js';
+import type { AttachOptions } from '../src/axios.js';
+import type { CreateFetchOptions } from '../src/index.js';
 import { defaultOptions, resolveOptions } from '../src/options.js';
 import { FakeLocks } from './harness.js';
 

@@ -167,7 +167,7 @@ export async function startStack({ transport = 'body', accessTTL = '4s', reuseGr
   // Static files: the demo page, the built client, axios' ESM build.
   const www = join(dir, 'www');
   cpSync(join(clientDir, 'demo'), www, { recursive: true });
-  cpSync(join(clientDir, 'dist'), join(www, 'client'), { recursive: true });
+  cpSync(join(clientDir, 'dist/esm'), join(www, 'client'), { recursive: true });
   cpSync(join(clientDir, 'node_modules/axios/dist/esm/axios.js'), join(www, 'axios.js'));
   chmodTree(www);
 
