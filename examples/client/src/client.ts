@@ -1,7 +1,7 @@
 import { TokenGateError, type DenialReason, type SignOutReason } from './errors.js';
 import { withLock } from './lock.js';
 import { baseHref, resolveOptions, type ResolvedOptions, type TokenClientOptions } from './options.js';
-import { callRefresher } from './refresh.js';
+import { callRefresher, formPost, sleep } from './refresh.js';
 import { decodeClaims, isSession, sessionFromResponse, type Session, type TokenInfo, type TokenResponse } from './session.js';
 
 type Message =
@@ -73,9 +73,7 @@ export class TokenClient {
 
   /** The session as far as the page may know it (no refresh token), or null. */
   get session(): { accessToken: string; expiresAt: Date; sessionId?: string; claims: Record<string, unknown> } | null {
-    const s = this.current;
-    if (!s) return null;
-    return { accessToken: s.accessToken, expiresAt: new Date(s.expiresAt), sessionId: s.sessionId, claims: decodeClaims(s.accessToken) };
+    return this.current && view(this.current);
   }
 
   /** When this tab last refreshed successfully. */
@@ -102,13 +100,7 @@ export class TokenClient {
     }
     if (body.has('token') || this.o.transport === 'cookie') {
       try {
-        await this.o.fetch(this.o.revokeUrl, {
-          method: 'POST',
-          headers: { 'content-type': 'application/x-www-form-urlencoded', ...this.o.refreshHeaders },
-          body: body.toString(),
-          credentials: this.o.transport === 'cookie' ? 'include' : 'same-origin',
-          cache: 'no-store',
-        });
+        await this.o.fetch(this.o.revokeUrl, formPost(this.o, body));
       } catch {
         // Signing out locally must not depend on the network.
       }
@@ -150,7 +142,7 @@ export class TokenClient {
       } catch (e) {
         // A transient refresher failure does not stop a request whose token still works.
         const cur = this.current;
-        if (!(e instanceof TokenGateError && e.code === 'temporarily_unavailable' && cur && cur.expiresAt > this.o.now())) throw e;
+        if (!(transient(e) && cur && cur.expiresAt > this.o.now())) throw e;
       }
     }
     let s = await this.load();
@@ -166,7 +158,7 @@ export class TokenClient {
         s = await this.refreshOnce(s.accessToken);
       } catch (e) {
         // The refresher is briefly unavailable but the token still works: use it.
-        if (e instanceof TokenGateError && e.code === 'temporarily_unavailable' && s.expiresAt > this.o.now()) return s.accessToken;
+        if (transient(e) && s.expiresAt > this.o.now()) return s.accessToken;
         throw e;
       }
     }
@@ -269,26 +261,14 @@ export class TokenClient {
       // Another tab may have refreshed while we waited for the lock; its
       // session is in shared storage or arrived over BroadcastChannel. Give
       // already-delivered messages a turn before deciding.
-      if (this.o.channel) await macrotask();
+      if (this.o.channel) await sleep(0);
       const s = await this.load();
       if (s && s.accessToken !== stale && !this.expiringSoon(s)) return s;
       if (!s && this.o.transport === 'body') {
         await this.endSession('missing_token', true);
         throw new TokenGateError('missing_token', 'no session to refresh');
       }
-      const r = await callRefresher({
-        url: this.o.refreshUrl,
-        transport: this.o.transport,
-        refreshToken: s?.refreshToken,
-        fetch: this.o.fetch,
-        maxAttempts: this.o.refreshAttempts,
-        backoffBaseMs: 500,
-        backoffMaxMs: this.o.maxBackoffMs,
-        timeoutMs: this.o.refreshTimeoutMs,
-        headers: this.o.refreshHeaders,
-        now: this.o.now,
-        onError: (e) => this.emit(() => this.o.onRefreshError?.(e)),
-      });
+      const r = await callRefresher(this.o, s?.refreshToken, (e) => this.emit(() => this.o.onRefreshError?.(e)));
       if (this.epoch !== epoch) {
         // Signed out (or signed in anew) while the refresher answered: its pair belongs to a session this tab no longer has.
         if (this.current) return this.current;
@@ -316,7 +296,7 @@ export class TokenClient {
     if (broadcast) this.post({ type: 'tokens', session: s });
     this.schedule();
     this.emit(() =>
-      this.o.onTokens?.({ accessToken: s.accessToken, expiresAt: new Date(s.expiresAt), sessionId: s.sessionId, claims: decodeClaims(s.accessToken), source }),
+      this.o.onTokens?.({ ...view(s), source }),
     );
   }
 
@@ -366,7 +346,7 @@ export class TokenClient {
       if (this.o.visibility && !this.o.visibility.visible()) return;
       this.refreshOnce(s.accessToken).catch((e) => {
         // Errors reached onRefreshError/onSignOut already. A transient one is retried later while the token lasts.
-        if (e instanceof TokenGateError && e.code === 'temporarily_unavailable' && this.current === s) {
+        if (transient(e) && this.current === s) {
           this.timer = setTimeout(() => this.schedule(), 5000);
         }
       });
@@ -393,6 +373,16 @@ export class TokenClient {
   }
 }
 
+/** transient: the refresher stayed unavailable, the session is kept. */
+function transient(e: unknown): boolean {
+  return e instanceof TokenGateError && e.code === 'temporarily_unavailable';
+}
+
+/** view is what the page may know of a session (no refresh token). */
+function view(s: Session): { accessToken: string; expiresAt: Date; sessionId?: string; claims: Record<string, unknown> } {
+  return { accessToken: s.accessToken, expiresAt: new Date(s.expiresAt), sessionId: s.sessionId, claims: decodeClaims(s.accessToken) };
+}
+
 function sameUrl(a: string, b: string): boolean {
   const base = baseHref() ?? 'http://localhost/';
   try {
@@ -404,6 +394,3 @@ function sameUrl(a: string, b: string): boolean {
   }
 }
 
-function macrotask(): Promise<void> {
-  return new Promise((r) => setTimeout(r, 0));
-}

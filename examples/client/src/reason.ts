@@ -106,6 +106,11 @@ function bodyError(body: unknown): string | undefined {
       return undefined;
     }
   }
+  return errorField(obj);
+}
+
+/** errorField returns the non-empty string `error` of a JSON object (not an array, not binary data), or undefined. */
+export function errorField(obj: unknown): string | undefined {
   if (typeof obj === 'object' && obj !== null && !Array.isArray(obj) && !isBinary(obj)) {
     const e = (obj as { error?: unknown }).error;
     if (typeof e === 'string' && e !== '') return e;
