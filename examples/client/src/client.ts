@@ -29,7 +29,8 @@ export class TokenClient {
   /** Bumped by every sign-in and sign-out: a refresh that started in an older epoch must not revive a session. */
   private epoch = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private unsubscribeVisibility: (() => void) | undefined;
+  /** Stops listening to visibility changes. */
+  private unwatch: (() => void) | undefined;
   private lastRefreshAt: number | undefined;
   private closed = false;
   private readonly ready: Promise<void>;
@@ -37,7 +38,7 @@ export class TokenClient {
   constructor(options: TokenClientOptions = {}) {
     this.o = resolveOptions(options);
     this.o.channel?.addEventListener('message', (ev) => this.onMessage(ev.data));
-    this.unsubscribeVisibility = this.o.visibility?.subscribe(() => this.schedule());
+    this.unwatch = this.o.visibility?.subscribe(() => this.schedule());
     this.ready = Promise.resolve()
       .then(() => this.o.storage.get())
       // Storage that cannot be read (blocked by the browser, corrupt) is an empty session, not a broken client.
@@ -112,7 +113,7 @@ export class TokenClient {
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
-    this.unsubscribeVisibility?.();
+    this.unwatch?.();
     this.o.channel?.close();
   }
 
@@ -171,15 +172,16 @@ export class TokenClient {
    * @internal
    */
   afterResponse(tokenUsed: string | undefined, header: (name: string) => string | null | undefined): void {
-    if (!tokenUsed || !this.current || this.current.accessToken !== tokenUsed) return;
+    const cur = this.current;
+    if (!tokenUsed || !cur || cur.accessToken !== tokenUsed) return;
     const left = header(this.o.expiresInHeader);
     if (!left) return;
     const secs = Number(left.trim());
     if (!Number.isFinite(secs) || secs < 0) return;
     const expiresAt = this.o.now() + secs * 1000;
     // Sub-second jitter is noise; only move the estimate for a real difference.
-    if (Math.abs(expiresAt - this.current.expiresAt) < 1000) return;
-    this.current = { ...this.current, expiresAt, obtainedAt: Math.min(this.current.obtainedAt, expiresAt) };
+    if (Math.abs(expiresAt - cur.expiresAt) < 1000) return;
+    this.current = { ...cur, expiresAt, obtainedAt: Math.min(cur.obtainedAt, expiresAt) };
     this.schedule();
   }
 
@@ -222,18 +224,16 @@ export class TokenClient {
   /** load re-reads storage, keeping this tab's expiry estimate for the same token. */
   private async load(): Promise<Session | null> {
     const stored = await this.o.storage.get();
+    const cur = this.current;
     if (!stored) {
       // Storage shared with other tabs (localStorage) may have been cleared by a sign-out there.
-      this.current = this.current && this.o.storageIsMemory ? this.current : null;
-      return this.current;
+      return (this.current = this.o.storageIsMemory ? cur : null);
     }
-    if (this.current && this.current.accessToken === stored.accessToken) return this.current;
-    if (!this.current || stored.obtainedAt >= this.current.obtainedAt) {
-      this.current = stored;
-      this.signedOut = false;
-      this.schedule();
-    }
-    return this.current;
+    if (cur && (cur.accessToken === stored.accessToken || !(stored.obtainedAt >= cur.obtainedAt))) return cur;
+    this.current = stored;
+    this.signedOut = false;
+    this.schedule();
+    return stored;
   }
 
   /** refreshAheadMs is refreshAhead, but never more than half the token's life, so a large refreshAhead does not refresh on every request. */
@@ -339,11 +339,11 @@ export class TokenClient {
     clearTimeout(this.timer);
     this.timer = undefined;
     const s = this.current;
-    if (this.closed || !s || !this.o.autoRefresh || (this.o.visibility && !this.o.visibility.visible())) return;
+    if (this.closed || !s || !this.o.autoRefresh || this.hidden()) return;
     const delay = Math.max(0, s.expiresAt - this.aheadFor(s) - this.o.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      if (this.o.visibility && !this.o.visibility.visible()) return;
+      if (this.hidden()) return;
       this.refreshOnce(s.accessToken).catch((e) => {
         // Errors reached onRefreshError/onSignOut already. A transient one is retried later while the token lasts.
         if (transient(e) && this.current === s) {
@@ -351,6 +351,10 @@ export class TokenClient {
         }
       });
     }, delay);
+  }
+
+  private hidden(): boolean {
+    return !!this.o.visibility && !this.o.visibility.visible();
   }
 
   private post(m: Message): void {

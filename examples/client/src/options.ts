@@ -184,8 +184,7 @@ function mergeOptions<D extends object>(defaults: D, options: Partial<{ [K in ke
 
 function pickStorage(s: NonNullable<TokenClientOptions['storage']>, name: string): TokenStorage {
   if (s === 'memory') return memoryStorage();
-  if (s === 'sessionStorage') return webStorage(globalThis.sessionStorage, `${name}.session`);
-  if (s === 'localStorage') return webStorage(globalThis.localStorage, `${name}.session`);
+  if (s === 'sessionStorage' || s === 'localStorage') return webStorage(globalThis[s], `${name}.session`);
   return s;
 }
 

@@ -109,18 +109,13 @@ function bodyError(body: unknown): string | undefined {
   return errorField(obj);
 }
 
-/** errorField returns the non-empty string `error` of a JSON object (not an array, not binary data), or undefined. */
+/**
+ * errorField returns the non-empty string `error` of a parsed JSON object, or
+ * undefined. Anything else has no such field: arrays and binary data
+ * (ArrayBuffer, typed arrays, Blob — what axios hands over for
+ * `responseType: 'arraybuffer'` or `'blob'`) included.
+ */
 export function errorField(obj: unknown): string | undefined {
-  if (typeof obj === 'object' && obj !== null && !Array.isArray(obj) && !isBinary(obj)) {
-    const e = (obj as { error?: unknown }).error;
-    if (typeof e === 'string' && e !== '') return e;
-  }
-  return undefined;
-}
-
-function isBinary(o: object): boolean {
-  return (
-    (typeof ArrayBuffer !== 'undefined' && (o instanceof ArrayBuffer || ArrayBuffer.isView(o))) ||
-    (typeof Blob !== 'undefined' && o instanceof Blob)
-  );
+  const e = (obj as { error?: unknown } | null | undefined)?.error;
+  return typeof e === 'string' && e !== '' ? e : undefined;
 }

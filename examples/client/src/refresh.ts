@@ -108,5 +108,6 @@ export function sleep(ms: number): Promise<void> {
 }
 
 function isTokenResponse(v: unknown): v is TokenResponse {
-  return typeof v === 'object' && v !== null && typeof (v as { access_token?: unknown }).access_token === 'string' && (v as { access_token: string }).access_token !== '';
+  const t = (v as { access_token?: unknown } | null | undefined)?.access_token;
+  return typeof t === 'string' && t !== '';
 }
