@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokengate/tokengate/internal/fakeclock"
+	"github.com/tokengate/tokengate/internal/serve"
 	"github.com/tokengate/tokengate/internal/tlsfiles"
 	"github.com/tokengate/tokengate/internal/tlsfiles/tlstest"
 )
@@ -32,7 +34,7 @@ type tlsRun struct {
 	client             tls.Certificate // signed by the client CA
 }
 
-func startTLSRun(t *testing.T) *tlsRun {
+func startTLSRun(t *testing.T, mod ...func(*RunConfig)) *tlsRun {
 	t.Helper()
 	dir := t.TempDir()
 	r := &tlsRun{ca: tlstest.NewCA(t, "test ca"), clock: fakeclock.New()}
@@ -49,6 +51,9 @@ func startTLSRun(t *testing.T) *tlsRun {
 	rc := RunConfig{
 		GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", TLS: r.reloader,
 		OnListening: func(g, h net.Addr) { bound <- addrs{g, h} },
+	}
+	for _, m := range mod {
+		m(&rc)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -184,5 +189,34 @@ func TestRunRotatesCertificateWhileConnected(t *testing.T) {
 	// original certificate.
 	if s, err := healthOver(t, old); err != nil || s != first {
 		t.Fatalf("connection opened before the rotation: serial %s, err %v", s, err)
+	}
+}
+
+// A client that opens a TCP connection to a TLS listener and never sends
+// its ClientHello holds nothing: the handshake is bounded by
+// --http-read-header-timeout / --grpc-handshake-timeout, as for plaintext.
+func TestRunCutsSilentTLSClients(t *testing.T) {
+	t.Parallel()
+	const limit = 200 * time.Millisecond
+	r := startTLSRun(t, func(rc *RunConfig) {
+		rc.HTTPLimits = serve.DefaultHTTPLimits
+		rc.HTTPLimits.ReadHeaderTimeout, rc.HTTPLimits.ReadTimeout = limit, limit
+		rc.GRPCLimits = serve.DefaultGRPCLimits
+		rc.GRPCLimits.HandshakeTimeout = limit
+	})
+	for name, addr := range map[string]string{"http": r.httpAddr, "grpc": r.grpcAddr} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// Generous bound: the server must close long before it.
+		if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.ReadAll(c)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("%s: a silent TLS client was still connected after 10s (limit %v)", name, limit)
+		}
 	}
 }
