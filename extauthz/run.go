@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -9,9 +10,12 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/tokengate/tokengate/internal/serve"
+	"github.com/tokengate/tokengate/internal/tlsfiles"
 )
 
 // RunConfig says how Run serves: the listeners, their limits, the
@@ -23,6 +27,10 @@ type RunConfig struct {
 	GRPCListen, HTTPListen string
 	// Reflection serves gRPC reflection (for grpcurl).
 	Reflection bool
+	// TLS, when set, serves both listeners over TLS with its certificate
+	// (reloaded when the files change) and, with a client CA, requires a
+	// verified client certificate (mutual TLS). nil serves plaintext.
+	TLS *tlsfiles.Reloader
 	// HTTPLimits and GRPCLimits bound the listeners; zero values are
 	// RunDefaults' limits.
 	HTTPLimits serve.HTTPLimits
@@ -90,12 +98,18 @@ func Run(ctx context.Context, cfg Config, rc RunConfig, opts Options) error {
 		grpcLn.Close()
 		return fmt.Errorf("http listen: %w", err)
 	}
-	gs := grpcLim.Server()
+	var creds []grpc.ServerOption
+	var httpTLS *tls.Config
+	if rc.TLS != nil {
+		creds = append(creds, grpc.Creds(credentials.NewTLS(rc.TLS.ServerConfig("h2"))))
+		httpTLS = rc.TLS.ServerConfig("h2", "http/1.1")
+	}
+	gs := grpcLim.Server(creds...)
 	srv.RegisterGRPC(gs)
 	if rc.Reflection {
 		reflection.Register(gs)
 	}
-	log.Info("extauthz listening", "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String(), "providers", len(cfg.Providers))
+	log.Info("extauthz listening", "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String(), "tls", rc.TLS != nil, "providers", len(cfg.Providers))
 	if rc.OnListening != nil {
 		rc.OnListening(grpcLn.Addr(), httpLn.Addr())
 	}
@@ -109,7 +123,7 @@ func Run(ctx context.Context, cfg Config, rc RunConfig, opts Options) error {
 		OnStop: srv.EndWatches,
 	})
 	group.GRPC(gs, grpcLim.Listener(grpcLn))
-	group.HTTP(httpLim.Server(srv.Routes()), httpLim.Listener(httpLn))
+	group.HTTP(httpLim.Server(srv.Routes()), serve.TLSListener(httpLim.Listener(httpLn), httpTLS))
 
 	if f, ok := opts.Denylist.(feed); ok {
 		// /readyz waits for the feed's first load.

@@ -2,6 +2,7 @@ package refresher
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tokengate/tokengate/internal/keyset"
 	"github.com/tokengate/tokengate/internal/serve"
+	"github.com/tokengate/tokengate/internal/tlsfiles"
 )
 
 // RunConfig says how Run serves: the listener, its limits, the shutdown
@@ -24,6 +26,10 @@ type RunConfig struct {
 	// HTTPLimits bound the listener; the zero value is HTTPLimitsFor the
 	// Config's RevocationsMaxWait.
 	HTTPLimits serve.HTTPLimits
+	// TLS, when set, serves the listener over TLS with its certificate
+	// (reloaded when the files change) and, with a client CA, requires a
+	// verified client certificate (mutual TLS). nil serves plaintext.
+	TLS *tlsfiles.Reloader
 	// DrainPeriod: after ctx ends, /readyz answers 503 for this long while
 	// requests are still served; then the listener closes. Grace bounds the
 	// requests in flight after that (0: serve.DefaultGrace).
@@ -91,8 +97,12 @@ func Run(ctx context.Context, cfg Config, rc RunConfig, opts Options) error {
 		OnStop: srv.Drain,
 	})
 	lim := rc.HTTPLimits.OrDefault(HTTPLimitsFor(srv.cfg.RevocationsMaxWait))
-	group.HTTP(lim.Server(srv.Routes()), lim.Listener(ln))
-	log.Info("refresher listening", "addr", ln.Addr().String())
+	var tlsCfg *tls.Config
+	if rc.TLS != nil {
+		tlsCfg = rc.TLS.ServerConfig("h2", "http/1.1")
+	}
+	group.HTTP(lim.Server(srv.Routes()), serve.TLSListener(lim.Listener(ln), tlsCfg))
+	log.Info("refresher listening", "addr", ln.Addr().String(), "tls", rc.TLS != nil)
 	if rc.OnListening != nil {
 		rc.OnListening(ln.Addr())
 	}

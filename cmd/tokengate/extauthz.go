@@ -12,6 +12,7 @@ import (
 	"github.com/tokengate/tokengate/extauthz"
 	"github.com/tokengate/tokengate/internal/devmode"
 	"github.com/tokengate/tokengate/internal/envflag"
+	"github.com/tokengate/tokengate/internal/tlsfiles"
 )
 
 // extauthzFlags are the flags of `tokengate extauthz` (each also TOKENGATE_<FLAG>).
@@ -27,6 +28,7 @@ type extauthzFlags struct {
 	adminToken, adminFile string
 	forwardAuthProxy      string
 	devJWKS               []byte // --dev: the dev key as inline JWKS
+	tls                   tlsfiles.Files
 	run                   extauthz.RunConfig
 }
 
@@ -50,6 +52,7 @@ func (f *extauthzFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.forwardAuthProxy, "forward-auth-proxy", "", "forward_auth.proxy: the proxy whose headers describe a forward-auth request: envoy (default), nginx, traefik or caddy")
 	registerHTTPLimits(fs, &f.run.HTTPLimits, d.HTTPLimits)
 	registerGRPCLimits(fs, &f.run.GRPCLimits, d.GRPCLimits)
+	registerTLS(fs, &f.tls)
 	registerShutdown(fs, &f.run.DrainPeriod, &f.run.Grace, d.DrainPeriod)
 }
 
@@ -57,6 +60,7 @@ func (f *extauthzFlags) register(fs *flag.FlagSet) {
 func (f *extauthzFlags) problems() error {
 	errs := append(httpLimitProblems(f.run.HTTPLimits), grpcLimitProblems(f.run.GRPCLimits)...)
 	errs = append(errs, shutdownProblems(f.run.DrainPeriod, f.run.Grace)...)
+	errs = append(errs, tlsProblems(f.tls)...)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: invalid configuration:\n%w", errUsage, errors.Join(errs...))
 	}
@@ -77,6 +81,9 @@ func runExtauthz(ctx context.Context, e env) error {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if err := f.problems(); err != nil {
+		return err
+	}
+	if f.run.TLS, err = newTLS(f.tls, log); err != nil {
 		return err
 	}
 	if f.dev {

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/tokengate/tokengate/internal/serve"
+	"github.com/tokengate/tokengate/internal/tlsfiles"
 )
 
 // Every listener has limits (serve.HTTPLimits, serve.GRPCLimits), each a
@@ -96,4 +98,29 @@ func shutdownProblems(drainPeriod, grace time.Duration) []error {
 		errs = append(errs, fmt.Errorf("shutdown-grace: must be positive, got %v", grace))
 	}
 	return errs
+}
+
+// registerTLS registers the TLS files of the listeners: the same three
+// flags on both services, applying to every listener of the service
+// (extauthz's gRPC and HTTP listeners share one certificate; /metrics is
+// on the HTTP listener).
+func registerTLS(fs *flag.FlagSet, f *tlsfiles.Files) {
+	fs.StringVar(&f.CertFile, "tls-cert-file", "", "serve every listener over TLS with this PEM certificate (chain, leaf first); re-read when the file changes, no restart")
+	fs.StringVar(&f.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.StringVar(&f.ClientCAFile, "tls-client-ca-file", "", "mutual TLS: require a client certificate signed by one of the PEM CAs in this file (re-read when it changes)")
+}
+
+// tlsProblems lists every missing TLS file, named by its flag.
+func tlsProblems(f tlsfiles.Files) []error { return f.Problems("tls-") }
+
+// newTLS loads the TLS files; nil (plaintext) when none is set.
+func newTLS(f tlsfiles.Files, log *slog.Logger) (*tlsfiles.Reloader, error) {
+	if !f.Enabled() {
+		return nil, nil
+	}
+	r, err := tlsfiles.New(f, tlsfiles.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	return r, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tokengate/tokengate/internal/devmode"
 	"github.com/tokengate/tokengate/internal/envflag"
 	"github.com/tokengate/tokengate/internal/keyset"
+	"github.com/tokengate/tokengate/internal/tlsfiles"
 	"github.com/tokengate/tokengate/refresher"
 )
 
@@ -36,6 +37,7 @@ type refresherFlags struct {
 	cfg            refresher.Config
 	run            refresher.RunConfig
 	storeOpts      storeOptions
+	tls            tlsfiles.Files
 }
 
 func (f *refresherFlags) register(fs *flag.FlagSet) {
@@ -73,6 +75,7 @@ func (f *refresherFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.storeOpts.RedisTimeout, "redis-timeout", time.Second, "timeout of each Redis command")
 	registerHTTPLimits(fs, &f.run.HTTPLimits, rd.HTTPLimits)
 	registerShutdown(fs, &f.run.DrainPeriod, &f.run.Grace, rd.DrainPeriod)
+	registerTLS(fs, &f.tls)
 }
 
 // refresherFlagNames maps the refresher.Config fields that Validate names
@@ -153,11 +156,15 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 	}
 	errs = append(errs, httpLimitProblems(f.run.HTTPLimits)...)
 	errs = append(errs, shutdownProblems(f.run.DrainPeriod, f.run.Grace)...)
+	errs = append(errs, tlsProblems(f.tls)...)
 	if w := f.run.HTTPLimits.WriteTimeout; w > 0 && w <= cfg.RevocationsMaxWait {
 		errs = append(errs, fmt.Errorf("http-write-timeout: must be longer than revocations-max-wait (%v), or long polls are cut", cfg.RevocationsMaxWait))
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: invalid configuration:\n%w", errUsage, errors.Join(errs...))
+	}
+	if s.run.TLS, err = newTLS(f.tls, log); err != nil {
+		return nil, err
 	}
 
 	var keys *keyset.Keys

@@ -5,18 +5,22 @@ package probe
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// HTTP is healthy when target answers a GET with a 2xx.
-func HTTP(ctx context.Context, target string) error {
+// HTTP is healthy when target answers a GET with a 2xx. tlsCfg is the
+// client side of an https target (CA, client certificate); nil uses the
+// system roots.
+func HTTP(ctx context.Context, target string, tlsCfg *tls.Config) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return err
@@ -24,7 +28,7 @@ func HTTP(ctx context.Context, target string) error {
 	// A fresh client: no proxy from the environment, no redirects followed,
 	// since a probe must see the service itself.
 	client := &http.Client{
-		Transport:     &http.Transport{Proxy: nil},
+		Transport:     &http.Transport{Proxy: nil, TLSClientConfig: tlsCfg},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	resp, err := client.Do(req)
@@ -40,9 +44,14 @@ func HTTP(ctx context.Context, target string) error {
 }
 
 // GRPC is healthy when grpc.health.v1.Health/Check on addr answers
-// SERVING for service ("" is the whole server).
-func GRPC(ctx context.Context, addr, service string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// SERVING for service ("" is the whole server). With tlsCfg the
+// connection is TLS; nil is plaintext.
+func GRPC(ctx context.Context, addr, service string, tlsCfg *tls.Config) error {
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", addr, err)
 	}

@@ -83,9 +83,10 @@ func (l GRPCLimits) OrDefault(d GRPCLimits) GRPCLimits {
 	return l
 }
 
-// Server is a gRPC server with these limits.
-func (l GRPCLimits) Server() *grpc.Server {
-	return grpc.NewServer(l.ServerOptions()...)
+// Server is a gRPC server with these limits and the extra options (TLS
+// credentials).
+func (l GRPCLimits) Server(extra ...grpc.ServerOption) *grpc.Server {
+	return grpc.NewServer(append(l.ServerOptions(), extra...)...)
 }
 
 // Listener bounds ln's open connections to MaxConns.

@@ -8,6 +8,7 @@ package serve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,6 +81,17 @@ func LimitListener(ln net.Listener, n int) net.Listener {
 		return ln
 	}
 	return netutil.LimitListener(ln, n)
+}
+
+// TLSListener is ln serving TLS with cfg, or ln itself when cfg is nil
+// (plaintext). Put it over the connection limit, so a connection that
+// never finishes its handshake still counts (and is cut by the server's
+// read timeouts).
+func TLSListener(ln net.Listener, cfg *tls.Config) net.Listener {
+	if cfg == nil {
+		return ln
+	}
+	return tls.NewListener(ln, cfg)
 }
 
 // HTTP adds an HTTP server on ln. During the drain period its answers

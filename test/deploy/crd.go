@@ -45,6 +45,62 @@ type SMEndpoint struct {
 	Scheme        string `json:"scheme,omitempty"`
 	Interval      string `json:"interval,omitempty"`
 	ScrapeTimeout string `json:"scrapeTimeout,omitempty"`
+	TLSConfig     *struct {
+		ServerName string          `json:"serverName,omitempty"`
+		CA         *SecretOrConfig `json:"ca,omitempty"`
+		Cert       *SecretOrConfig `json:"cert,omitempty"`
+		KeySecret  *SecretKeyRef   `json:"keySecret,omitempty"`
+	} `json:"tlsConfig,omitempty"`
+}
+
+// SecretOrConfig is prometheus-operator's reference to a Secret or
+// ConfigMap key (the chart uses Secrets).
+type SecretOrConfig struct {
+	Secret *SecretKeyRef `json:"secret,omitempty"`
+}
+
+// SecretKeyRef names a key of a Secret.
+type SecretKeyRef struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
+}
+
+// Certificate is the part of cert-manager's cert-manager.io/v1 Certificate
+// the chart uses, with its CRD's required fields.
+type Certificate struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		SecretName string `json:"secretName"`
+		IssuerRef  struct {
+			Name  string `json:"name"`
+			Kind  string `json:"kind,omitempty"`
+			Group string `json:"group,omitempty"`
+		} `json:"issuerRef"`
+		Duration    string `json:"duration,omitempty"`
+		RenewBefore string `json:"renewBefore,omitempty"`
+		PrivateKey  *struct {
+			Algorithm      string `json:"algorithm,omitempty"`
+			Size           int    `json:"size,omitempty"`
+			RotationPolicy string `json:"rotationPolicy,omitempty"`
+		} `json:"privateKey,omitempty"`
+		Usages   []string `json:"usages,omitempty"`
+		DNSNames []string `json:"dnsNames,omitempty"`
+	} `json:"spec"`
+}
+
+func (c *Certificate) validate() error {
+	var errs []error
+	if c.Spec.SecretName == "" {
+		errs = append(errs, errors.New("spec.secretName is required"))
+	}
+	if c.Spec.IssuerRef.Name == "" {
+		errs = append(errs, errors.New("spec.issuerRef.name is required"))
+	}
+	if len(c.Spec.DNSNames) == 0 {
+		errs = append(errs, errors.New("spec.dnsNames: at least one name (or another subject) is required"))
+	}
+	return errors.Join(errs...)
 }
 
 func (sm *ServiceMonitor) validate() error {

@@ -182,6 +182,12 @@ func decodeCRD(gvk schema.GroupVersionKind, js []byte) error {
 	case schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: "PrometheusRule"}:
 		_, err := decodePrometheusRule(js)
 		return err
+	case schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}:
+		var c Certificate
+		if err := strictJSON(js, &c); err != nil {
+			return err
+		}
+		return c.validate()
 	case schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "AuthorizationPolicy"}:
 		var ap AuthorizationPolicy
 		if err := strictJSON(js, &ap); err != nil {

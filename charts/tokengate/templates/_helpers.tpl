@@ -55,7 +55,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "tokengate.refresherURL" -}}
-http://{{ include "tokengate.refresher" . }}.{{ .Release.Namespace }}.svc.cluster.local:{{ .Values.refresher.port }}
+{{ ternary "https" "http" .Values.tls.enabled }}://{{ include "tokengate.refresher" . }}.{{ .Release.Namespace }}.svc.cluster.local:{{ .Values.refresher.port }}
 {{- end -}}
 
 {{- define "tokengate.issuer" -}}
@@ -119,3 +119,61 @@ Shutdown and listener-limit flags of one service (docs/operations.md):
 - --{{ kebabcase $k }}={{ if kindIs "float64" $v }}{{ int64 $v }}{{ else }}{{ $v }}{{ end }}
 {{- end }}
 {{- end }}
+
+{{/* TLS (values tls.*): the Secret, the flags, and the probes. */}}
+{{- define "tokengate.tlsSecret" -}}
+{{- default (printf "%s-tls" (include "tokengate.fullname" .)) .Values.tls.secretName -}}
+{{- end -}}
+
+{{/* --tls-* flags of one service; .clientAuth adds mutual TLS. */}}
+{{- define "tokengate.tlsArgs" -}}
+{{- if .ctx.Values.tls.enabled }}
+- --tls-cert-file=/etc/tokengate/tls/tls.crt
+- --tls-key-file=/etc/tokengate/tls/tls.key
+{{- if .clientAuth }}
+- --tls-client-ca-file=/etc/tokengate/tls/ca.crt
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The TLS Secret as a directory (no subPath, so a rotation reaches the
+running pod and the services re-read it). */}}
+{{- define "tokengate.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "tokengate.tlsSecret" . }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{- define "tokengate.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/tokengate/tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/*
+An exec probe running `tokengate healthcheck` inside the container, for a
+TLS listener the kubelet cannot probe itself (gRPC probes speak no TLS;
+HTTP probes present no client certificate). It verifies the service with
+ca.crt under the Service's name and, with mutual TLS, presents the pod's
+own certificate. dict: url, serverName, clientAuth.
+*/}}
+{{- define "tokengate.execProbe" -}}
+exec:
+  command:
+    - /tokengate
+    - healthcheck
+    - --timeout=2s
+    - --tls-ca-file=/etc/tokengate/tls/ca.crt
+    - --tls-server-name={{ .serverName }}
+    {{- if .clientAuth }}
+    - --tls-cert-file=/etc/tokengate/tls/tls.crt
+    - --tls-key-file=/etc/tokengate/tls/tls.key
+    {{- end }}
+    - {{ .url }}
+timeoutSeconds: 3
+{{- end -}}
