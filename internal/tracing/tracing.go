@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -36,8 +37,9 @@ const (
 	EnvTracesProtocol = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 )
 
-// propagator is W3C trace context, the one Envoy and most proxies speak.
-var propagator = propagation.TraceContext{}
+// Propagator is W3C trace context (traceparent, tracestate), the one Envoy
+// and most proxies speak.
+var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
 
 // Provider exports the spans of one service. A nil *Provider is tracing
 // off: Tracer returns nil and ForceFlush and Shutdown do nothing.
@@ -147,19 +149,21 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 	return p.tp.Shutdown(ctx)
 }
 
-// Extract continues the trace of the traceparent and tracestate in
-// headers (lower-case names, as Envoy sends them in a CheckRequest).
-func Extract(ctx context.Context, headers map[string]string) context.Context {
-	return propagator.Extract(ctx, propagation.MapCarrier(headers))
+// Close exports the spans still buffered and stops, waiting at most 5
+// seconds: a collector that is down must not hold a shutdown.
+func (p *Provider) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = p.Shutdown(ctx)
 }
 
 // ExtractHTTP continues the trace of an HTTP request's headers.
 func ExtractHTTP(ctx context.Context, h propagation.HeaderCarrier) context.Context {
-	return propagator.Extract(ctx, h)
+	return Propagator.Extract(ctx, h)
 }
 
 // Inject writes the trace context of ctx into an outgoing request's
 // headers, so the next service's spans join the trace.
 func Inject(ctx context.Context, h propagation.HeaderCarrier) {
-	propagator.Inject(ctx, h)
+	Propagator.Inject(ctx, h)
 }
