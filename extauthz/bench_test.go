@@ -7,6 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tokengate/tokengate/internal/tracing/otlptest"
 )
 
 // BenchmarkCheck measures Check for each algorithm with the verified-token
@@ -37,6 +41,44 @@ func BenchmarkCheck(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkCheckTracing measures a cached Check (ES256) with tracing off
+// and on, exporting to a local OTLP/HTTP receiver (which decodes and
+// counts the spans): for a request carrying a sampled traceparent (the
+// check's span is its child) and for one without (a new trace). The batch
+// exporter works in the background; what is timed is the span's start,
+// attributes, end and hand-over to the batch queue. Figures:
+// docs/benchmarks.md (Tracing).
+func BenchmarkCheckTracing(b *testing.B) {
+	for _, mode := range []string{"off", "on/traceparent", "on/new-trace"} {
+		b.Run(mode, func(b *testing.B) {
+			k := newTestKey(b, "ES256", "bench")
+			var tracer trace.Tracer
+			if mode != "off" {
+				tp, _ := tracedProviderTo(b, otlptest.NewDiscarding(b))
+				tracer = tp.Tracer(instrumentationName)
+			}
+			h := newHarness(b, baseConfig(b, k), func(o *Options) {
+				o.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+				o.Tracer = tracer
+			})
+			headers := map[string]string{"authorization": "Bearer " + k.token(b, claimsAt(h.clock.Now()))}
+			if mode != "on/new-trace" {
+				headers["traceparent"] = traceparent // Envoy with tracing on
+			}
+			req := checkReq("GET", "app.test", "/api/things", headers)
+			ctx := b.Context()
+			if resp, err := h.srv.Check(ctx, req); err != nil || resp.GetOkResponse() == nil {
+				b.Fatalf("check: %v %v", resp, err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				h.srv.Check(ctx, req)
+			}
+		})
 	}
 }
 

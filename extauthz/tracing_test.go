@@ -18,9 +18,13 @@ const (
 
 // tracedProvider exports to a local OTLP/HTTP receiver, as
 // OTEL_EXPORTER_OTLP_ENDPOINT would configure it.
-func tracedProvider(t *testing.T) (*tracing.Provider, *otlptest.Receiver) {
+func tracedProvider(t testing.TB) (*tracing.Provider, *otlptest.Receiver) {
 	t.Helper()
-	rcv := otlptest.New(t)
+	return tracedProviderTo(t, otlptest.New(t))
+}
+
+func tracedProviderTo(t testing.TB, rcv *otlptest.Receiver) (*tracing.Provider, *otlptest.Receiver) {
+	t.Helper()
 	tp, err := tracing.Setup(t.Context(), "tokengate-extauthz", func(k string) string {
 		if k == tracing.EnvEndpoint {
 			return rcv.URL

@@ -34,13 +34,21 @@ type Span struct {
 type Receiver struct {
 	URL string // the server's base URL: OTEL_EXPORTER_OTLP_ENDPOINT
 
+	discard bool // count, do not keep (benchmarks)
+
 	mu    sync.Mutex
 	spans []Span
+	count int
 }
 
 // New starts a receiver, closed when the test ends.
-func New(t testing.TB) *Receiver {
-	r := &Receiver{}
+func New(t testing.TB) *Receiver { return start(t, &Receiver{}) }
+
+// NewDiscarding starts a receiver that decodes and counts the spans but
+// does not keep them: a benchmark exports millions.
+func NewDiscarding(t testing.TB) *Receiver { return start(t, &Receiver{discard: true}) }
+
+func start(t testing.TB, r *Receiver) *Receiver {
 	srv := httptest.NewServer(http.HandlerFunc(r.serve))
 	t.Cleanup(srv.Close)
 	r.URL = srv.URL
@@ -77,7 +85,10 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	r.mu.Lock()
-	r.spans = append(r.spans, got...)
+	r.count += len(got)
+	if !r.discard {
+		r.spans = append(r.spans, got...)
+	}
 	r.mu.Unlock()
 	out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
 	w.Header().Set("Content-Type", "application/x-protobuf")
@@ -89,6 +100,13 @@ func (r *Receiver) Spans() []Span {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]Span(nil), r.spans...)
+}
+
+// Count is how many spans were received.
+func (r *Receiver) Count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
 }
 
 // Named returns the received spans with the given name.
