@@ -43,6 +43,10 @@ func TestTracingRefreshSpans(t *testing.T) {
 	if first.Status != http.StatusOK || again.Status != http.StatusOK || unknown.Status != http.StatusBadRequest {
 		t.Fatalf("refreshes: %d %d %d", first.Status, again.Status, unknown.Status)
 	}
+	// A path holding the session id: the span is named by its route.
+	if r := rg.admin("DELETE", "/v1/sessions/"+s.str("session_id"), ""); r.Status != http.StatusOK {
+		t.Fatalf("sign-out: %d %s", r.Status, r.Raw)
+	}
 	if err := tp.ForceFlush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -89,5 +93,8 @@ func TestTracingRefreshSpans(t *testing.T) {
 	}
 	if sessions := rcv.Named("POST /v1/sessions"); len(sessions) != 1 || sessions[0].ParentSpanID != "" {
 		t.Errorf("sign-in spans %+v, want one root span", sessions)
+	}
+	if outs := rcv.Named("DELETE /v1/sessions/{sid}"); len(outs) != 1 {
+		t.Errorf("sign-out spans: %d, want 1", len(outs))
 	}
 }
