@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
@@ -46,13 +47,14 @@ func BenchmarkCheck(b *testing.B) {
 
 // BenchmarkCheckTracing measures a cached Check (ES256) with tracing off
 // and on, exporting to a local OTLP/HTTP receiver (which decodes and
-// counts the spans): for a request carrying a sampled traceparent (the
-// check's span is its child) and for one without (a new trace). The batch
-// exporter works in the background; what is timed is the span's start,
-// attributes, end and hand-over to the batch queue. Figures:
+// drops what it is sent): for a request carrying a sampled traceparent
+// (the check's span is its child), an unsampled one (Envoy sampling a
+// fraction of requests: the default parent-based sampler records nothing)
+// and none (a new, sampled trace). The batch exporter runs in the same
+// process, so its work is part of the time. Figures:
 // docs/benchmarks.md (Tracing).
 func BenchmarkCheckTracing(b *testing.B) {
-	for _, mode := range []string{"off", "on/traceparent", "on/new-trace"} {
+	for _, mode := range []string{"off", "on/traceparent", "on/unsampled", "on/new-trace"} {
 		b.Run(mode, func(b *testing.B) {
 			k := newTestKey(b, "ES256", "bench")
 			var tracer trace.Tracer
@@ -65,8 +67,11 @@ func BenchmarkCheckTracing(b *testing.B) {
 				o.Tracer = tracer
 			})
 			headers := map[string]string{"authorization": "Bearer " + k.token(b, claimsAt(h.clock.Now()))}
-			if mode != "on/new-trace" {
+			switch mode {
+			case "off", "on/traceparent":
 				headers["traceparent"] = traceparent // Envoy with tracing on
+			case "on/unsampled":
+				headers["traceparent"] = strings.TrimSuffix(traceparent, "01") + "00"
 			}
 			req := checkReq("GET", "app.test", "/api/things", headers)
 			ctx := b.Context()
