@@ -2,9 +2,11 @@ package extauthz
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokengate/tokengate/internal/tracing"
 	"github.com/tokengate/tokengate/internal/tracing/otlptest"
@@ -148,5 +150,56 @@ func TestTracingFeedSpans(t *testing.T) {
 				t.Errorf("poll span attribute %s holds the admin token", key)
 			}
 		}
+	}
+}
+
+// Run turns tracing on from the OTEL_* variables it is given, hands its
+// tracer to the revocation feed, and flushes the spans still buffered
+// when it returns: no ForceFlush here.
+func TestTracingRunFlushesAtShutdown(t *testing.T) {
+	t.Parallel()
+	rcv := otlptest.New(t)
+	k := newTestKey(t, "ES256", "run")
+	fs := newFeedServer(t, "admin")
+	feed, err := NewRevocationFeed(RevocationFeedConfig{URL: fs.srv.URL, AdminToken: "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, baseConfig(t, k), RunConfig{
+			GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+			OnListening: func(_, h net.Addr) { addrs <- h.String() },
+			Getenv: func(key string) string {
+				return map[string]string{tracing.EnvEndpoint: rcv.URL, tracing.EnvServiceName: "edge"}[key]
+			},
+		}, Options{Denylist: feed})
+	}()
+	addr := <-addrs
+	<-feed.Synced()
+	req, _ := http.NewRequest("GET", "http://"+addr+"/authz/api/things", nil)
+	req.Header.Set("Authorization", "Bearer "+k.token(t, claimsAt(time.Now())))
+	req.Header.Set("Traceparent", traceparent)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("forward-auth: %d", resp.StatusCode)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	checks := rcv.Named(spanCheck)
+	if len(checks) != 1 || checks[0].ParentSpanID != parentSpan || checks[0].Service != "edge" {
+		t.Fatalf("check spans after shutdown: %+v", checks)
+	}
+	if polls := rcv.Named(spanPollRevocations); len(polls) == 0 {
+		t.Errorf("no feed poll span: Run did not give the feed its tracer")
 	}
 }
