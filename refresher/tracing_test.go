@@ -2,6 +2,7 @@ package refresher_test
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/tokengate/tokengate/internal/tracing"
 	"github.com/tokengate/tokengate/internal/tracing/otlptest"
+	"github.com/tokengate/tokengate/refresher"
+	"github.com/tokengate/tokengate/refresher/store/memstore"
 )
 
 // A refresh is a server span continuing the caller's traceparent, named
@@ -96,5 +99,40 @@ func TestTracingRefreshSpans(t *testing.T) {
 	}
 	if outs := rcv.Named("DELETE /v1/sessions/{sid}"); len(outs) != 1 {
 		t.Errorf("sign-out spans: %d, want 1", len(outs))
+	}
+}
+
+// Run turns tracing on from the OTEL_* variables it is given and flushes
+// the spans still buffered when it returns: no ForceFlush here.
+func TestTracingRunFlushesAtShutdown(t *testing.T) {
+	t.Parallel()
+	rcv := otlptest.New(t)
+	addrs := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- refresher.Run(ctx, testConfig(), refresher.RunConfig{
+			Listen:      "127.0.0.1:0",
+			OnListening: func(a net.Addr) { addrs <- a.String() },
+			Getenv: func(key string) string {
+				return map[string]string{tracing.EnvTracesEndpoint: rcv.URL + "/v1/traces"}[key]
+			},
+		}, refresher.Options{Store: memstore.New(), Keys: generateKeys(t)})
+	}()
+	addr := <-addrs
+	for _, path := range []string{"/.well-known/jwks.json", "/healthz"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if spans := rcv.Spans(); len(spans) != 1 || spans[0].Name != "GET /.well-known/jwks.json" || spans[0].Service != "tokengate-refresher" {
+		t.Fatalf("spans after shutdown: %+v, want the JWKS request only (no probe spans)", spans)
 	}
 }
