@@ -1,7 +1,7 @@
 import { TokenGateError, type DenialReason, type SignOutReason } from './errors.js';
 import { withLock } from './lock.js';
 import { baseHref, resolveOptions, type ResolvedOptions, type TokenClientOptions } from './options.js';
-import { callRefresher } from './refresh.js';
+import { callRefresher, formPost, sleep } from './refresh.js';
 import { decodeClaims, isSession, sessionFromResponse, type Session, type TokenInfo, type TokenResponse } from './session.js';
 
 type Message =
@@ -29,7 +29,8 @@ export class TokenClient {
   /** Bumped by every sign-in and sign-out: a refresh that started in an older epoch must not revive a session. */
   private epoch = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private unsubscribeVisibility: (() => void) | undefined;
+  /** Stops listening to visibility changes. */
+  private unwatch: (() => void) | undefined;
   private lastRefreshAt: number | undefined;
   private closed = false;
   private readonly ready: Promise<void>;
@@ -37,7 +38,7 @@ export class TokenClient {
   constructor(options: TokenClientOptions = {}) {
     this.o = resolveOptions(options);
     this.o.channel?.addEventListener('message', (ev) => this.onMessage(ev.data));
-    this.unsubscribeVisibility = this.o.visibility?.subscribe(() => this.schedule());
+    this.unwatch = this.o.visibility?.subscribe(() => this.schedule());
     this.ready = Promise.resolve()
       .then(() => this.o.storage.get())
       // Storage that cannot be read (blocked by the browser, corrupt) is an empty session, not a broken client.
@@ -73,9 +74,7 @@ export class TokenClient {
 
   /** The session as far as the page may know it (no refresh token), or null. */
   get session(): { accessToken: string; expiresAt: Date; sessionId?: string; claims: Record<string, unknown> } | null {
-    const s = this.current;
-    if (!s) return null;
-    return { accessToken: s.accessToken, expiresAt: new Date(s.expiresAt), sessionId: s.sessionId, claims: decodeClaims(s.accessToken) };
+    return this.current && view(this.current);
   }
 
   /** When this tab last refreshed successfully. */
@@ -102,13 +101,7 @@ export class TokenClient {
     }
     if (body.has('token') || this.o.transport === 'cookie') {
       try {
-        await this.o.fetch(this.o.revokeUrl, {
-          method: 'POST',
-          headers: { 'content-type': 'application/x-www-form-urlencoded', ...this.o.refreshHeaders },
-          body: body.toString(),
-          credentials: this.o.transport === 'cookie' ? 'include' : 'same-origin',
-          cache: 'no-store',
-        });
+        await this.o.fetch(this.o.revokeUrl, formPost(this.o, body));
       } catch {
         // Signing out locally must not depend on the network.
       }
@@ -120,7 +113,7 @@ export class TokenClient {
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
-    this.unsubscribeVisibility?.();
+    this.unwatch?.();
     this.o.channel?.close();
   }
 
@@ -150,7 +143,7 @@ export class TokenClient {
       } catch (e) {
         // A transient refresher failure does not stop a request whose token still works.
         const cur = this.current;
-        if (!(e instanceof TokenGateError && e.code === 'temporarily_unavailable' && cur && cur.expiresAt > this.o.now())) throw e;
+        if (!(transient(e) && cur && cur.expiresAt > this.o.now())) throw e;
       }
     }
     let s = await this.load();
@@ -166,7 +159,7 @@ export class TokenClient {
         s = await this.refreshOnce(s.accessToken);
       } catch (e) {
         // The refresher is briefly unavailable but the token still works: use it.
-        if (e instanceof TokenGateError && e.code === 'temporarily_unavailable' && s.expiresAt > this.o.now()) return s.accessToken;
+        if (transient(e) && s.expiresAt > this.o.now()) return s.accessToken;
         throw e;
       }
     }
@@ -179,15 +172,16 @@ export class TokenClient {
    * @internal
    */
   afterResponse(tokenUsed: string | undefined, header: (name: string) => string | null | undefined): void {
-    if (!tokenUsed || !this.current || this.current.accessToken !== tokenUsed) return;
+    const cur = this.current;
+    if (!tokenUsed || !cur || cur.accessToken !== tokenUsed) return;
     const left = header(this.o.expiresInHeader);
     if (!left) return;
     const secs = Number(left.trim());
     if (!Number.isFinite(secs) || secs < 0) return;
     const expiresAt = this.o.now() + secs * 1000;
     // Sub-second jitter is noise; only move the estimate for a real difference.
-    if (Math.abs(expiresAt - this.current.expiresAt) < 1000) return;
-    this.current = { ...this.current, expiresAt, obtainedAt: Math.min(this.current.obtainedAt, expiresAt) };
+    if (Math.abs(expiresAt - cur.expiresAt) < 1000) return;
+    this.current = { ...cur, expiresAt, obtainedAt: Math.min(cur.obtainedAt, expiresAt) };
     this.schedule();
   }
 
@@ -230,18 +224,16 @@ export class TokenClient {
   /** load re-reads storage, keeping this tab's expiry estimate for the same token. */
   private async load(): Promise<Session | null> {
     const stored = await this.o.storage.get();
+    const cur = this.current;
     if (!stored) {
       // Storage shared with other tabs (localStorage) may have been cleared by a sign-out there.
-      this.current = this.current && this.o.storageIsMemory ? this.current : null;
-      return this.current;
+      return (this.current = this.o.storageIsMemory ? cur : null);
     }
-    if (this.current && this.current.accessToken === stored.accessToken) return this.current;
-    if (!this.current || stored.obtainedAt >= this.current.obtainedAt) {
-      this.current = stored;
-      this.signedOut = false;
-      this.schedule();
-    }
-    return this.current;
+    if (cur && (cur.accessToken === stored.accessToken || !(stored.obtainedAt >= cur.obtainedAt))) return cur;
+    this.current = stored;
+    this.signedOut = false;
+    this.schedule();
+    return stored;
   }
 
   /** refreshAheadMs is refreshAhead, but never more than half the token's life, so a large refreshAhead does not refresh on every request. */
@@ -269,26 +261,14 @@ export class TokenClient {
       // Another tab may have refreshed while we waited for the lock; its
       // session is in shared storage or arrived over BroadcastChannel. Give
       // already-delivered messages a turn before deciding.
-      if (this.o.channel) await macrotask();
+      if (this.o.channel) await sleep(0);
       const s = await this.load();
       if (s && s.accessToken !== stale && !this.expiringSoon(s)) return s;
       if (!s && this.o.transport === 'body') {
         await this.endSession('missing_token', true);
         throw new TokenGateError('missing_token', 'no session to refresh');
       }
-      const r = await callRefresher({
-        url: this.o.refreshUrl,
-        transport: this.o.transport,
-        refreshToken: s?.refreshToken,
-        fetch: this.o.fetch,
-        maxAttempts: this.o.refreshAttempts,
-        backoffBaseMs: 500,
-        backoffMaxMs: this.o.maxBackoffMs,
-        timeoutMs: this.o.refreshTimeoutMs,
-        headers: this.o.refreshHeaders,
-        now: this.o.now,
-        onError: (e) => this.emit(() => this.o.onRefreshError?.(e)),
-      });
+      const r = await callRefresher(this.o, s?.refreshToken, (e) => this.emit(() => this.o.onRefreshError?.(e)));
       if (this.epoch !== epoch) {
         // Signed out (or signed in anew) while the refresher answered: its pair belongs to a session this tab no longer has.
         if (this.current) return this.current;
@@ -316,7 +296,7 @@ export class TokenClient {
     if (broadcast) this.post({ type: 'tokens', session: s });
     this.schedule();
     this.emit(() =>
-      this.o.onTokens?.({ accessToken: s.accessToken, expiresAt: new Date(s.expiresAt), sessionId: s.sessionId, claims: decodeClaims(s.accessToken), source }),
+      this.o.onTokens?.({ ...view(s), source }),
     );
   }
 
@@ -359,18 +339,22 @@ export class TokenClient {
     clearTimeout(this.timer);
     this.timer = undefined;
     const s = this.current;
-    if (this.closed || !s || !this.o.autoRefresh || (this.o.visibility && !this.o.visibility.visible())) return;
+    if (this.closed || !s || !this.o.autoRefresh || this.hidden()) return;
     const delay = Math.max(0, s.expiresAt - this.aheadFor(s) - this.o.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      if (this.o.visibility && !this.o.visibility.visible()) return;
+      if (this.hidden()) return;
       this.refreshOnce(s.accessToken).catch((e) => {
         // Errors reached onRefreshError/onSignOut already. A transient one is retried later while the token lasts.
-        if (e instanceof TokenGateError && e.code === 'temporarily_unavailable' && this.current === s) {
+        if (transient(e) && this.current === s) {
           this.timer = setTimeout(() => this.schedule(), 5000);
         }
       });
     }, delay);
+  }
+
+  private hidden(): boolean {
+    return !!this.o.visibility && !this.o.visibility.visible();
   }
 
   private post(m: Message): void {
@@ -393,6 +377,16 @@ export class TokenClient {
   }
 }
 
+/** transient: the refresher stayed unavailable, the session is kept. */
+function transient(e: unknown): boolean {
+  return e instanceof TokenGateError && e.code === 'temporarily_unavailable';
+}
+
+/** view is what the page may know of a session (no refresh token). */
+function view(s: Session): { accessToken: string; expiresAt: Date; sessionId?: string; claims: Record<string, unknown> } {
+  return { accessToken: s.accessToken, expiresAt: new Date(s.expiresAt), sessionId: s.sessionId, claims: decodeClaims(s.accessToken) };
+}
+
 function sameUrl(a: string, b: string): boolean {
   const base = baseHref() ?? 'http://localhost/';
   try {
@@ -404,6 +398,3 @@ function sameUrl(a: string, b: string): boolean {
   }
 }
 
-function macrotask(): Promise<void> {
-  return new Promise((r) => setTimeout(r, 0));
-}

@@ -1,6 +1,6 @@
 import { TokenClient } from './client.js';
 import { TokenGateError } from './errors.js';
-import type { TokenClientOptions } from './options.js';
+import { boundFetch, type TokenClientOptions } from './options.js';
 import { denialReason } from './reason.js';
 
 export interface CreateFetchOptions extends TokenClientOptions {
@@ -25,9 +25,7 @@ export type TokenFetch = ((input: RequestInfo | URL, init?: RequestInit) => Prom
  */
 export function createFetch(options: CreateFetchOptions = {}): TokenFetch {
   const client = options.client ?? new TokenClient(options);
-  const base = options.fetch ?? globalThis.fetch;
-  if (!base) throw new Error('@tokengate/client: no fetch available; pass options.fetch');
-  const raw = base.bind(globalThis);
+  const raw = boundFetch(options.fetch);
 
   const send = async (request: Request, retried: boolean): Promise<Response> => {
     if (!client.shouldAuthorize(request.url)) return raw(request);

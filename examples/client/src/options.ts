@@ -140,35 +140,36 @@ export interface ResolvedOptions {
  */
 export function resolveOptions(options: TokenClientOptions): ResolvedOptions {
   const o = mergeOptions(defaultOptions, options);
-  const f = options.fetch ?? globalThis.fetch;
-  if (!f) throw new Error('@tokengate/client: no fetch available; pass options.fetch');
+  const fetch = boundFetch(options.fetch);
+  // The merged table first (so an option left out takes its default), then
+  // what is derived; fields the table keeps under another unit (refreshAhead…) ride along unused.
   return {
-    refreshUrl: o.refreshUrl,
+    ...o,
     // The refresh cookie is scoped to the token endpoint's path, so with the
     // cookie transport sign-out goes to the revocation endpoint below it.
     revokeUrl: options.revokeUrl ?? (o.transport === 'cookie' ? `${o.refreshUrl.replace(/\/+$/, '')}/revoke` : '/v1/revoke'),
-    transport: o.transport,
     storage: pickStorage(o.storage, o.name),
     storageIsMemory: o.storage === 'memory',
     refreshAheadMs: o.refreshAhead * 1000,
-    autoRefresh: o.autoRefresh,
-    name: o.name,
     lockTimeoutMs: o.lockTimeout * 1000,
     refreshTimeoutMs: o.refreshTimeout * 1000,
-    refreshAttempts: o.refreshAttempts,
     maxBackoffMs: o.maxBackoff * 1000,
-    refreshHeaders: o.refreshHeaders,
-    expiresInHeader: o.expiresInHeader,
-    authorize: o.authorize,
     onTokens: options.onTokens,
     onSignOut: options.onSignOut,
     onRefreshError: options.onRefreshError,
-    fetch: f.bind(globalThis),
+    fetch,
     locks: o.crossTab ? (options.locks === undefined ? defaultLocks() : options.locks ?? undefined) : undefined,
     channel: o.crossTab ? (options.channel === undefined ? defaultChannel(o.name) : options.channel ?? undefined) : undefined,
     visibility: options.visibility === undefined ? defaultVisibility() : options.visibility ?? undefined,
     now: options.now ?? (() => Date.now()),
   };
+}
+
+/** boundFetch is f, or the global fetch, bound to globalThis; it throws when there is none. */
+export function boundFetch(f: typeof fetch | undefined): typeof fetch {
+  f ??= globalThis.fetch;
+  if (!f) throw new Error('@tokengate/client: no fetch available; pass options.fetch');
+  return f.bind(globalThis);
 }
 
 /** mergeOptions is defaults overlaid with the options that are set (neither undefined nor null). */
@@ -183,8 +184,7 @@ function mergeOptions<D extends object>(defaults: D, options: Partial<{ [K in ke
 
 function pickStorage(s: NonNullable<TokenClientOptions['storage']>, name: string): TokenStorage {
   if (s === 'memory') return memoryStorage();
-  if (s === 'sessionStorage') return webStorage(globalThis.sessionStorage, `${name}.session`);
-  if (s === 'localStorage') return webStorage(globalThis.localStorage, `${name}.session`);
+  if (s === 'sessionStorage' || s === 'localStorage') return webStorage(globalThis[s], `${name}.session`);
   return s;
 }
 

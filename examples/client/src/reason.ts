@@ -16,51 +16,30 @@ const KNOWN: ReadonlySet<string> = new Set<DenialReason>([
  * error.
  */
 export function parseWwwAuthenticate(header: string | null | undefined): { error: string; description?: string; reason?: string } | undefined {
-  if (!header) return undefined;
-  let challenge: { scheme: string; params: Record<string, string> } | undefined;
-  const challenges: { scheme: string; params: Record<string, string> }[] = [];
-  for (const item of splitOutsideQuotes(header)) {
+  let scheme: string | undefined;
+  let params: Record<string, string> = {};
+  const bearerError = () => (scheme === 'bearer' && params.error ? { error: params.error, description: params.error_description, reason: params.reason } : undefined);
+  // The comma-separated items, split only outside quoted strings (in which a
+  // backslash escapes the next character; an unclosed quote runs to the end).
+  for (let item of header?.match(/(?:[^,"]|"(?:\\[^]|[^"\\])*(?:"|\\?$))+/g) ?? []) {
+    item = item.trim();
     // "Scheme param=value" starts a challenge; "param=value" continues one.
     const m = /^([A-Za-z0-9!#$%&'*+.^_`|~-]+)(?:\s+(.*))?$/s.exec(item);
-    let rest = item;
     if (m && !/^\s*=/.test(item.slice(m[1].length))) {
-      challenge = { scheme: m[1].toLowerCase(), params: {} };
-      challenges.push(challenge);
-      rest = m[2] ?? '';
+      // The first Bearer challenge with an error is the answer.
+      const found = bearerError();
+      if (found) return found;
+      scheme = m[1].toLowerCase();
+      params = {};
+      item = m[2] ?? '';
     }
-    const p = /^([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|(\S*))$/s.exec(rest.trim());
-    if (p && challenge) {
+    const p = /^([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|(\S*))$/s.exec(item.trim());
+    if (p && scheme) {
       const key = p[1].toLowerCase();
-      if (!(key in challenge.params)) challenge.params[key] = p[2] !== undefined ? p[2].replace(/\\(.)/gs, '$1') : p[3];
+      if (!(key in params)) params[key] = p[2] !== undefined ? p[2].replace(/\\(.)/gs, '$1') : p[3];
     }
   }
-  for (const c of challenges) {
-    if (c.scheme === 'bearer' && c.params.error) return { error: c.params.error, description: c.params.error_description, reason: c.params.reason };
-  }
-  return undefined;
-}
-
-/** splitOutsideQuotes splits a header value at commas that are not inside a quoted string. */
-function splitOutsideQuotes(s: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  let quoted = false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i];
-    if (quoted && c === '\\' && i + 1 < s.length) {
-      cur += c + s[++i];
-      continue;
-    }
-    if (c === '"') quoted = !quoted;
-    if (c === ',' && !quoted) {
-      if (cur.trim() !== '') out.push(cur.trim());
-      cur = '';
-      continue;
-    }
-    cur += c;
-  }
-  if (cur.trim() !== '') out.push(cur.trim());
-  return out;
+  return bearerError();
 }
 
 /**
@@ -106,16 +85,16 @@ function bodyError(body: unknown): string | undefined {
       return undefined;
     }
   }
-  if (typeof obj === 'object' && obj !== null && !Array.isArray(obj) && !isBinary(obj)) {
-    const e = (obj as { error?: unknown }).error;
-    if (typeof e === 'string' && e !== '') return e;
-  }
-  return undefined;
+  return errorField(obj);
 }
 
-function isBinary(o: object): boolean {
-  return (
-    (typeof ArrayBuffer !== 'undefined' && (o instanceof ArrayBuffer || ArrayBuffer.isView(o))) ||
-    (typeof Blob !== 'undefined' && o instanceof Blob)
-  );
+/**
+ * errorField returns the non-empty string `error` of a parsed JSON object
+ * (not an array), or undefined. Anything else has no such field: binary data
+ * (ArrayBuffer, typed arrays, Blob — what axios hands over for
+ * `responseType: 'arraybuffer'` or `'blob'`) included.
+ */
+export function errorField(obj: unknown): string | undefined {
+  const e = Array.isArray(obj) ? undefined : (obj as { error?: unknown } | null | undefined)?.error;
+  return typeof e === 'string' && e !== '' ? e : undefined;
 }

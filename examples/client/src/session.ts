@@ -111,10 +111,10 @@ export function sessionFromResponse(
 
 /** isSession validates what came out of storage or another tab. */
 export function isSession(v: unknown): v is Session {
-  if (typeof v !== 'object' || v === null) return false;
-  const s = v as Record<string, unknown>;
+  // Property reads on a primitive give undefined, so only objects pass.
+  const s = v as Record<string, unknown> | null | undefined;
   return (
-    typeof s.accessToken === 'string' &&
+    typeof s?.accessToken === 'string' &&
     s.accessToken !== '' &&
     typeof s.expiresAt === 'number' &&
     typeof s.obtainedAt === 'number' &&

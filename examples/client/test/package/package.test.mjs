@@ -32,11 +32,11 @@ const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8'));
 const axiosVersion = JSON.parse(readFileSync(join(pkgDir, 'node_modules/axios/package.json'), 'utf8')).version;
 
 /**
- * createFetch alone, minified and gzipped, must stay under this many bytes.
- * The goal is 5 KB; today it is about 5.2 KB (the single-flight client is
- * most of it), so this guards against growth until the code is trimmed.
+ * createFetch alone, minified and gzipped, must stay within 5 KB: a fetch-only
+ * app pays this much for the whole client (single flight, cross-tab, proactive
+ * refresh, denial reasons).
  */
-const createFetchLimit = 5.5 * 1024;
+const createFetchLimit = 5 * 1024;
 
 // Child npm processes must not inherit the npm_* variables of the
 // `npm run` that started this file (its config, its package).
@@ -271,7 +271,7 @@ console.log(JSON.stringify({ bearer: seen[0] === 'Bearer ' + jwt }));
     }
     const table = Object.entries(measured).map(([name, s]) => `| \`${name}\` | ${s.min} | ${s.gzip} |`).join('\n');
     console.log(`bundle sizes (bytes, esbuild --minify, gzip -9):\n${table}`);
-    assert.ok(measured.createFetch.gzip < createFetchLimit, `createFetch alone is ${measured.createFetch.gzip} bytes gzipped, over ${createFetchLimit}`);
+    assert.ok(measured.createFetch.gzip <= createFetchLimit, `createFetch alone is ${measured.createFetch.gzip} bytes gzipped, over ${createFetchLimit}`);
 
     // docs/client.md's table says the same, within 10 %.
     const docs = readFileSync(join(repoRoot, 'docs/client.md'), 'utf8');
