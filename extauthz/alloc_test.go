@@ -53,6 +53,14 @@ func TestCachedCheckAllocs(t *testing.T) {
 	if n := h.srv.state.Load().cache.len(); n != 1 {
 		t.Errorf("%d cache entries for one token", n)
 	}
+	// With tracing off, a request that carries a trace context (Envoy
+	// forwards traceparent when its own tracing is on) costs nothing more:
+	// the headers are not read for it and no span is started.
+	traced := checkReq("GET", "app.test", "/api/things", map[string]string{"authorization": "Bearer " + tok, "origin": "https://app.test",
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "vendor=x"})
+	if n := testing.AllocsPerRun(1000, func() { h.srv.Check(t.Context(), traced) }); n != 0 {
+		t.Errorf("gRPC Check on a cache hit with a traceparent, tracing off: %v allocations, want 0", n)
+	}
 
 	r := forwardAuthRequest(tok)
 	r.Header.Set("Origin", "https://app.test")

@@ -6,7 +6,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tokengate/tokengate/internal/tracing/otlptest"
 )
 
 // BenchmarkCheck measures Check for each algorithm with the verified-token
@@ -37,6 +42,48 @@ func BenchmarkCheck(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkCheckTracing measures a cached Check (ES256) with tracing off
+// and on, exporting to a local OTLP/HTTP receiver (which decodes and
+// drops what it is sent): for a request carrying a sampled traceparent
+// (the check's span is its child), an unsampled one (Envoy sampling a
+// fraction of requests: the default parent-based sampler records nothing)
+// and none (a new, sampled trace). The batch exporter runs in the same
+// process, so its work is part of the time. Figures:
+// docs/benchmarks.md (Tracing).
+func BenchmarkCheckTracing(b *testing.B) {
+	for _, mode := range []string{"off", "on/traceparent", "on/unsampled", "on/new-trace"} {
+		b.Run(mode, func(b *testing.B) {
+			k := newTestKey(b, "ES256", "bench")
+			var tracer trace.Tracer
+			if mode != "off" {
+				tp, _ := tracedProviderTo(b, otlptest.NewDiscarding(b))
+				tracer = tp.Tracer(instrumentationName)
+			}
+			h := newHarness(b, baseConfig(b, k), func(o *Options) {
+				o.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+				o.Tracer = tracer
+			})
+			headers := map[string]string{"authorization": "Bearer " + k.token(b, claimsAt(h.clock.Now()))}
+			switch mode {
+			case "off", "on/traceparent":
+				headers["traceparent"] = traceparent // Envoy with tracing on
+			case "on/unsampled":
+				headers["traceparent"] = strings.TrimSuffix(traceparent, "01") + "00"
+			}
+			req := checkReq("GET", "app.test", "/api/things", headers)
+			ctx := b.Context()
+			if resp, err := h.srv.Check(ctx, req); err != nil || resp.GetOkResponse() == nil {
+				b.Fatalf("check: %v %v", resp, err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				h.srv.Check(ctx, req)
+			}
+		})
 	}
 }
 

@@ -293,7 +293,7 @@ type discoveryClient struct {
 }
 
 func (c discoveryClient) Do(req *http.Request) (*http.Response, error) {
-	resp, err := c.inner.Do(req)
+	resp, err := tracedDo(c.d.src.tracer, spanFetchDiscovery, c.d.src.name, c.inner, req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		c.d.count("fetch_error")
 	}

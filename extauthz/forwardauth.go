@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Routes is the HTTP side: forward-auth under /authz/ (any method),
@@ -36,8 +38,16 @@ func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": bad.Error()})
 		return
 	}
-	out := st.decide(r.Context(), &in)
+	ctx := r.Context()
+	var span trace.Span
+	if s.tracer != nil {
+		ctx, span = s.startCheckSpan(ctx, propagation.HeaderCarrier(r.Header))
+	}
+	out := st.decide(ctx, &in)
 	s.observe(&in, &out, start)
+	if span != nil {
+		endCheckSpan(span, &in, &out)
+	}
 	st.writeHTTP(w, &out)
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/lestrrat-go/httprc/v3"
 	"github.com/lestrrat-go/jwx/v3/jwk"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // maxJWKSBytes bounds a JWKS document; real ones are a few KiB.
@@ -198,6 +199,9 @@ type keySource struct {
 	// algs, when set, narrows the provider's algorithms to those its
 	// discovery document lists (nil: no narrowing).
 	algs atomic.Pointer[map[string]bool]
+
+	// tracer, when set, records each JWKS and discovery fetch.
+	tracer trace.Tracer
 
 	readyOnce sync.Once
 	ready     chan struct{} // closed once keys first load
@@ -504,7 +508,7 @@ type countingClient struct {
 }
 
 func (c countingClient) Do(req *http.Request) (*http.Response, error) {
-	resp, err := c.inner.Do(req)
+	resp, err := tracedDo(c.src.tracer, spanFetchJWKS, c.src.name, c.inner, req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		c.src.metrics.jwksFetches.WithLabelValues(c.src.name, "fetch_error").Inc()
 	}

@@ -15,8 +15,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokengate/tokengate/internal/revocationfeed"
+	"github.com/tokengate/tokengate/internal/tracing"
 )
 
 // RevocationFeedConfig configures a RevocationFeed.
@@ -48,6 +52,9 @@ type RevocationFeedConfig struct {
 	// default: until then they get UNAVAILABLE, because a session revoked
 	// before extauthz started would otherwise be let through.
 	FailOpen bool
+	// Tracer, when set, records a span per feed request
+	// (extauthz.PollRevocations). Run sets the server's when nil.
+	Tracer trace.Tracer
 }
 
 // RevocationFeed keeps a local denylist of revoked sessions from the
@@ -179,7 +186,12 @@ func (f *RevocationFeed) Run(ctx context.Context) error {
 		if !f.ready.Load() {
 			wait = 0
 		}
-		resp, err := f.fetch(ctx, cursor, wait)
+		pctx, span := startSpan(ctx, f.cfg.Tracer, spanPollRevocations, trace.SpanKindClient)
+		resp, err := f.fetch(pctx, cursor, wait)
+		if span != nil {
+			span.SetAttributes(attribute.Int(attrEntries, len(resp.Revoked)))
+			endSpan(span, err != nil, feedFailure(err))
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -261,6 +273,9 @@ func (f *RevocationFeed) fetch(ctx context.Context, cursor string, wait time.Dur
 	}
 	req.Header.Set("Authorization", "Bearer "+f.cfg.AdminToken)
 	req.Header.Set("Accept", "application/json")
+	if f.cfg.Tracer != nil {
+		tracing.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	}
 	resp, err := f.client.Do(req)
 	if err != nil {
 		return out, f.fail("unreachable", err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokengate/tokengate/internal/serve"
 	"github.com/tokengate/tokengate/internal/tlsfiles"
+	"github.com/tokengate/tokengate/internal/tracing"
 )
 
 // RunConfig says how Run serves: the listeners, their limits, the
@@ -45,6 +46,9 @@ type RunConfig struct {
 	Reload func() (Config, error)
 	// OnListening is called once both listeners are bound.
 	OnListening func(grpcAddr, httpAddr net.Addr)
+	// Getenv reads the OTEL_* variables that turn tracing on
+	// (internal/tracing); nil is tracing off. The command passes os.Getenv.
+	Getenv func(string) string
 }
 
 // RunDefaults are the documented listen addresses, limits and shutdown
@@ -81,6 +85,17 @@ func Run(ctx context.Context, cfg Config, rc RunConfig, opts Options) error {
 	grpcLim := rc.GRPCLimits.OrDefault(d.GRPCLimits)
 	if opts.MaxHealthWatches == 0 {
 		opts.MaxHealthWatches = grpcLim.MaxHealthWatches
+	}
+	tp, err := tracing.Setup(ctx, "tokengate-extauthz", rc.Getenv, opts.Logger)
+	if err != nil {
+		return err
+	}
+	defer tp.Close()
+	if opts.Tracer == nil {
+		opts.Tracer = tp.Tracer(instrumentationName)
+	}
+	if f, ok := opts.Denylist.(*RevocationFeed); ok && f.cfg.Tracer == nil {
+		f.cfg.Tracer = opts.Tracer // before the feed runs
 	}
 	srv, err := NewServer(cfg, opts)
 	if err != nil {

@@ -20,6 +20,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -73,6 +75,11 @@ type Options struct {
 	// MaxHealthWatches bounds the open grpc.health.v1.Health/Watch
 	// streams; more are refused with RESOURCE_EXHAUSTED. Default 1024.
 	MaxHealthWatches int
+	// Tracer, when set, records a span per check (continuing the
+	// request's traceparent), per signature verification on a cache miss
+	// and per JWKS or discovery fetch. Nil is tracing off: no span is
+	// started and the request headers are not read for it.
+	Tracer trace.Tracer
 }
 
 // Server answers checks. It is safe for concurrent use; Reload swaps the
@@ -88,6 +95,7 @@ type Server struct {
 	stopping atomic.Bool
 	health   *healthHub // the status every health Watch stream follows
 	logLimit logLimiter
+	tracer   trace.Tracer // nil: tracing off
 }
 
 // NewServer builds a server from cfg. It starts fetching keys but does not
@@ -126,7 +134,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	s := &Server{opts: opts, log: opts.Logger, metrics: m, gatherer: opts.Gatherer}
+	s := &Server{opts: opts, log: opts.Logger, metrics: m, gatherer: opts.Gatherer, tracer: opts.Tracer}
 	s.health = newHealthHub(s.Ready, opts.HealthPoll, opts.MaxHealthWatches)
 	st, err := s.buildState(cfg)
 	if err != nil {
@@ -143,8 +151,15 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	st := s.state.Load()
 	in := fromCheckRequest(req)
+	var span trace.Span
+	if s.tracer != nil {
+		ctx, span = s.startCheckSpan(ctx, propagation.MapCarrier(in.headers))
+	}
 	out := st.decide(ctx, &in)
 	s.observe(&in, &out, start)
+	if span != nil {
+		endCheckSpan(span, &in, &out)
+	}
 	if out.unavailable != nil {
 		return nil, status.Error(codes.Unavailable, out.unavailable.Error())
 	}
@@ -174,7 +189,7 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 	var e *entry
 	if refused == nil {
 		var err error
-		e, err = st.verify(ctx, token, a)
+		e, in.cache, err = st.verify(ctx, token, a)
 		if err != nil {
 			if unavailable := (*errUnavailable)(nil); errors.As(err, &unavailable) {
 				if route.action == ActionPublic {
@@ -218,31 +233,33 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 // costs one lookup), then, for a token ending in a high-S ECDSA
 // signature, its low-S twin (no allocation either); on a miss the token's
 // spelling is checked strictly before anything else.
-func (st *state) verify(ctx context.Context, token string, a *app) (*entry, error) {
+func (st *state) verify(ctx context.Context, token string, a *app) (*entry, cacheUse, error) {
 	now := st.clock()
 	if e := st.cache.get(a.class, token, now); e != nil {
 		st.cache.count(true)
-		return e, nil
+		return e, cacheHit, nil
 	}
 	if e := st.cache.getTwin(a.class, token, now); e != nil {
 		st.cache.count(true)
-		return e, nil
+		return e, cacheHit, nil
 	}
 	ct, d := splitToken(token)
 	if d != nil {
 		st.cache.count(false)
-		return nil, d
+		return nil, cacheMiss, d
 	}
 	if ct.canonical != token {
 		if e := st.cache.get(a.class, ct.canonical, now); e != nil {
 			st.cache.count(true)
-			return e, nil
+			return e, cacheHit, nil
 		}
 	}
 	st.cache.count(false)
-	v, err := st.verifier.verify(ctx, ct, a.audiences)
+	vctx, span := startSpan(ctx, st.tracer, spanVerify, trace.SpanKindInternal)
+	v, err := st.verifier.verify(vctx, ct, a.audiences)
+	endSpan(span, err != nil, "refused")
 	if err != nil {
-		return nil, err
+		return nil, cacheMiss, err
 	}
 	set, unset := a.mapper.headers(v.claims, v.payload)
 	e := newEntry(v, set, unset, st.cache != nil)
@@ -253,7 +270,7 @@ func (st *state) verify(ctx context.Context, token string, a *app) (*entry, erro
 		e.scopes = stringList(sv)
 	}
 	st.cache.add(a.class, ct.canonical, e)
-	return e, nil
+	return e, cacheMiss, nil
 }
 
 // errRevocationsUnavailable: the denylist has not loaded yet, so it cannot
@@ -373,6 +390,7 @@ type state struct {
 	expiresValues []string // {expiresHeader}, shared by HTTP answers
 	logsPerSecond int      // logs.denials_per_second
 	clock         func() time.Time
+	tracer        trace.Tracer // nil: tracing off
 	cancel        context.CancelFunc
 
 	// denylistFailOpen: the denylist asked that sid tokens be decided
@@ -401,6 +419,7 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 		expiresValues: []string{strings.ToLower(cfg.Headers.ExpiresInHeader)},
 		logsPerSecond: cfg.Logs.DenialsPerSecond,
 		clock:         s.opts.Clock,
+		tracer:        s.opts.Tracer,
 		cancel:        cancel,
 	}
 	defer func() {
@@ -474,6 +493,7 @@ func (s *Server) buildProvider(ctx context.Context, pc Provider) (*provider, err
 	}
 	log := s.log.With("provider", pc.Name)
 	src := newKeySource(ctx, pc, s.metrics, log, s.opts.Clock)
+	src.tracer = s.opts.Tracer
 	switch {
 	case len(pc.JWKS) > 0:
 		if err := newInlineSource(src, pc.JWKS); err != nil {

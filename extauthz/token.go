@@ -22,6 +22,9 @@ type request struct {
 	appNamed bool
 	// app is the app selected for the request (set by decide, for logs).
 	app *app
+	// cache says whether the token was answered from the cache (set by
+	// decide, for the check's span).
+	cache cacheUse
 }
 
 func (r *request) header(name string) string { return r.headers[name] }

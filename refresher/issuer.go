@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tokengate/tokengate/refresher/store"
@@ -60,6 +61,7 @@ type Issuer struct {
 	sidLim  *limit
 	metrics *metrics
 	log     *slog.Logger
+	tracer  trace.Tracer // nil: tracing off
 }
 
 func newIssuer(cfg Config, st store.Store, keys *signingKeys, m *metrics, log *slog.Logger, now func() time.Time) *Issuer {
@@ -78,12 +80,20 @@ func newIssuer(cfg Config, st store.Store, keys *signingKeys, m *metrics, log *s
 }
 
 // call runs one store operation with the store timeout, recording latency.
+// With tracing on, it is a child span (store.<op>) of the request's.
 func (i *Issuer) call(ctx context.Context, op string, f func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, i.cfg.StoreTimeout)
 	defer cancel()
+	var span trace.Span
+	if i.tracer != nil {
+		ctx, span = i.startStoreSpan(ctx, op)
+	}
 	start := time.Now()
 	err := f(ctx)
 	i.metrics.observeStore(op, start, ignoreNotFound(err))
+	if span != nil {
+		endStoreSpan(span, ignoreNotFound(err))
+	}
 	return err
 }
 
@@ -237,6 +247,7 @@ func (i *Issuer) Refresh(ctx context.Context, token string, c Client) (Pair, err
 	}
 	if !leader {
 		i.metrics.replays.WithLabelValues("shared").Inc()
+		traceAttr(ctx, i.tracer != nil, attrOutcome, "shared")
 	}
 	return i.answer(v.(issuedPair), i.now()), nil
 }
@@ -273,6 +284,7 @@ func (i *Issuer) replayRecent(ctx context.Context, token, hash string, now time.
 		return issuedPair{}, false, nil
 	}
 	i.metrics.replays.WithLabelValues("lru").Inc()
+	traceAttr(ctx, i.tracer != nil, attrOutcome, "replayed")
 	return p, true, nil
 }
 
@@ -361,6 +373,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		i.recent.add(hash, recentEntry{sid: res.Session.ID, generation: res.Parent.Generation, childHash: childHash, rotatedAt: now, sealed: req.Sealed})
 		i.log.InfoContext(ctx, "refresh token rotated", "sid", res.Session.ID, "sub", res.Session.Subject,
 			"generation", res.Parent.Generation+1, "jti", issued.JTI)
+		traceAttr(ctx, i.tracer != nil, attrOutcome, "rotated")
 		return issued, nil
 	case store.Replayed:
 		sealed, rotatedAt := res.Sealed, res.Parent.RotatedAt
@@ -375,6 +388,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 			return issuedPair{}, i.refused(ctx, c, res.Session.ID, "replay_unavailable")
 		}
 		i.metrics.replays.WithLabelValues("store").Inc()
+		traceAttr(ctx, i.tracer != nil, attrOutcome, "replayed")
 		i.recent.add(hash, recentEntry{sid: res.Session.ID, generation: res.Parent.Generation, childHash: res.Parent.ChildHash,
 			rotatedAt: rotatedAt, sealed: sealed})
 		return p, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/tokengate/tokengate/internal/keyset"
 	"github.com/tokengate/tokengate/internal/serve"
 	"github.com/tokengate/tokengate/internal/tlsfiles"
+	"github.com/tokengate/tokengate/internal/tracing"
 )
 
 // RunConfig says how Run serves: the listener, its limits, the shutdown
@@ -41,6 +42,9 @@ type RunConfig struct {
 	SigningKeyFile, SigningKeyID string
 	// OnListening is called once the listener is bound.
 	OnListening func(addr net.Addr)
+	// Getenv reads the OTEL_* variables that turn tracing on
+	// (internal/tracing); nil is tracing off. The command passes os.Getenv.
+	Getenv func(string) string
 }
 
 // RunDefaults are the documented listen address, limits and shutdown
@@ -69,6 +73,14 @@ func HTTPLimitsFor(revocationsMaxWait time.Duration) serve.HTTPLimits {
 // and reloads rc.SigningKeyFile on SIGHUP. opts.Store stays open: the
 // caller closes it.
 func Run(ctx context.Context, cfg Config, rc RunConfig, opts Options) error {
+	tp, err := tracing.Setup(ctx, "tokengate-refresher", rc.Getenv, opts.Logger)
+	if err != nil {
+		return err
+	}
+	defer tp.Close()
+	if opts.Tracer == nil {
+		opts.Tracer = tp.Tracer(instrumentationName)
+	}
 	srv, err := NewServer(cfg, opts)
 	if err != nil {
 		return err

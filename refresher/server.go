@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokengate/tokengate/internal/keyset"
 	"github.com/tokengate/tokengate/refresher/store"
@@ -37,6 +38,9 @@ type Options struct {
 	// Clock is the time used for token lifetimes, the grace window and the
 	// revocation feed; nil is time.Now. Tests pass a fake one.
 	Clock func() time.Time
+	// Tracer, when set, records a span per request (continuing its
+	// traceparent) with the store calls as children. Nil is tracing off.
+	Tracer trace.Tracer
 }
 
 // Server is the refresher's HTTP API.
@@ -55,6 +59,7 @@ type Server struct {
 	drainOnce sync.Once
 	// stopping is set by Shutdown: /readyz answers 503 from then on.
 	stopping atomic.Bool
+	tracer   trace.Tracer // nil: tracing off
 }
 
 // NewServer validates cfg and wires a server.
@@ -88,9 +93,12 @@ func NewServer(cfg Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("refresher: register metrics: %w", err)
 	}
+	iss := newIssuer(cfg, o.Store, keys, m, o.Logger, o.Clock)
+	iss.tracer = o.Tracer
 	return &Server{
+		tracer:    o.Tracer,
 		cfg:       cfg,
-		issuer:    newIssuer(cfg, o.Store, keys, m, o.Logger, o.Clock),
+		issuer:    iss,
 		keys:      keys,
 		store:     o.Store,
 		log:       o.Logger,
@@ -144,6 +152,9 @@ func (s *Server) Routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	if s.gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	}
+	if s.tracer != nil {
+		return s.traced(mux)
 	}
 	return mux
 }
@@ -216,6 +227,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	p, err := s.issuer.Refresh(r.Context(), token, s.client(r))
 	if err != nil {
+		traceAttr(r.Context(), s.tracer != nil, attrOutcome, asError(err).Reason)
 		if e := asError(err); fromCookie && e.Code == "invalid_grant" {
 			http.SetCookie(w, s.clearCookie())
 		}
@@ -341,6 +353,7 @@ type errorJSON struct {
 // (they never carry token values) and not sent.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := asError(err)
+	traceAttr(r.Context(), s.tracer != nil, attrReason, e.Reason)
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(seconds(e.RetryAfter))))
 	}

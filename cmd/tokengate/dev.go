@@ -83,6 +83,7 @@ func runDev(ctx context.Context, e env) error {
 			Dir: dir, AdminTokenFile: rs.adminTokenPath,
 		}.Print(e.stdout)
 	}
+	ea.Getenv, rs.run.Getenv = e.getenv, e.getenv // OTEL_* (tracing)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return refresher.Run(gctx, rs.cfg, rs.run, rs.opts) })
 	g.Go(func() error {

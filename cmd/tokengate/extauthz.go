@@ -121,6 +121,7 @@ func runExtauthz(ctx context.Context, e env) error {
 		}
 		opts.Denylist = feed
 	}
+	f.run.Getenv = e.getenv // OTEL_* (tracing)
 	return extauthz.Run(ctx, cfg, f.run, opts)
 }
 

@@ -219,6 +219,7 @@ func runRefresher(ctx context.Context, e env) error {
 	if s.adminTokenPath != "" {
 		log.Info("dev admin token", "path", s.adminTokenPath)
 	}
+	s.run.Getenv = e.getenv // OTEL_* (tracing)
 	return refresher.Run(ctx, s.cfg, s.run, s.opts)
 }
 
