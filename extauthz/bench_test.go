@@ -1,14 +1,23 @@
 package extauthz
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokengate/tokengate/internal/tracing/otlptest"
@@ -131,3 +140,102 @@ type headerRecorder struct {
 func (w *headerRecorder) Header() http.Header         { return w.h }
 func (w *headerRecorder) Write(p []byte) (int, error) { return len(p), nil }
 func (w *headerRecorder) WriteHeader(status int)      { w.status = status }
+
+// uncachedPool is how many distinct tokens the uncached benchmarks cycle
+// through: more than their cache holds (uncachedCacheSize), so every check
+// misses, verifies, and inserts an entry evicting the oldest — a token seen
+// for the first time on a server whose cache is full.
+const (
+	uncachedPool      = 512
+	uncachedCacheSize = 64
+)
+
+// uncachedTokens signs uncachedPool tokens that differ in jti.
+func uncachedTokens(b *testing.B, k *testKey, now time.Time) []string {
+	toks := make([]string, uncachedPool)
+	for i := range toks {
+		c := claimsAt(now)
+		c["jti"] = fmt.Sprintf("jti-%d", i)
+		toks[i] = k.token(b, c)
+	}
+	return toks
+}
+
+// BenchmarkCheckUncached measures Check on tokens it has not seen (the
+// cache on, full, and never hit), per algorithm; BenchmarkRawVerify is the
+// signature verification alone on the same tokens with crypto/ecdsa,
+// crypto/rsa and crypto/ed25519. The difference is what Check adds to the
+// cryptography. Figures: docs/benchmarks.md.
+func BenchmarkCheckUncached(b *testing.B) {
+	for _, alg := range []string{"ES256", "RS256", "EdDSA"} {
+		b.Run(alg, func(b *testing.B) {
+			k := newTestKey(b, alg, "bench")
+			cfg := baseConfig(b, k)
+			cfg.Cache.Size = uncachedCacheSize
+			h := newHarness(b, cfg, func(o *Options) { o.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil)) })
+			toks := uncachedTokens(b, k, h.clock.Now())
+			reqs := make([]*authv3.CheckRequest, len(toks))
+			for i, tok := range toks {
+				reqs[i] = bearerReq(tok)
+			}
+			ctx := b.Context()
+			for _, req := range reqs { // fills the cache; checks each is allowed
+				if resp, err := h.srv.Check(ctx, req); err != nil || resp.GetOkResponse() == nil {
+					b.Fatalf("check: %v %v", resp, err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				h.srv.Check(ctx, reqs[i%len(reqs)])
+				i++
+			}
+		})
+	}
+}
+
+func BenchmarkRawVerify(b *testing.B) {
+	for _, alg := range []string{"ES256", "RS256", "EdDSA"} {
+		b.Run(alg, func(b *testing.B) {
+			k := newTestKey(b, alg, "bench")
+			pub := k.priv.(crypto.Signer).Public()
+			toks := uncachedTokens(b, k, time.Unix(1700000000, 0))
+			type signed struct{ input, sig []byte }
+			in := make([]signed, len(toks))
+			for i, tok := range toks {
+				j := strings.LastIndexByte(tok, '.')
+				sig, err := base64.RawURLEncoding.DecodeString(tok[j+1:])
+				if err != nil {
+					b.Fatal(err)
+				}
+				in[i] = signed{[]byte(tok[:j]), sig}
+			}
+			verify := func(s signed) bool {
+				switch alg {
+				case "ES256":
+					d := sha256.Sum256(s.input)
+					r, ss := new(big.Int).SetBytes(s.sig[:32]), new(big.Int).SetBytes(s.sig[32:])
+					return ecdsa.Verify(pub.(*ecdsa.PublicKey), d[:], r, ss)
+				case "RS256":
+					d := sha256.Sum256(s.input)
+					return rsa.VerifyPKCS1v15(pub.(*rsa.PublicKey), crypto.SHA256, d[:], s.sig) == nil
+				default:
+					return ed25519.Verify(pub.(ed25519.PublicKey), s.input, s.sig)
+				}
+			}
+			for _, s := range in {
+				if !verify(s) {
+					b.Fatal("raw verify failed")
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				verify(in[i%len(in)])
+				i++
+			}
+		})
+	}
+}
