@@ -2,11 +2,10 @@ package extauthz
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/elliptic"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"io"
 	"math/big"
 	"slices"
 	"strings"
@@ -28,6 +27,10 @@ type compactToken struct {
 	canonical string
 	header    jwsHeader
 	payload   []byte
+	// signingInput is the header and payload segments with their dot;
+	// sig is the decoded (low-S) signature over it.
+	signingInput string
+	sig          []byte
 }
 
 // splitToken checks a token's spelling and decodes its header. It does
@@ -49,7 +52,7 @@ func splitToken(token string) (*compactToken, *denial) {
 	if err != nil {
 		return nil, deny(ReasonInvalidToken, "the token signature is not canonical base64url")
 	}
-	ct := &compactToken{canonical: token, payload: payload}
+	ct := &compactToken{canonical: token, payload: payload, signingInput: token[:len(hs)+1+len(ps)], sig: sig}
 	if ct.header, err = decodeHeader(hb); err != nil {
 		return nil, deny(ReasonInvalidToken, "the token header is malformed")
 	}
@@ -102,12 +105,15 @@ func base64URLAlphabet(seg string) bool {
 // struct decoding would also take "ALG" for "alg").
 func decodeHeader(b []byte) (jwsHeader, error) {
 	var h jwsHeader
-	if err := checkJSONObject(b); err != nil {
+	if !utf8.Valid(b) {
+		return h, errors.New("not UTF-8")
+	}
+	m, strict, err := parseJSONObject(b, true)
+	if err != nil {
 		return h, err
 	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return h, err
+	if strict != nil {
+		return h, strict
 	}
 	str := func(name string, dst *string) bool {
 		v, ok := m[name]
@@ -141,15 +147,20 @@ func decodeHeader(b []byte) (jwsHeader, error) {
 // and padded to the width of r and s in a JWS signature (RFC 7518 §3.4).
 type ecdsaCurve struct {
 	alg     string
+	curve   elliptic.Curve
+	hash    crypto.Hash
 	n, half []byte
 }
 
 var ecdsaCurves = func() map[string]*ecdsaCurve {
 	m := map[string]*ecdsaCurve{}
-	for alg, c := range map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384(), "ES512": elliptic.P521()} {
-		size := (c.Params().BitSize + 7) / 8
-		n := c.Params().N
-		m[alg] = &ecdsaCurve{alg: alg, n: n.FillBytes(make([]byte, size)), half: new(big.Int).Rsh(n, 1).FillBytes(make([]byte, size))}
+	for alg, c := range map[string]struct {
+		curve elliptic.Curve
+		hash  crypto.Hash
+	}{"ES256": {elliptic.P256(), crypto.SHA256}, "ES384": {elliptic.P384(), crypto.SHA384}, "ES512": {elliptic.P521(), crypto.SHA512}} {
+		size := (c.curve.Params().BitSize + 7) / 8
+		n := c.curve.Params().N
+		m[alg] = &ecdsaCurve{alg: alg, curve: c.curve, hash: c.hash, n: n.FillBytes(make([]byte, size)), half: new(big.Int).Rsh(n, 1).FillBytes(make([]byte, size))}
 	}
 	return m
 }()
@@ -232,84 +243,6 @@ func twinKey(buf []byte, token string) ([]byte, *ecdsaCurve) {
 	copy(buf, token[:i+1])
 	base64.RawURLEncoding.Encode(buf[i+1:], sig[:n])
 	return buf, c
-}
-
-// checkJSONObject accepts exactly one JSON object, valid UTF-8, in which
-// no object at any depth has two keys that are equal or differ only in
-// case (after unescaping). Parsers disagree on such input — Go keeps the
-// last duplicate and matches struct fields case-insensitively, others keep
-// the first — so a consumer of the payload header could see another
-// identity than the one we checked.
-func checkJSONObject(b []byte) error {
-	if !utf8.Valid(b) {
-		return errors.New("not UTF-8")
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return errors.New("not a JSON object")
-	}
-	if err := walkObject(dec); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the object")
-	}
-	return nil
-}
-
-// walkObject reads the members of an object whose '{' was read.
-func walkObject(dec *json.Decoder) error {
-	seen := map[string]bool{}
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		if d, ok := tok.(json.Delim); ok && d == '}' {
-			return nil
-		}
-		key, ok := tok.(string)
-		if !ok {
-			return errors.New("object key is not a string")
-		}
-		f := foldKey(key)
-		if seen[f] {
-			return errors.New("duplicate key")
-		}
-		seen[f] = true
-		if err := walkValue(dec); err != nil {
-			return err
-		}
-	}
-}
-
-func walkValue(dec *json.Decoder) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return nil
-	}
-	switch d {
-	case '{':
-		return walkObject(dec)
-	case '[':
-		for dec.More() {
-			if err := walkValue(dec); err != nil {
-				return err
-			}
-		}
-		_, err := dec.Token() // ']'
-		return err
-	}
-	return errors.New("unexpected delimiter")
 }
 
 // foldKey maps every rune to the smallest rune of its Unicode case-folding

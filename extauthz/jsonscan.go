@@ -1,0 +1,398 @@
+package extauthz
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// The token's header and payload are read by one hand-written pass over
+// their bytes (jsonParser) instead of encoding/json's token stream and
+// reflection: it checks the grammar as encoding/json does (RFC 8259), finds
+// keys that are equal or differ only in case (after unescaping) in every
+// object at any depth, and, when asked, builds the decoded value as
+// encoding/json would (objects as map[string]any, numbers as json.Number).
+
+// maxJSONDepth is encoding/json's nesting limit.
+const maxJSONDepth = 10000
+
+// errJSONSyntax is input encoding/json would not decode.
+var errJSONSyntax = errors.New("invalid JSON")
+
+// strictness errors: the input decodes, but is refused by checkJSONObject.
+var (
+	errDuplicateKey = errors.New("duplicate key")
+	errTrailingData = errors.New("data after the object")
+)
+
+type jsonParser struct {
+	b     []byte
+	i     int
+	build bool
+	depth int
+	// keys are the keys of the objects being read, innermost last; views
+	// of b when unescaped, so recording them allocates nothing.
+	keys []string
+	// strict is the first duplicate (or case-variant) key found.
+	strict error
+}
+
+// parseJSONObject reads b as one JSON object. err is a syntax error
+// (encoding/json would not decode b as an object either); strict is a
+// reason checkJSONObject refuses b although it decodes (a duplicate or
+// case-variant key, data after the object). With build, obj is the object
+// as encoding/json decodes it with UseNumber. b must be valid UTF-8.
+func parseJSONObject(b []byte, build bool) (obj map[string]any, strict, err error) {
+	p := &jsonParser{b: b, build: build}
+	var kb [16]string
+	p.keys = kb[:0]
+	p.space()
+	if p.i >= len(b) || b[p.i] != '{' {
+		return nil, nil, errJSONSyntax
+	}
+	v, err := p.object()
+	if err != nil {
+		return nil, nil, err
+	}
+	p.space()
+	if p.i < len(b) {
+		// encoding/json's Decoder stops after the object; a following '}'
+		// or ']' does not start another value (what decodeClaims checks).
+		if c := b[p.i]; c != '}' && c != ']' {
+			return nil, nil, errJSONSyntax
+		}
+		if p.strict == nil {
+			p.strict = errTrailingData
+		}
+	}
+	if build {
+		obj, _ = v.(map[string]any)
+	}
+	return obj, p.strict, nil
+}
+
+func (p *jsonParser) space() {
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ' ', '\t', '\n', '\r':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+func (p *jsonParser) value() (any, error) {
+	if p.i >= len(p.b) {
+		return nil, errJSONSyntax
+	}
+	switch c := p.b[p.i]; {
+	case c == '{':
+		return p.object()
+	case c == '[':
+		return p.array()
+	case c == '"':
+		raw, escaped, err := p.str()
+		if err != nil || !p.build {
+			return nil, err
+		}
+		return p.unquote(raw, escaped)
+	case c == '-' || (c >= '0' && c <= '9'):
+		start := p.i
+		if err := p.number(); err != nil || !p.build {
+			return nil, err
+		}
+		return json.Number(p.b[start:p.i]), nil
+	case c == 't':
+		return true, p.literal("true")
+	case c == 'f':
+		return false, p.literal("false")
+	case c == 'n':
+		return nil, p.literal("null")
+	}
+	return nil, errJSONSyntax
+}
+
+func (p *jsonParser) literal(s string) error {
+	if len(p.b)-p.i < len(s) || string(p.b[p.i:p.i+len(s)]) != s {
+		return errJSONSyntax
+	}
+	p.i += len(s)
+	return nil
+}
+
+// object reads an object at p.b[p.i] == '{'.
+func (p *jsonParser) object() (any, error) {
+	if p.depth++; p.depth > maxJSONDepth {
+		return nil, errJSONSyntax
+	}
+	p.i++
+	var m map[string]any
+	if p.build {
+		m = map[string]any{}
+	}
+	first := len(p.keys)
+	var folded map[string]bool // for objects with many keys
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == '}' {
+		p.i++
+		p.depth--
+		return m, nil
+	}
+	for {
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != '"' {
+			return nil, errJSONSyntax
+		}
+		raw, escaped, err := p.str()
+		if err != nil {
+			return nil, err
+		}
+		key := unsafe.String(unsafe.SliceData(raw), len(raw))
+		if escaped {
+			if key, err = p.unquote(raw, true); err != nil {
+				return nil, err
+			}
+		}
+		if p.strict == nil {
+			folded = p.noteKey(key, first, folded)
+		}
+		p.space()
+		if p.i >= len(p.b) || p.b[p.i] != ':' {
+			return nil, errJSONSyntax
+		}
+		p.i++
+		p.space()
+		v, err := p.value()
+		if err != nil {
+			return nil, err
+		}
+		if p.build {
+			if !escaped {
+				key = string(raw) // the map outlives b
+			}
+			m[key] = v
+		}
+		p.space()
+		if p.i >= len(p.b) {
+			return nil, errJSONSyntax
+		}
+		switch p.b[p.i] {
+		case ',':
+			p.i++
+		case '}':
+			p.i++
+			p.keys = p.keys[:first]
+			p.depth--
+			return m, nil
+		default:
+			return nil, errJSONSyntax
+		}
+	}
+}
+
+// noteKey records key among the keys of the object whose first key is at
+// p.keys[first], setting p.strict when an equal key (under Unicode case
+// folding) is there already. Beyond a few keys the folded spellings go in
+// a map, so an object with thousands of keys is not compared pairwise.
+func (p *jsonParser) noteKey(key string, first int, folded map[string]bool) map[string]bool {
+	const linear = 16
+	if folded == nil {
+		for _, k := range p.keys[first:] {
+			if strings.EqualFold(k, key) {
+				p.strict = errDuplicateKey
+				return nil
+			}
+		}
+		if len(p.keys)-first < linear {
+			p.keys = append(p.keys, key)
+			return nil
+		}
+		folded = make(map[string]bool, 2*linear)
+		for _, k := range p.keys[first:] {
+			folded[foldKey(k)] = true
+		}
+	}
+	f := foldKey(key)
+	if folded[f] {
+		p.strict = errDuplicateKey
+	}
+	folded[f] = true
+	return folded
+}
+
+func (p *jsonParser) array() (any, error) {
+	if p.depth++; p.depth > maxJSONDepth {
+		return nil, errJSONSyntax
+	}
+	p.i++
+	var a []any
+	if p.build {
+		a = []any{}
+	}
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == ']' {
+		p.i++
+		p.depth--
+		return a, nil
+	}
+	for {
+		p.space()
+		v, err := p.value()
+		if err != nil {
+			return nil, err
+		}
+		if p.build {
+			a = append(a, v)
+		}
+		p.space()
+		if p.i >= len(p.b) {
+			return nil, errJSONSyntax
+		}
+		switch p.b[p.i] {
+		case ',':
+			p.i++
+		case ']':
+			p.i++
+			p.depth--
+			return a, nil
+		default:
+			return nil, errJSONSyntax
+		}
+	}
+}
+
+// str reads a string at p.b[p.i] == '"' and returns what is between the
+// quotes; escaped says it holds a backslash escape.
+func (p *jsonParser) str() (raw []byte, escaped bool, err error) {
+	p.i++
+	start := p.i
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			raw = p.b[start:p.i]
+			p.i++
+			return raw, escaped, nil
+		case c < 0x20:
+			return nil, false, errJSONSyntax
+		case c == '\\':
+			escaped = true
+			if p.i+1 >= len(p.b) {
+				return nil, false, errJSONSyntax
+			}
+			switch p.b[p.i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				p.i += 2
+			case 'u':
+				if len(p.b)-p.i < 6 || !isHex4(p.b[p.i+2:p.i+6]) {
+					return nil, false, errJSONSyntax
+				}
+				p.i += 6
+			default:
+				return nil, false, errJSONSyntax
+			}
+		default:
+			p.i++
+		}
+	}
+	return nil, false, errJSONSyntax
+}
+
+func isHex4(b []byte) bool {
+	for _, c := range b {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') && (c < 'A' || c > 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// unquote returns the string raw spells; escapes are resolved by
+// encoding/json itself (lone surrogates and all), which is rare enough in
+// tokens not to be worth a copy of its rules.
+func (p *jsonParser) unquote(raw []byte, escaped bool) (string, error) {
+	if !escaped {
+		return string(raw), nil
+	}
+	q := make([]byte, 0, len(raw)+2)
+	q = append(append(append(q, '"'), raw...), '"')
+	var s string
+	if err := json.Unmarshal(q, &s); err != nil {
+		return "", errJSONSyntax
+	}
+	return s, nil
+}
+
+// number reads a number (RFC 8259 §6) at p.b[p.i].
+func (p *jsonParser) number() error {
+	b := p.b
+	if b[p.i] == '-' {
+		p.i++
+	}
+	switch {
+	case p.i < len(b) && b[p.i] == '0':
+		p.i++
+	case p.i < len(b) && b[p.i] >= '1' && b[p.i] <= '9':
+		p.digits()
+	default:
+		return errJSONSyntax
+	}
+	if p.i < len(b) && b[p.i] == '.' {
+		p.i++
+		if p.digits() == 0 {
+			return errJSONSyntax
+		}
+	}
+	if p.i < len(b) && (b[p.i] == 'e' || b[p.i] == 'E') {
+		p.i++
+		if p.i < len(b) && (b[p.i] == '+' || b[p.i] == '-') {
+			p.i++
+		}
+		if p.digits() == 0 {
+			return errJSONSyntax
+		}
+	}
+	return nil
+}
+
+func (p *jsonParser) digits() int {
+	start := p.i
+	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+		p.i++
+	}
+	return p.i - start
+}
+
+// checkJSONObject accepts exactly one JSON object, valid UTF-8, in which
+// no object at any depth has two keys that are equal or differ only in
+// case (after unescaping). Parsers disagree on such input — Go keeps the
+// last duplicate and matches struct fields case-insensitively, others keep
+// the first — so a consumer of the payload header could see another
+// identity than the one we checked.
+func checkJSONObject(b []byte) error {
+	if !utf8.Valid(b) {
+		return errors.New("not UTF-8")
+	}
+	_, strict, err := parseJSONObject(b, false)
+	if err != nil {
+		return err
+	}
+	return strict
+}
+
+// parseClaims decodes the payload as decodeClaims does, in the same pass
+// finding what checkJSONObject refuses (strict), to be acted on after
+// the signature.
+func parseClaims(payload []byte) (claims map[string]any, strict, err error) {
+	if !utf8.Valid(payload) {
+		// encoding/json decodes invalid UTF-8 (as U+FFFD); such a payload
+		// is refused after the signature, so its decoding is not worth a
+		// fast path.
+		claims, err = decodeClaims(payload)
+		return claims, errors.New("not UTF-8"), err
+	}
+	return parseJSONObject(payload, true)
+}
