@@ -28,7 +28,11 @@ var (
 )
 
 type jsonParser struct {
-	b     []byte
+	b []byte
+	// s is b as a string when building: decoded strings without escapes
+	// are its substrings, so the claims cost one copy of the payload
+	// rather than one allocation per string.
+	s     string
 	i     int
 	build bool
 	depth int
@@ -46,6 +50,9 @@ type jsonParser struct {
 // as encoding/json decodes it with UseNumber. b must be valid UTF-8.
 func parseJSONObject(b []byte, build bool) (obj map[string]any, strict, err error) {
 	p := &jsonParser{b: b, build: build}
+	if build {
+		p.s = string(b)
+	}
 	var kb [16]string
 	p.keys = kb[:0]
 	p.space()
@@ -94,9 +101,13 @@ func (p *jsonParser) value() (any, error) {
 	case c == '[':
 		return p.array()
 	case c == '"':
+		start := p.i + 1
 		raw, escaped, err := p.str()
 		if err != nil || !p.build {
 			return nil, err
+		}
+		if !escaped {
+			return p.s[start : start+len(raw)], nil
 		}
 		return p.unquote(raw, escaped)
 	case c == '-' || (c >= '0' && c <= '9'):
@@ -104,7 +115,7 @@ func (p *jsonParser) value() (any, error) {
 		if err := p.number(); err != nil || !p.build {
 			return nil, err
 		}
-		return json.Number(p.b[start:p.i]), nil
+		return json.Number(p.s[start:p.i]), nil
 	case c == 't':
 		return true, p.literal("true")
 	case c == 'f':
@@ -131,7 +142,7 @@ func (p *jsonParser) object() (any, error) {
 	p.i++
 	var m map[string]any
 	if p.build {
-		m = map[string]any{}
+		m = make(map[string]any, 8)
 	}
 	first := len(p.keys)
 	var folded map[string]bool // for objects with many keys
@@ -146,6 +157,7 @@ func (p *jsonParser) object() (any, error) {
 		if p.i >= len(p.b) || p.b[p.i] != '"' {
 			return nil, errJSONSyntax
 		}
+		start := p.i + 1
 		raw, escaped, err := p.str()
 		if err != nil {
 			return nil, err
@@ -171,7 +183,7 @@ func (p *jsonParser) object() (any, error) {
 		}
 		if p.build {
 			if !escaped {
-				key = string(raw) // the map outlives b
+				key = p.s[start : start+len(raw)] // the map outlives b
 			}
 			m[key] = v
 		}
