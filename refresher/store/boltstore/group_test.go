@@ -274,48 +274,53 @@ func TestGroupCommitShared(t *testing.T) {
 	}
 }
 
-// BenchmarkBoltRotateConcurrent: 64 sessions refreshing at once, each by
-// its own goroutine rotating along its chain in a loop, with fsync on every
-// commit. solo is one transaction per rotation (the code before group
-// commits), group shares transactions among the rotations waiting.
+// BenchmarkBoltRotateConcurrent: 64 sessions (or 1) refreshing at once,
+// each by its own goroutine rotating along its chain in a loop, with fsync
+// on every commit. solo is one transaction per rotation (the code before
+// group commits), group shares transactions among the rotations waiting.
 func BenchmarkBoltRotateConcurrent(b *testing.B) {
-	for _, mode := range []string{"solo", "group"} {
-		b.Run(mode, func(b *testing.B) {
-			s, err := boltstore.Open(filepath.Join(b.TempDir(), "tokengate.db"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			if mode == "solo" {
-				s.SoloCommits()
-			}
-			const sessions = 64
-			createSessions(b, s, sessions)
-			var left atomic.Int64
-			left.Store(int64(b.N))
-			ctx := context.Background()
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			for i := range sessions {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					sid := fmt.Sprintf("s%d", i)
-					parent := sid + "-0"
-					for r := 1; left.Add(-1) >= 0; r++ {
-						child := fmt.Sprintf("%s-%d", sid, r)
-						res, err := s.Rotate(ctx, rotateReq(parent, child, t0.Add(time.Duration(r)*time.Millisecond)))
-						if err != nil || res.Outcome != store.Rotated {
-							b.Errorf("rotate %s: %v, %v", parent, res.Outcome, err)
-							return
-						}
-						parent = child
-					}
-				}()
-			}
-			wg.Wait()
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rotations/s")
-		})
+	for _, sessions := range []int{64, 1} {
+		for _, mode := range []string{"solo", "group"} {
+			b.Run(fmt.Sprintf("sessions=%d/%s", sessions, mode), func(b *testing.B) {
+				benchRotate(b, sessions, mode == "solo")
+			})
+		}
 	}
+}
+
+func benchRotate(b *testing.B, sessions int, solo bool) {
+	s, err := boltstore.Open(filepath.Join(b.TempDir(), "tokengate.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if solo {
+		s.SoloCommits()
+	}
+	createSessions(b, s, sessions)
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	ctx := context.Background()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for i := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sid := fmt.Sprintf("s%d", i)
+			parent := sid + "-0"
+			for r := 1; left.Add(-1) >= 0; r++ {
+				child := fmt.Sprintf("%s-%d", sid, r)
+				res, err := s.Rotate(ctx, rotateReq(parent, child, t0.Add(time.Duration(r)*time.Millisecond)))
+				if err != nil || res.Outcome != store.Rotated {
+					b.Errorf("rotate %s: %v, %v", parent, res.Outcome, err)
+					return
+				}
+				parent = child
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rotations/s")
 }
