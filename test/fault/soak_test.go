@@ -174,8 +174,16 @@ func TestSoakBolt(t *testing.T) {
 		maxAfter.FDs = max(maxAfter.FDs, s.FDs)
 		maxAfter.Goroutines = max(maxAfter.Goroutines, s.Goroutines)
 	}
-	if maxAfter.FileBytes > base.FileBytes {
-		t.Errorf("bolt file grew after the warm-up: %d → %d bytes (no plateau)", base.FileBytes, maxAfter.FileBytes)
+	// bbolt grows its file in steps that double it, so a steady state near a
+	// step's boundary may cross it once after the warm-up (seen on a loaded
+	// CI machine: 4 → 8 MiB). A plateau is therefore at most one growth step
+	// after the warm-up, within a bound set by the live data (16 clients'
+	// sessions of maxAge: a few MiB), not by the number of rotations (about
+	// 2.45 KB each while sealed pairs and old sessions were kept: 30 MB and
+	// more in a run of this length).
+	const liveDataBound = 16 << 20
+	if maxAfter.FileBytes > 2*base.FileBytes || maxAfter.FileBytes > liveDataBound {
+		t.Errorf("bolt file grew after the warm-up: %d → %d bytes (no plateau: more than one growth step, or over %d bytes)", base.FileBytes, maxAfter.FileBytes, liveDataBound)
 	}
 	// Flat, with room for GC cycles and connection churn.
 	if maxAfter.RSSKiB > base.RSSKiB*3/2+8*1024 {

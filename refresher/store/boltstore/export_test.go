@@ -41,3 +41,26 @@ func (s *Store) InUseBytes() int {
 	})
 	return n
 }
+
+// SoloCommits turns group commits off: one transaction per rotation, as
+// before rotations shared transactions (the benchmark's baseline).
+func (s *Store) SoloCommits() { s.solo = true }
+
+// HoldWrites begins a read-write transaction, so that every writer waits
+// until release rolls it back.
+func (s *Store) HoldWrites() (release func()) {
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		panic(err)
+	}
+	return func() { _ = tx.Rollback() }
+}
+
+// GroupState reports whether a goroutine is committing a group, how many
+// rotations wait for the next one, and how many group transactions
+// committed.
+func (s *Store) GroupState() (leading bool, queued int, commits int64) {
+	s.group.mu.Lock()
+	defer s.group.mu.Unlock()
+	return s.group.leading, len(s.group.queue), s.group.commits.Load()
+}
