@@ -22,7 +22,8 @@ test-go:
 	$(GO) test -race -count=1 ./...
 
 # Fuzz targets of extauthz (token extraction, claim-to-header mapping, Check
-# on arbitrary headers), each for a short fixed time (FUZZTIME, default 10s).
+# on arbitrary headers, the canonical token parser, the JSON parser against
+# encoding/json), each for a short fixed time (FUZZTIME, default 10s).
 test-fuzz:
 	GO=$(GO) scripts/fuzz.sh
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-10s}
-targets=(FuzzFindToken FuzzIdentityHeaders FuzzCheck FuzzCompactToken)
+targets=(FuzzFindToken FuzzIdentityHeaders FuzzCheck FuzzCompactToken FuzzJSONScan)
 for target in "${targets[@]}"; do
   echo "== $target ($FUZZTIME)"
   "$GO" test ./extauthz/ -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -parallel 2
