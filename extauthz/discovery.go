@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -241,33 +240,12 @@ func (d *discovery) refresh(ctx context.Context) error {
 	return d.ctrl.Refresh(ctx, d.docURL)
 }
 
-// initialRetry is urlSource.initialRetry for the document: httprc alone
-// would wait refresh_min_interval after a failed first fetch.
+// initialRetry keeps fetching the document until the first fetch succeeds
+// (retryFirstFetch).
 func (d *discovery) initialRetry(ctx context.Context, failed <-chan struct{}, backoff time.Duration) {
-	const maxBackoff = 30 * time.Second
-	select {
-	case <-ctx.Done():
-		return
-	case <-d.ready:
-		return
-	case <-failed:
-	}
-	for {
-		wait := backoff/2 + rand.N(backoff/2+1)
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.ready:
-			return
-		case <-time.After(wait):
-		}
-		err := d.refresh(ctx)
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		backoff = min(2*backoff, maxBackoff)
-		d.src.log.Warn("discovery fetch failed; retrying", "url", d.docURL, "retry_in", backoff.String(), "error", err.Error())
-	}
+	retryFirstFetch(ctx, d.ready, failed, backoff, d.refresh, func(next time.Duration, err error) {
+		d.src.log.Warn("discovery fetch failed; retrying", "url", d.docURL, "retry_in", next.String(), "error", err.Error())
+	})
 }
 
 // close stops the document's refresher and the current URL source.

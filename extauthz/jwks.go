@@ -596,17 +596,26 @@ func (u *urlSource) refresh(ctx context.Context) error {
 	return u.ctrl.Refresh(ctx, u.url)
 }
 
-// initialRetry waits for httprc's first fetch and, if it fails, keeps
-// fetching with backoff until one succeeds: httprc alone would wait
-// refresh_min_interval after a failed first fetch, far too long for a pod
-// that cannot serve without keys. It never fetches while httprc's own
-// first attempt is in flight, so a healthy start costs one request.
+// initialRetry keeps fetching the JWKS until the first fetch succeeds
+// (retryFirstFetch).
 func (u *urlSource) initialRetry(ctx context.Context, src *keySource, failed <-chan struct{}, backoff time.Duration) {
+	retryFirstFetch(ctx, src.ready, failed, backoff, src.refetch, func(next time.Duration, err error) {
+		src.log.Warn("jwks fetch failed; retrying", "url", u.logURL, "retry_in", next.String(), "error", src.errText(err))
+	})
+}
+
+// retryFirstFetch waits for httprc's first fetch and, if it fails, keeps
+// calling fetch with backoff (doubling up to 30 s, jittered) until ready
+// closes or ctx ends: httprc alone would wait refresh_min_interval after a
+// failed first fetch, far too long for a pod that cannot serve without
+// keys. It never fetches while httprc's own first attempt is in flight, so
+// a healthy start costs one request. retrying is told of each failure.
+func retryFirstFetch(ctx context.Context, ready, failed <-chan struct{}, backoff time.Duration, fetch func(context.Context) error, retrying func(next time.Duration, err error)) {
 	const maxBackoff = 30 * time.Second
 	select {
 	case <-ctx.Done():
 		return
-	case <-src.ready:
+	case <-ready:
 		return
 	case <-failed:
 	}
@@ -616,16 +625,16 @@ func (u *urlSource) initialRetry(ctx context.Context, src *keySource, failed <-c
 		select {
 		case <-ctx.Done():
 			return
-		case <-src.ready:
+		case <-ready:
 			return
 		case <-time.After(wait):
 		}
-		err := src.refetch(ctx)
+		err := fetch(ctx)
 		if err == nil || ctx.Err() != nil {
 			return
 		}
 		backoff = min(2*backoff, maxBackoff)
-		src.log.Warn("jwks fetch failed; retrying", "url", u.logURL, "retry_in", backoff.String(), "error", src.errText(err))
+		retrying(backoff, err)
 	}
 }
 
