@@ -30,19 +30,7 @@ func TestHealthcheck(t *testing.T) {
 	}))
 	t.Cleanup(ready.Close)
 
-	// A real gRPC health server on loopback: "" serving, "extauthz" not.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus("extauthz", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(srv, hs)
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	grpcAddr := ln.Addr().String()
+	grpcAddr := startHealthServer(t)
 
 	// A port nothing listens on.
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
@@ -52,13 +40,7 @@ func TestHealthcheck(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	dead.Close()
 
-	tests := []struct {
-		name      string
-		args      []string
-		env       map[string]string
-		wantErr   string
-		wantUsage bool
-	}{
+	runHealthchecks(t, []healthcheckCase{
 		{name: "http ready", args: []string{ready.URL + "/readyz"}},
 		{name: "http ready via flag", args: []string{"--url", ready.URL + "/readyz"}},
 		{name: "http ready via env", env: map[string]string{"TOKENGATE_HEALTHCHECK_URL": ready.URL + "/readyz"}},
@@ -74,8 +56,23 @@ func TestHealthcheck(t *testing.T) {
 		{name: "bad scheme", args: []string{"tcp://127.0.0.1:1"}, wantErr: `scheme "tcp"`, wantUsage: true},
 		{name: "no host", args: []string{"/readyz"}, wantErr: "not a URL with a host", wantUsage: true},
 		{name: "bad timeout", args: []string{"--timeout", "0s", ready.URL}, wantErr: "--timeout must be positive", wantUsage: true},
-	}
-	for _, tc := range tests {
+	})
+}
+
+// healthcheckCase is one `tokengate healthcheck` run: its arguments and
+// environment, and the error it must give (none: a "healthy" line).
+type healthcheckCase struct {
+	name      string
+	args      []string
+	env       map[string]string
+	wantErr   string
+	wantUsage bool
+}
+
+// runHealthchecks runs each case as a parallel subtest.
+func runHealthchecks(t *testing.T, cases []healthcheckCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
@@ -98,4 +95,22 @@ func TestHealthcheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startHealthServer serves grpc.health.v1 on loopback ("" serving,
+// "extauthz" not) and returns its address.
+func startHealthServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("extauthz", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String()
 }

@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -57,13 +53,7 @@ func TestHealthcheckTLS(t *testing.T) {
 	https := "https://" + httpLn.Addr().String() + "/readyz"
 	grpcs := "grpcs://" + grpcLn.Addr().String()
 	mtls := []string{"--tls-ca-file", caFile, "--tls-cert-file", certFile, "--tls-key-file", keyFile}
-	for _, tc := range []struct {
-		name      string
-		args      []string
-		env       map[string]string
-		wantErr   string
-		wantUsage bool
-	}{
+	runHealthchecks(t, []healthcheckCase{
 		{name: "https mtls", args: append([]string{https}, mtls...)},
 		{name: "https mtls via env", args: []string{https}, env: map[string]string{
 			"TOKENGATE_HEALTHCHECK_TLS_CA_FILE": caFile, "TOKENGATE_HEALTHCHECK_TLS_CERT_FILE": certFile, "TOKENGATE_HEALTHCHECK_TLS_KEY_FILE": keyFile}},
@@ -77,29 +67,7 @@ func TestHealthcheckTLS(t *testing.T) {
 		{name: "tls flags on http", args: append([]string{"http://" + httpLn.Addr().String()}, mtls...), wantErr: "need an https:// or grpcs:// target", wantUsage: true},
 		{name: "missing ca file", args: []string{https, "--tls-ca-file", filepath.Join(dir, "nope")}, wantErr: "tls-ca-file", wantUsage: true},
 		{name: "cert without key", args: []string{https, "--tls-cert-file", certFile}, wantErr: "give both or neither", wantUsage: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			var stdout, stderr bytes.Buffer
-			getenv := func(k string) string { return tc.env[k] }
-			err := run(context.Background(), append([]string{"healthcheck"}, tc.args...), getenv, &stdout, &stderr)
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatalf("healthcheck: %v", err)
-				}
-				if !strings.HasPrefix(stdout.String(), "healthy: ") {
-					t.Errorf("stdout = %q, want a healthy line", stdout.String())
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("healthcheck error = %v, want one containing %q", err, tc.wantErr)
-			}
-			if got := errors.Is(err, errUsage); got != tc.wantUsage {
-				t.Errorf("errors.Is(err, errUsage) = %v, want %v (exit 2 vs 1)", got, tc.wantUsage)
-			}
-		})
-	}
+	})
 }
 
 func tlsListener(ln net.Listener, r *tlsfiles.Reloader) net.Listener {
