@@ -13,7 +13,11 @@ type Key struct{}
 
 // NewKey generates a key for alg: "ES256" (the browser client's), "ES384",
 // "RS256", "PS256" or "EdDSA".
-func NewKey(t testing.TB, alg string) *Key { t.Helper(); t.Fatal("dpoptest: not implemented"); return nil }
+func NewKey(t testing.TB, alg string) *Key {
+	t.Helper()
+	t.Fatal("dpoptest: not implemented")
+	return nil
+}
 
 // JKT is the key's RFC 7638 thumbprint (the `cnf.jkt` a bound token carries).
 func (k *Key) JKT() string { return "" }
