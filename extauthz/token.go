@@ -15,6 +15,11 @@ type request struct {
 	// headers has lower-case names; repeated headers are joined with ","
 	// (cookies with "; "), as Envoy does.
 	headers map[string]string
+	// forwarded says the request came over HTTP forward-auth: its decision
+	// headers are in fwd (by decisionHeaders' index), not in headers, so
+	// reading one allocates nothing.
+	forwarded bool
+	fwd       [len(decisionHeaders)]string
 	// ext are the CheckRequest's context_extensions (nil for forward-auth).
 	ext map[string]string
 	// appName is forward_auth.app_header's value, when appNamed.
@@ -27,7 +32,17 @@ type request struct {
 	cache cacheUse
 }
 
-func (r *request) header(name string) string { return r.headers[name] }
+func (r *request) header(name string) string {
+	if r.forwarded {
+		for i := range decisionHeaders {
+			if decisionHeaders[i].lower == name {
+				return r.fwd[i]
+			}
+		}
+		return ""
+	}
+	return r.headers[name]
+}
 
 // tokenSource says where a token was found.
 type tokenSource int
