@@ -253,3 +253,62 @@ func TestCacheBytesEstimate(t *testing.T) {
 		})
 	}
 }
+
+// The cache's byte bound holds with 8 KB tokens: a stream of distinct
+// tokens that each fill a large share of a small cache (every one also
+// answered from the cache over gRPC and HTTP, so its ready-made answers
+// exist) never makes the cache account more than max_bytes, evicts to stay
+// under it, and the heap the cache keeps stays within the bound too. Not
+// parallel: it reads the process's heap.
+func TestCacheByteBoundLargeTokens(t *testing.T) {
+	k := newTestKey(t, "ES256", "bound-8k")
+	cfg := baseConfig(t, k)
+	cfg.CORS.AllowedOrigins = []string{"https://app.test"}
+	const maxBytes = 1 << 20
+	cfg.Cache.MaxBytes = maxBytes // cfg.Cache.Size stays the default
+	h := newHarness(t, cfg, func(o *Options) { o.Logger = slog.New(slog.DiscardHandler) })
+	c := h.srv.state.Load().cache
+
+	const n = 600 // 600 × ≈ 8 KB tokens: several times the bound
+	toks := make([]string, n)
+	for i := range toks {
+		cl := claimsAt(h.clock.Now())
+		cl["jti"] = "jti-" + strconv.Itoa(i)
+		cl["groups"] = strings.Repeat("g", 5750) // base64: the token is just under 8 KB, the longest accepted by default
+		toks[i] = k.token(t, cl)
+	}
+	if l := len(toks[0]); l < 7900 || l > 8192 {
+		t.Fatalf("token is %d bytes, want ≈ 8 KB", l)
+	}
+	w := &headerRecorder{h: http.Header{}}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i, tok := range toks {
+		req := checkReq("GET", "app.test", "/api/things", map[string]string{"authorization": "Bearer " + tok, "origin": "https://app.test"})
+		for range 2 { // a miss, then a hit that builds the ready-made answer
+			if a := h.check(t, req); !a.allowed {
+				t.Fatalf("token %d: %+v", i, a)
+			}
+		}
+		clear(w.h)
+		h.srv.handleForwardAuth(w, forwardAuthRequest(tok))
+		if w.status != http.StatusOK {
+			t.Fatalf("token %d: forward-auth %d", i, w.status)
+		}
+		if b := c.bytes(); b > maxBytes {
+			t.Fatalf("after %d tokens the cache accounts %d bytes, over max_bytes %d", i+1, b, maxBytes)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d entries, %d bytes accounted, heap grew %d bytes (bound %d)", c.len(), c.bytes(), grown, maxBytes)
+	if c.len() >= n || c.len() == 0 {
+		t.Errorf("%d entries of %d tokens: want eviction to the byte bound", c.len(), n)
+	}
+	if grown > maxBytes {
+		t.Errorf("the heap grew by %d bytes with the cache full, over max_bytes %d", grown, maxBytes)
+	}
+	runtime.KeepAlive(toks)
+}
