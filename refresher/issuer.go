@@ -288,6 +288,23 @@ func (i *Issuer) replayRecent(ctx context.Context, token, hash string, now time.
 	return p, true, nil
 }
 
+// readParent reads the presented token's record and, on a backend that
+// reads both in one go (store.TokenSessionGetter), its session too (read
+// true; the zero Session when the session does not exist). Either way the
+// call is the store operation "get_token".
+func (i *Issuer) readParent(ctx context.Context, hash string) (parent store.Token, sess store.Session, read bool, err error) {
+	g, both := i.store.(store.TokenSessionGetter)
+	err = i.call(ctx, "get_token", func(ctx context.Context) (err error) {
+		if both {
+			parent, sess, err = g.GetTokenSession(ctx, hash)
+			return err
+		}
+		parent, err = i.store.GetToken(ctx, hash)
+		return err
+	})
+	return parent, sess, both && err == nil, err
+}
+
 // rotate runs once per token at a time (singleflight).
 func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issuedPair, error) {
 	now := i.now()
@@ -304,8 +321,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		i.metrics.rateLimited.WithLabelValues("ip").Inc()
 		return rateLimited("ip", ipWait)
 	}
-	var parent store.Token
-	err := i.call(ctx, "get_token", func(ctx context.Context) (err error) { parent, err = i.store.GetToken(ctx, hash); return })
+	parent, sess, read, err := i.readParent(ctx, hash)
 	switch {
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return issuedPair{}, unavailable("get_token", err)
@@ -314,8 +330,11 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	case err != nil:
 		return issuedPair{}, i.refused(ctx, c, "", "unknown")
 	}
-	var sess store.Session
-	err = i.call(ctx, "get_session", func(ctx context.Context) (err error) { sess, err = i.store.GetSession(ctx, parent.SessionID); return })
+	if read && sess.ID == "" {
+		err = store.ErrNotFound
+	} else if !read {
+		err = i.call(ctx, "get_session", func(ctx context.Context) (err error) { sess, err = i.store.GetSession(ctx, parent.SessionID); return })
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return issuedPair{}, i.refused(ctx, c, "", "unknown")
 	} else if err != nil {
