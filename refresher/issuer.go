@@ -315,13 +315,15 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	}
 	// Over the IP limit, only a replay may pass: a parent rotated inside the
 	// grace window (by another replica, or before this replica's LRU
-	// evicted it). Telling one apart takes the token read below.
-	ipWait := i.ipLimit.wait(ctx, c.IP)
+	// evicted it). Telling one apart takes the token read below, which the
+	// budget's own store call overlaps.
+	ipWaitDone := i.ipLimit.waitAsync(ctx, c.IP)
+	parent, sess, read, err := i.readParent(ctx, hash)
+	ipWait := ipWaitDone()
 	limited := func() error {
 		i.metrics.rateLimited.WithLabelValues("ip").Inc()
 		return rateLimited("ip", ipWait)
 	}
-	parent, sess, read, err := i.readParent(ctx, hash)
 	switch {
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return issuedPair{}, unavailable("get_token", err)
@@ -386,8 +388,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	switch res.Outcome {
 	case store.Rotated:
 		childHash := req.Child.Hash
-		i.ipLimit.count(ctx, c.IP)
-		i.sidLim.count(ctx, res.Session.ID)
+		countBoth(ctx, i.ipLimit, c.IP, i.sidLim, res.Session.ID)
 		i.metrics.rotations.Inc()
 		i.recent.add(hash, recentEntry{sid: res.Session.ID, generation: res.Parent.Generation, childHash: childHash, rotatedAt: now, sealed: req.Sealed})
 		i.log.InfoContext(ctx, "refresh token rotated", "sid", res.Session.ID, "sub", res.Session.Subject,
@@ -437,8 +438,7 @@ var grantDescriptions = map[string]string{
 
 // refused counts a failed attempt against the limits and answers invalid_grant.
 func (i *Issuer) refused(ctx context.Context, c Client, sid, reason string) error {
-	i.ipLimit.count(ctx, c.IP)
-	i.sidLim.count(ctx, sid)
+	countBoth(ctx, i.ipLimit, c.IP, i.sidLim, sid)
 	i.metrics.failures.WithLabelValues(reason).Inc()
 	i.log.Debug("refresh refused", "reason", reason, "sid", sid, "client_ip", c.IP)
 	return invalidGrant(reason, grantDescriptions[reason])
