@@ -455,9 +455,10 @@ func TestDPoPCORS(t *testing.T) {
 // Storm: the owner's tabs refresh one bound token at once, each with a
 // fresh proof, while a thief with another key sends the same token. There
 // is exactly one rotation, every owner request gets the same pair, and
-// every thief request is invalid_grant without it.
+// every thief request is invalid_grant without it. Not parallel with the
+// package's other tests: it would share the machine with TestStorm's 500
+// requests, and a loaded store answering late is a 503, not what this tests.
 func TestDPoPStorm(t *testing.T) {
-	t.Parallel()
 	for _, kind := range []string{"memory", "bolt", "redis"} {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
@@ -467,7 +468,7 @@ func TestDPoPStorm(t *testing.T) {
 }
 
 func dpopStorm(t *testing.T, rg *rig) {
-	const owners, thieves = 150, 20
+	const owners, thieves = 100, 20
 	owner, thief := dpoptest.NewKey(t, "ES256"), dpoptest.NewKey(t, "ES256")
 	first := rg.startBound(owner)
 	tok := first.str("refresh_token")
