@@ -81,7 +81,7 @@ func splitHostPort(authority string) (host, port string, err error) {
 		}
 		for k := 1; k < j; k++ {
 			c := host[k]
-			if !(isHex(c) || c == ':' || c == '.') {
+			if !isHex(c) && c != ':' && c != '.' {
 				return "", "", errors.New("URL has an invalid IPv6 literal")
 			}
 		}
@@ -96,7 +96,7 @@ func splitHostPort(authority string) (host, port string, err error) {
 		if c == '[' || c == ']' {
 			continue
 		}
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' || c == ':') {
+		if !isUnreserved(c) && c != ':' {
 			return "", "", errors.New("URL has an invalid host")
 		}
 	}

@@ -76,8 +76,9 @@ var strictB64 = base64.RawURLEncoding.Strict()
 // alone would skip '\r' and '\n').
 func isB64URL(s string) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		switch c := s[i]; {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
 			return false
 		}
 	}
@@ -245,8 +246,14 @@ func (k *publicKey) thumbprint() string {
 		b = append(b, `"}`...)
 	}
 	sum := sha256.Sum256(b)
-	return base64.RawURLEncoding.EncodeToString(sum[:])
+	var out [thumbprintLen]byte
+	base64.RawURLEncoding.Encode(out[:], sum[:])
+	return string(out[:])
 }
+
+// thumbprintLen is the length of a SHA-256 in base64url without padding
+// (a jkt, an ath).
+const thumbprintLen = (sha256.Size*8 + 5) / 6
 
 // verify checks sig over the JWS signing input.
 func (k *publicKey) verify(a *algorithm, input, sig []byte) bool {

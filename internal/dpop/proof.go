@@ -1,7 +1,9 @@
 package dpop
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"math"
 	"strconv"
 	"strings"
@@ -142,7 +144,10 @@ func (v *Verifier) verify(proof string, r Request) (Proof, error) {
 		if !c.hasATH {
 			return Proof{}, invalid("claim ath is missing")
 		}
-		if subtle.ConstantTimeCompare(view(c.ath), view(AccessTokenHash(r.AccessToken))) != 1 {
+		sum := sha256.Sum256(view(r.AccessToken))
+		var want [thumbprintLen]byte
+		base64.RawURLEncoding.Encode(want[:], sum[:])
+		if subtle.ConstantTimeCompare(view(c.ath), want[:]) != 1 {
 			return Proof{}, invalid("claim ath does not match the access token")
 		}
 	}
@@ -338,7 +343,7 @@ const maxNumericDate = math.MaxInt64 / int64(time.Second)
 // numericDate reads a JSON number of seconds since the epoch (RFC 7519
 // §2; fractions allowed) as Unix nanoseconds.
 func numericDate(v []byte) (int64, bool) {
-	if len(v) == 0 || !(v[0] == '-' || v[0] >= '0' && v[0] <= '9') {
+	if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
 		return 0, false
 	}
 	s := unsafe.String(&v[0], len(v))

@@ -222,12 +222,16 @@ func TestVerifyRules(t *testing.T) {
 		{"duplicate claim", func() string { return raw(hdr, claimsJSON(`,"jti":"j2"`)) }, req, dpop.CodeInvalidProof, "duplicate member names"},
 		{"duplicate claim escaped", func() string { return raw(hdr, claimsJSON(`,"\u006ati":"j2"`)) }, req, dpop.CodeInvalidProof, "duplicate member names"},
 		{"duplicate nested", func() string { return raw(hdr, claimsJSON(`,"x":[{"a":1,"a":2}]`)) }, req, dpop.CodeInvalidProof, "duplicate member names"},
-		{"duplicate header member", func() string { return raw(`{"typ":"dpop+jwt","typ":"dpop+jwt","alg":"ES256","jwk":`+jwkJSON(es)+`}`, claimsJSON("")) }, req, dpop.CodeInvalidProof, "duplicate member names"},
+		{"duplicate header member", func() string {
+			return raw(`{"typ":"dpop+jwt","typ":"dpop+jwt","alg":"ES256","jwk":`+jwkJSON(es)+`}`, claimsJSON(""))
+		}, req, dpop.CodeInvalidProof, "duplicate member names"},
 		{"duplicate jwk member", func() string {
 			j := jwkJSON(es)
 			return raw(`{"typ":"dpop+jwt","alg":"ES256","jwk":`+j[:len(j)-1]+`,"kty":"EC"}}`, claimsJSON(""))
 		}, req, dpop.CodeInvalidProof, "header has duplicate member names"},
-		{"claim name case", func() string { return raw(hdr, `{"JTI":"j1","htm":"GET","htu":"`+testURL+`","iat":`+itoa(now.Unix())+`}`) }, req, dpop.CodeInvalidProof, "jti is missing"},
+		{"claim name case", func() string {
+			return raw(hdr, `{"JTI":"j1","htm":"GET","htu":"`+testURL+`","iat":`+itoa(now.Unix())+`}`)
+		}, req, dpop.CodeInvalidProof, "jti is missing"},
 
 		// signature
 		{"bad signature", func() string { return flip(valid()) }, req, dpop.CodeInvalidProof, "signature does not verify"},
@@ -270,7 +274,9 @@ func TestVerifyRules(t *testing.T) {
 		{"iat string", func() string { return es.Proof(testMethod, testURL, at, setClaim("iat", itoa(now.Unix()))) }, req, dpop.CodeInvalidProof, "iat is not a NumericDate"},
 		{"iat negative", func() string { return es.Proof(testMethod, testURL, at, setClaim("iat", -1)) }, req, dpop.CodeInvalidProof, "iat is not a NumericDate"},
 		{"iat huge", func() string { return raw(hdr, `{"jti":"j","htm":"GET","htu":"`+testURL+`","iat":1e300}`) }, req, dpop.CodeInvalidProof, "iat is not a NumericDate"},
-		{"iat fraction", func() string { return raw(hdr, `{"jti":"j","htm":"GET","htu":"`+testURL+`","iat":`+itoa(now.Unix())+`.5}`) }, req, "", ""},
+		{"iat fraction", func() string {
+			return raw(hdr, `{"jti":"j","htm":"GET","htu":"`+testURL+`","iat":`+itoa(now.Unix())+`.5}`)
+		}, req, "", ""},
 		{"stale iat", func() string { return es.Proof(testMethod, testURL, dpoptest.WithIAT(now.Add(-61*time.Second))) }, req, dpop.CodeInvalidProof, "stale"},
 		{"iat at max age", func() string { return es.Proof(testMethod, testURL, dpoptest.WithIAT(now.Add(-60*time.Second))) }, req, "", ""},
 		{"future iat", func() string { return es.Proof(testMethod, testURL, dpoptest.WithIAT(now.Add(6*time.Second))) }, req, dpop.CodeInvalidProof, "in the future"},
