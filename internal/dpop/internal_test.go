@@ -82,6 +82,28 @@ func TestReplayCacheFloor(t *testing.T) {
 	}
 }
 
+// TestReplayCacheFloorAfterExpiry: room made by expiry (entries of a
+// verifier with a shorter window sharing the cache) does not let an
+// evicted proof back in: the floor refuses it.
+func TestReplayCacheFloorAfterExpiry(t *testing.T) {
+	t.Parallel()
+	c := NewReplayCache(3 * replayEntryBytes)
+	c.record("long", "a", 10*sec, 110*sec, 10*sec)
+	c.record("short", "b", 11*sec, 15*sec, 11*sec)
+	c.record("short", "c", 12*sec, 15*sec, 12*sec)
+	if r := c.record("long", "d", 13*sec, 113*sec, 13*sec); r != replayRecorded {
+		t.Fatalf("d: %v", r) // evicts "a"
+	}
+	// At 16 s "b" and "c" have expired and are dropped: the cache has room,
+	// and "a" (still inside its window) comes back.
+	if r := c.record("long", "a", 10*sec, 110*sec, 16*sec); r != replayBelowFloor {
+		t.Fatalf("evicted replay with room in the cache: %v, want below floor", r)
+	}
+	if n, _, ev := c.Stats(); n != 1 || ev != 1 {
+		t.Fatalf("Stats = %d entries, %d evicted; want 1, 1", n, ev)
+	}
+}
+
 func TestReplayCacheExpiry(t *testing.T) {
 	t.Parallel()
 	c := NewReplayCache(2 * replayEntryBytes)
