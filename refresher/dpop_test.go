@@ -557,3 +557,34 @@ func TestDPoPThiefDoesNotSpendSessionBudget(t *testing.T) {
 	}
 	wantDPoPPair(t, "owner after the thief's attempts", rg.refreshDPoP(tok, rg.proof(owner, "/v1/token")), owner.JKT())
 }
+
+// Two replicas on one store: A rotates a bound token; on B, which does not
+// remember the pair, the store decides the replay: a thief's key gets
+// invalid_grant, the owner's key the same pair, on every backend.
+func TestDPoPReplayAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"memory", "bolt", "redis"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			st := openStore(t, kind)
+			clock := fakeclock.New()
+			a := newRig(t, withStore(st), withClock(clock))
+			b := newRig(t, withStore(st), withClock(clock), withKeys(a.keys))
+			owner, thief := dpoptest.NewKey(t, "ES256"), dpoptest.NewKey(t, "ES256")
+			tok := a.startBound(owner).str("refresh_token")
+			r1 := a.refreshDPoP(tok, a.proof(owner, "/v1/token"))
+			wantDPoPPair(t, "rotation on A", r1, owner.JKT())
+			clock.Advance(time.Second)
+			wantError(t, "thief on B", b.refreshDPoP(tok, b.proof(thief, "/v1/token")), http.StatusBadRequest, "invalid_grant")
+			wantError(t, "no proof on B", b.refreshDPoP(tok, ""), http.StatusBadRequest, "invalid_grant")
+			r2 := b.refreshDPoP(tok, b.proof(owner, "/v1/token"))
+			wantDPoPPair(t, "owner's replay on B", r2, owner.JKT())
+			if r2.str("refresh_token") != r1.str("refresh_token") {
+				t.Error("owner's replay on B got another refresh token")
+			}
+			if got := b.counter("tokengate_refresher_replays_total", "source", "store"); got != 1 {
+				t.Errorf("B replays{store} = %v, want 1", got)
+			}
+		})
+	}
+}
