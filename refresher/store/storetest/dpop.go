@@ -44,10 +44,25 @@ func rotateKey(t *testing.T, parent string, now time.Time, jkt string) store.Rot
 	return req
 }
 
-// testCreateBound: the binding and the device hash survive the store.
+// testCreateBound: the binding and the device hash survive the store,
+// replacing the claims and revoking the session.
 func testCreateBound(t *testing.T, s store.Store) {
 	f := createBound(t, s, "user-1", jktA)
 	diff(t, "GetSession", f.session, getSession(t, s, f.session.ID))
+	patched, err := s.PatchClaims(context.Background(), f.session.ID, []byte(`{"a":1}`), t0.Add(time.Minute))
+	if err != nil {
+		t.Fatalf("PatchClaims: %v", err)
+	}
+	if patched.JKT != jktA || patched.Device != dev {
+		t.Errorf("PatchClaims result: jkt %q dev %q, want the binding kept", patched.JKT, patched.Device)
+	}
+	at := t0.Add(2 * time.Minute)
+	if _, err := s.RevokeSession(context.Background(), f.session.ID, at, at.Add(accessTTL)); err != nil {
+		t.Fatal(err)
+	}
+	if got := getSession(t, s, f.session.ID); got.JKT != jktA || got.Device != dev {
+		t.Errorf("after patch and revoke: jkt %q dev %q, want the binding kept", got.JKT, got.Device)
+	}
 }
 
 // testBoundRotateSameKey: the right key rotates; the session keeps its key
