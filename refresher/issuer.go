@@ -528,6 +528,7 @@ func (i *Issuer) keyMismatch(ctx context.Context, c Client, sess store.Session) 
 // (use_dpop_nonce) is part of the normal flow and spends nothing.
 func (i *Issuer) ProofRefused(ctx context.Context, c Client, e *Error) error {
 	i.metrics.failures.WithLabelValues(e.Reason).Inc()
+	i.log.DebugContext(ctx, "refresh refused", "reason", e.Reason, "client_ip", c.IP)
 	if e.Code == "use_dpop_nonce" {
 		return e
 	}
