@@ -105,7 +105,7 @@ func denialCases(t *testing.T) []denialCase {
 		{reason: ReasonInvalidDPoPProof, token: func(k *testKey, now time.Time) string {
 			return k.token(t, with(claimsAt(now), "cnf", map[string]any{"jkt": strings.Repeat("A", 43)}))
 		}},
-		// A proof without the server's nonce (its value is random: "<nonce>" in the fixture).
+		// A proof without the server's nonce (its value is random: "NONCE" in the fixture).
 		{reason: ReasonUseDPoPNonce, cfg: func(c *Config) {
 			c.DPoP.Nonce.Enabled = true
 		}, headers: func(k *testKey, now time.Time) map[string]string {
@@ -167,7 +167,7 @@ func TestDenialsFixture(t *testing.T) {
 		overHTTP.GRPCCode = overGRPC.GRPCCode
 		for _, d := range []*fixtureDenial{&overGRPC, &overHTTP} {
 			if _, ok := d.Headers["dpop-nonce"]; ok {
-				d.Headers["dpop-nonce"] = "<nonce>" // random
+				d.Headers["dpop-nonce"] = "NONCE" // random
 			}
 		}
 		// A denied_response: forward-auth must give the very same answer.
