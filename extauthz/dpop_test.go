@@ -661,3 +661,25 @@ func TestConfirmationNoAlloc(t *testing.T) {
 		t.Fatalf("%v allocations", n)
 	}
 }
+
+// TestDPoPReplayCacheSurvivesReload: a config reload must not make a proof
+// accepted before it acceptable again (the replay cache is kept while its
+// size is unchanged).
+func TestDPoPReplayCacheSurvivesReload(t *testing.T) {
+	t.Parallel()
+	k := &dkit{t: t, es: newTestKey(t, "ES256", "es-1")}
+	cfg := baseConfig(t, k.es)
+	h := newHarness(t, cfg)
+	k.now = h.clock.Now()
+	req := k.dpopReq(k.bound())
+	if a := h.check(t, req.grpcReq()); !a.allowed {
+		t.Fatalf("first use: %+v", a)
+	}
+	cfg.Realm = "reloaded"
+	if err := h.srv.Reload(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if a := h.check(t, req.grpcReq()); a.reason() != "invalid_dpop_proof" {
+		t.Fatalf("replay after a reload: %+v", a)
+	}
+}
