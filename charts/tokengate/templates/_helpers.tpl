@@ -70,6 +70,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-signing-key" (include "tokengate.fullname" .)) .Values.signingKey.existingSecret -}}
 {{- end -}}
 
+{{- define "tokengate.dpopNonceSecret" -}}
+{{- default (printf "%s-dpop-nonce" (include "tokengate.fullname" .)) .Values.refresher.dpop.nonce.existingSecret -}}
+{{- end -}}
+
 {{- define "tokengate.redisSecret" -}}
 {{- default (printf "%s-redis" (include "tokengate.fullname" .)) .Values.refresher.redis.existingSecret -}}
 {{- end -}}
