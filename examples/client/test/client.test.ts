@@ -272,8 +272,10 @@ for (const [kind, make] of Object.entries(makers)) {
       });
 
       for (const [reason, d] of Object.entries(denials)) {
-        if (reason === 'token_expired') continue; // refresh and retry: the single-flight tests above
-        const signsOut = d.status === 401;
+        // token_expired and token_unbound refresh and retry: the single-flight tests above and test/dpop.test.ts.
+        if (reason === 'token_expired' || reason === 'token_unbound') continue;
+        // A refused DPoP proof or a nonce request is the app's to see (the nonce retry is in test/dpop.test.ts).
+        const signsOut = d.status === 401 && reason !== 'invalid_dpop_proof' && reason !== 'use_dpop_nonce';
         it(`${reason} (${d.status}): ${signsOut ? 'signs out once, without refreshing' : 'passed to the app, session kept'}`, async () => {
           const o = baseOptions();
           const api = make(fake, o);
