@@ -9,7 +9,10 @@
 //   skipLibCheck false under node16, bundler and node10 resolution, and runs
 //   it through require() and import;
 // - a project with axios type-checks and runs @tokengate/client/axios;
-// - each entry point's size, minified and gzipped, matches the table in
+// - @tokengate/client/dpop type-checks the same way, and dpop: true signs
+//   requests under require() and import (the proof's signature verified);
+// - each entry point's size, minified and gzipped (code split: the DPoP
+//   chunk the client loads lazily counts apart), matches the table in
 //   docs/client.md, and createFetch alone stays under its budget;
 // - npm install <directory> and npm install git+file://…#<sha>::path:… run
 //   the prepare script, which builds dist.
