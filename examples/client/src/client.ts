@@ -323,16 +323,17 @@ export class TokenClient {
 
   private async endSession(reason: SignOutReason, broadcast: boolean): Promise<void> {
     const wasSignedOut = this.signedOut;
+    const had = this.current;
     this.epoch++;
     this.signedOut = true;
     this.current = null;
     clearTimeout(this.timer);
     await this.o.storage.clear();
     if (wasSignedOut) return;
-    // The tab that ended the session deletes the DPoP key (a new sign-in makes a new one); the others forget their copy.
-    await this.dpop()
-      ?.then((d) => d.deleteKey(!broadcast))
-      .catch(() => undefined);
+    // The tab that ended the session deletes the DPoP key (a new sign-in makes a new one); the others
+    // forget their copy. A refusal without a session here (a request sent before sign-in) leaves it:
+    // a sign-in running meanwhile may have just bound its session to that key. signOut() always deletes.
+    await (await this.dpop())?.deleteKey(!broadcast || (!had && reason !== 'signed_out'));
     if (broadcast) this.post({ type: 'signout', reason });
     this.emit(() => this.o.onSignOut?.(reason));
   }

@@ -175,7 +175,7 @@ export interface Dpop {
   fetch(f: typeof fetch): typeof fetch;
   /** sign signs one request: see {@link signRequest}. */
   sign(method: string, url: string, authorization: string | null | undefined): Promise<{ authorization?: string; dpop: string }>;
-  /** deleteKey: see {@link deleteDpopKey}. */
+  /** deleteKey: see {@link deleteDpopKey}; it never rejects (ending a session must not fail on storage). */
   deleteKey(onlyHere?: boolean): Promise<void>;
   rememberNonce: typeof rememberNonce;
   isNonceChallenge: typeof isNonceChallenge;
@@ -186,7 +186,7 @@ export function dpopFor(name?: string): Dpop {
   return {
     fetch: (f) => dpopFetch(f, name),
     sign: (method, url, authorization) => signRequest(method, url, authorization, name),
-    deleteKey: (onlyHere) => deleteDpopKey(name, onlyHere),
+    deleteKey: (onlyHere) => deleteDpopKey(name, onlyHere).catch(() => undefined),
     rememberNonce,
     isNonceChallenge,
   };
@@ -210,6 +210,7 @@ function bound(token: string): boolean {
 }
 
 async function loadKey(name: string): Promise<CryptoKeyPair> {
+  if (!globalThis.crypto?.subtle) throw new Error('@tokengate/client: DPoP needs WebCrypto, which browsers offer only in a secure context (HTTPS, or http://localhost)');
   const db = await openDb();
   try {
     if (db) {

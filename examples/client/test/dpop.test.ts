@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { attachTokenRefresh } from '../src/axios.js';
 import { deleteDpopKey, dpopKey, dpopProof, dpopThumbprint } from '../src/dpop.js';
 import { TokenGateError, createFetch, type SignOutReason, type TokenClient, type TokenClientOptions } from '../src/index.js';
-import { FakeTokengate } from './harness.js';
+import { ChannelHub, FakeTokengate } from './harness.js';
 
 const subtle = webcrypto.subtle;
 
@@ -366,6 +366,23 @@ for (const kind of Object.keys(makers)) {
       expect(await storedKeys()).toEqual([]);
     });
 
+    it('a refusal before sign-in leaves the key a sign-in running meanwhile was bound to', async () => {
+      const server = new DpopServer(origin);
+      const o = options();
+      const api = makers[kind](server, o);
+      // The login page signed its proof; an API call without a token is refused before the sign-in answers.
+      const login = await readProof(await dpopProof('POST', `${origin}/login`, { name }));
+      const err = await api.get().catch((e: unknown) => e);
+      expect((err as TokenGateError).code).toBe('missing_token');
+      expect(o.signOuts).toEqual(['missing_token']);
+      expect(await storedKeys()).toEqual([name]);
+      server.tg.jkt = login.jkt;
+      const s = server.tg.signIn();
+      await api.client.setTokens(s.body, { date: s.date });
+      expect(await api.get()).toBe(200);
+      expect(server.api('/api/items').at(-1)?.proof?.jkt).toBe(login.jkt);
+    });
+
     it('sign-out deletes the key; the next sign-in proof has a new one', async () => {
       const { server, api } = await signedIn(kind);
       expect(await api.get()).toBe(200);
@@ -378,6 +395,27 @@ for (const kind of Object.keys(makers)) {
     });
   });
 }
+
+describe('across tabs', () => {
+  it("another tab's sign-out makes this tab forget its copy of the key, not delete the stored one", async () => {
+    const hub = new ChannelHub();
+    const server = new DpopServer(origin);
+    server.tg.jkt = await dpopThumbprint(name);
+    const o = options({ channel: hub.channel() });
+    const f = createFetch({ ...o, fetch: server.fetch });
+    const s = server.tg.signIn();
+    await f.client.setTokens(s.body, { date: s.date });
+    expect((await f(`${origin}/api/items`)).status).toBe(200);
+    // The other tab signed out (deleting the key) and a new sign-in there made a new key before this tab heard of it.
+    await deleteDpopKey(name);
+    const fresh = await dpopThumbprint(name);
+    hub.channel().postMessage({ type: 'signout', reason: 'signed_out' });
+    await vi.waitFor(() => expect(o.signOuts).toEqual(['signed_out']));
+    await vi.waitFor(async () => expect(await storedKeys()).toEqual([name]));
+    expect(await dpopThumbprint(name)).toBe(fresh);
+    f.client.close();
+  });
+});
 
 describe('without the dpop option', () => {
   it('sends Bearer and no proof', async () => {
