@@ -138,5 +138,5 @@ on('sign-out', () => client.signOut());
 render();
 
 // The handle test/e2e/browser drives. dpop is @tokengate/client/dpop (dpopProof, dpopHeaders,
-// dpopThumbprint, dpopKey, deleteDpopKey), the module the client itself uses with ?dpop=true.
+// dpopThumbprint, dpopKey, storedDpopKey, deleteDpopKey), the module the client itself uses with ?dpop=true.
 window.tg = { client, call, signIn, tamper, state, dpop: options.dpop ? await import('./client/dpop.js') : undefined, ready: true };

@@ -207,7 +207,9 @@ export class TokenClient {
 
   /**
    * onUnauthorized decides what to do with a refused request. token_expired:
-   * refresh (joining a running one) and retry once. invalid_token,
+   * refresh (joining a running one) and retry once. token_unbound (bound to
+   * another network or device): the same once; refused so again, it signs
+   * out like the reasons that follow. invalid_token,
    * token_revoked, missing_token: sign out and reject with a TokenGateError —
    * unless the request went out with an older token than the one the client
    * now holds, in which case it is retried once with the newer one.

@@ -84,6 +84,18 @@ export function dpopKey(name = 'tokengate'): Promise<CryptoKeyPair> {
 }
 
 /**
+ * storedDpopKey reads the key pair kept in IndexedDB without making one:
+ * undefined when there is none (never signed in, or signed out), or when
+ * IndexedDB is unusable.
+ */
+export async function storedDpopKey(name = 'tokengate'): Promise<CryptoKeyPair | undefined> {
+  const db = await openDb();
+  if (!db) return undefined;
+  const found = await run(db, 'readonly', (s) => s.get(name)).finally(() => db.close());
+  return isPair(found) ? found : undefined;
+}
+
+/**
  * deleteDpopKey forgets the key: removed from IndexedDB (the next sign-in
  * makes a new one), or, with onlyHere, only from this page's memory (it
  * is read again on next use).

@@ -7,7 +7,7 @@ import axios, { type AxiosAdapter } from 'axios';
 import { IDBFactory } from 'fake-indexeddb';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { attachTokenRefresh } from '../src/axios.js';
-import { deleteDpopKey, dpopKey, dpopProof, dpopThumbprint } from '../src/dpop.js';
+import { deleteDpopKey, dpopKey, dpopProof, dpopThumbprint, storedDpopKey } from '../src/dpop.js';
 import { TokenGateError, createFetch, type SignOutReason, type TokenClient, type TokenClientOptions } from '../src/index.js';
 import { ChannelHub, FakeTokengate } from './harness.js';
 
@@ -264,9 +264,15 @@ describe('the key', () => {
   });
 
   it('deleteDpopKey removes it: the next proof has a new key', async () => {
+    expect(await storedDpopKey(name)).toBeUndefined();
     const first = await readProof(await dpopProof('GET', `${origin}/api/x`, { name }));
+    const stored = await storedDpopKey(name);
+    const { kty, crv, x, y } = await subtle.exportKey('jwk', stored!.publicKey as webcrypto.CryptoKey);
+    expect({ kty, crv, x, y }).toEqual(first.header.jwk);
+    expect(stored!.privateKey.extractable).toBe(false);
     await deleteDpopKey(name);
     expect(await storedKeys()).toEqual([]);
+    expect(await storedDpopKey(name)).toBeUndefined();
     const next = await readProof(await dpopProof('GET', `${origin}/api/x`, { name }));
     expect(next.header.jwk).not.toEqual(first.header.jwk);
     expect(await storedKeys()).toEqual([name]);

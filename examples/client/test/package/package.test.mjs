@@ -224,9 +224,10 @@ export const login = async (): Promise<Response> => fetch('/login', { method: 'P
 export const proof = (): Promise<string> => dpopProof('GET', 'https://api.example/x', { accessToken: 't', nonce: 'n', name: 'tokengate' });
 export const jkt = (): Promise<string> => dpopThumbprint();
 export const out = (): Promise<void> => deleteDpopKey();
+export const stored = async (): Promise<boolean> => (await storedDpopKey()) !== undefined;
 export const status = async (): Promise<number> => (await f('/api')).status;
 `;
-    const names = 'dpopHeaders, dpopProof, dpopThumbprint, deleteDpopKey';
+    const names = 'dpopHeaders, dpopProof, dpopThumbprint, deleteDpopKey, storedDpopKey';
     writeFileSync(join(fetchOnly, 'dpop-esm.mts'), use(`import { createFetch } from '@tokengate/client';\nimport { ${names} } from '@tokengate/client/dpop';`));
     writeFileSync(join(fetchOnly, 'dpop-cjs.cts'), use(`import tg = require('@tokengate/client');\nimport dp = require('@tokengate/client/dpop');\nconst { createFetch } = tg;\nconst { ${names} } = dp;`));
     writeFileSync(join(fetchOnly, 'dpop-app.ts'), use(`import { createFetch } from '@tokengate/client';\nimport { ${names} } from '@tokengate/client/dpop';`));
