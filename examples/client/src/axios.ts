@@ -85,13 +85,15 @@ export function attachTokenRefresh(instance: AxiosInstance, options: AttachOptio
   };
 
   /**
-   * nonceRetry (DPoP) remembers the server's DPoP-Nonce; an answer asking
+   * nonceRetry (DPoP) remembers the server's DPoP-Nonce (and clock); an answer asking
    * for a proof with it is retried once, and that retry's promise returned.
    */
   const nonceRetry = async (res: AxiosResponse, meta: RequestMeta): Promise<AxiosResponse | undefined> => {
-    const nonce = headerOf(res.headers, 'dpop-nonce');
-    const dpop = nonce ? await client.dpop() : undefined;
+    const dpop = await client.dpop();
     if (!dpop) return undefined;
+    dpop.rememberClock(headerOf(res.headers, 'cache-control'), headerOf(res.headers, 'date'));
+    const nonce = headerOf(res.headers, 'dpop-nonce');
+    if (!nonce) return undefined;
     dpop.rememberNonce(fullUrl(instance, res.config), nonce);
     if (meta.nonced || !dpop.isNonceChallenge(res.status, headerOf(res.headers, 'www-authenticate'), res.data)) return undefined;
     res.config.tokengate = { ...meta, nonced: true };

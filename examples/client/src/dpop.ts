@@ -29,6 +29,8 @@ const keys = new Map<string, Promise<CryptoKeyPair>>();
 const jwks = new WeakMap<CryptoKey, Promise<JsonWebKey>>();
 /** The last DPoP-Nonce received from each origin. */
 const nonces = new Map<string, string>();
+/** The servers' clock minus this machine's, in milliseconds (see {@link rememberClock}). */
+let skew = 0;
 
 /**
  * dpopProof signs a DPoP proof for one request: header `typ: dpop+jwt`,
@@ -46,7 +48,7 @@ export async function dpopProof(method: string, url: string, options: DpopProofO
     jti: b64(crypto.getRandomValues(new Uint8Array(16)) as BufferSource),
     htm: method.toUpperCase(),
     htu: u.protocol + '//' + u.host + u.pathname,
-    iat: Math.floor(Date.now() / 1000),
+    iat: Math.floor((Date.now() + skew) / 1000),
   };
   if (options.accessToken) claims.ath = b64(await crypto.subtle.digest('SHA-256', utf8(options.accessToken)));
   const nonce = options.nonce ?? nonces.get(u.origin);
@@ -123,6 +125,18 @@ export function rememberNonce(url: string, nonce: string | null | undefined): vo
 }
 
 /**
+ * rememberClock learns how far this machine's clock is from the servers'
+ * from the `Date` of an answer marked `Cache-Control: no-store` (token
+ * responses, denials: never served from a cache, so their Date is now), so
+ * that `iat` stays within the servers' window when this clock is off. Proofs
+ * made before any such answer (the sign-in's) use this clock as it is.
+ */
+export function rememberClock(cacheControl: string | null | undefined, date: string | null | undefined): void {
+  const server = date && /\bno-store\b/i.test(cacheControl ?? '') ? Date.parse(date) : NaN;
+  if (!Number.isNaN(server)) skew = server - Date.now();
+}
+
+/**
  * isNonceChallenge says whether an answer asks for a proof with a nonce:
  * extauthz's 401 (`WWW-Authenticate: DPoP error="use_dpop_nonce"` or the
  * JSON error) or the refresher's 400 `{"error":"use_dpop_nonce"}`.
@@ -158,8 +172,9 @@ export async function signRequest(method: string, url: string, authorization: st
 /**
  * dpopFetch wraps a fetch so that every request carries a `DPoP` proof
  * (with `ath` when it carries an access token, whose scheme becomes `DPoP`
- * when the token is bound), every `DPoP-Nonce` received is remembered, and
- * an answer asking for a nonce is retried once with it.
+ * when the token is bound), every `DPoP-Nonce` received is remembered (and
+ * the servers' clock, {@link rememberClock}), and an answer asking for a
+ * nonce is retried once with it.
  */
 export function dpopFetch(f: typeof fetch, name?: string): typeof fetch {
   return async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
@@ -175,6 +190,7 @@ export function dpopFetch(f: typeof fetch, name?: string): typeof fetch {
       const res = await f(req ?? input, { ...init, headers });
       const nonce = res.headers.get('dpop-nonce');
       rememberNonce(url, nonce);
+      rememberClock(res.headers.get('cache-control'), res.headers.get('date'));
       if (again || !nonce || !isNonceChallenge(res.status, res.headers.get('www-authenticate'), await jsonOf(res))) return res;
       req = spare;
     }
@@ -190,6 +206,7 @@ export interface Dpop {
   /** deleteKey: see {@link deleteDpopKey}; it never rejects (ending a session must not fail on storage). */
   deleteKey(onlyHere?: boolean): Promise<void>;
   rememberNonce: typeof rememberNonce;
+  rememberClock: typeof rememberClock;
   isNonceChallenge: typeof isNonceChallenge;
 }
 
@@ -200,6 +217,7 @@ export function dpopFor(name?: string): Dpop {
     sign: (method, url, authorization) => signRequest(method, url, authorization, name),
     deleteKey: (onlyHere) => deleteDpopKey(name, onlyHere).catch(() => undefined),
     rememberNonce,
+    rememberClock,
     isNonceChallenge,
   };
 }

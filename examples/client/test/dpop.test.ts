@@ -7,7 +7,7 @@ import axios, { type AxiosAdapter } from 'axios';
 import { IDBFactory } from 'fake-indexeddb';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { attachTokenRefresh } from '../src/axios.js';
-import { deleteDpopKey, dpopKey, dpopProof, dpopThumbprint, storedDpopKey } from '../src/dpop.js';
+import { deleteDpopKey, dpopKey, dpopProof, dpopThumbprint, rememberClock, storedDpopKey } from '../src/dpop.js';
 import { TokenGateError, createFetch, type SignOutReason, type TokenClient, type TokenClientOptions } from '../src/index.js';
 import { ChannelHub, FakeTokengate } from './harness.js';
 
@@ -401,6 +401,40 @@ for (const kind of Object.keys(makers)) {
     });
   });
 }
+
+describe('a clock that is off', () => {
+  afterEach(() => {
+    // The learned skew is the page's: back to this machine's clock for the other tests.
+    rememberClock('no-store', new Date().toUTCString());
+  });
+
+  for (const kind of Object.keys(makers)) {
+    it(`${kind}: iat follows the servers' clock once an uncached answer told it`, async () => {
+      const { server, api } = await signedIn(kind);
+      server.tg.serverOffsetMs = 3600_000; // this machine is an hour slow
+      const serverNow = () => Math.floor(server.tg.serverNow() / 1000);
+      expect(await api.get()).toBe(200);
+      // No answer marked no-store yet: the page's own clock.
+      expect(Math.abs(server.api('/api/items')[0].proof!.claims.iat! - Math.floor(Date.now() / 1000))).toBeLessThanOrEqual(1);
+      // The refresh answer (Cache-Control: no-store) carries the servers' Date.
+      server.tg.expireAll();
+      expect(await api.get()).toBe(200);
+      const last = server.api('/api/items').at(-1)!.proof!.claims.iat!;
+      expect(Math.abs(last - serverNow())).toBeLessThanOrEqual(2);
+      expect(await api.get()).toBe(200);
+      expect(Math.abs(server.api('/api/items').at(-1)!.proof!.claims.iat! - serverNow())).toBeLessThanOrEqual(2);
+    });
+  }
+
+  it('ignores the Date of an answer that may come from a cache', () => {
+    rememberClock('no-store', new Date().toUTCString());
+    rememberClock('max-age=60', new Date(Date.now() - 3600_000).toUTCString());
+    rememberClock(null, new Date(Date.now() - 3600_000).toUTCString());
+    return dpopProof('GET', `${origin}/api/x`, { name }).then(async (p) => {
+      expect(Math.abs((await readProof(p)).claims.iat! - Math.floor(Date.now() / 1000))).toBeLessThanOrEqual(2);
+    });
+  });
+});
 
 describe('across tabs', () => {
   it("another tab's sign-out makes this tab forget its copy of the key, not delete the stored one", async () => {
