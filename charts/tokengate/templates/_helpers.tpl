@@ -82,6 +82,14 @@ refresher when the user gave none. */}}
 {{- $provider := dict "name" "tokengate" "issuer" (include "tokengate.issuer" .) "audiences" .Values.audience "jwks_url" (printf "%s/.well-known/jwks.json" (include "tokengate.refresherURL" .)) -}}
 {{- $_ := set $cfg "providers" (list $provider) -}}
 {{- end -}}
+{{- if .Values.extauthz.dpopNonceSecret -}}
+{{- $dpop := $cfg.dpop | default dict -}}
+{{- $nonce := $dpop.nonce | default dict -}}
+{{- $_ := set $nonce "enabled" true -}}
+{{- $_ := set $nonce "secret_file" "/etc/tokengate/dpop-nonce/secret" -}}
+{{- $_ := set $dpop "nonce" $nonce -}}
+{{- $_ := set $cfg "dpop" $dpop -}}
+{{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
