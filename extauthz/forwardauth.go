@@ -85,6 +85,11 @@ func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 	if span != nil {
 		endCheckSpan(span, &in, &out)
 	}
+	if out.reason == ReasonForwardAuthHeaders {
+		// A header the decision needed (client address, scheme) is missing.
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": out.unavailable.Error()})
+		return
+	}
 	st.writeHTTP(w, &out)
 }
 
@@ -106,6 +111,9 @@ type forwardAuth struct {
 	// appHeader is forward_auth.app_header, canonical ("" when not set):
 	// part of the proxy's family, which the proxy must overwrite.
 	appHeader string
+	// extra are request headers copied besides decisionHeaders: the
+	// routes' bind_device headers.
+	extra []decisionHeader
 }
 
 // headerFamily is a proxy convention. (A small enum switched on per
@@ -124,11 +132,11 @@ func newForwardAuth(proxy, appHeader string) forwardAuth {
 	}
 	switch proxy {
 	case ProxyNginx:
-		return forwardAuth{proxy, familyNginx, appHeader}
+		return forwardAuth{proxy: proxy, family: familyNginx, appHeader: appHeader}
 	case ProxyTraefik, ProxyCaddy:
-		return forwardAuth{proxy, familyXForwarded, appHeader}
+		return forwardAuth{proxy: proxy, family: familyXForwarded, appHeader: appHeader}
 	}
-	return forwardAuth{ProxyEnvoy, familyEnvoy, ""} // Envoy selects apps by context_extensions
+	return forwardAuth{proxy: ProxyEnvoy, family: familyEnvoy} // Envoy selects apps by context_extensions
 }
 
 // errForwardAuthHeaders: the auth request lacks a header its proxy must
@@ -152,12 +160,12 @@ func (f forwardAuth) original(r *http.Request) (request, error) {
 		case len(vs) == 1:
 			in.fwd[i] = vs[0]
 		case len(vs) > 1:
-			sep := ","
-			if n.lower == "cookie" {
-				sep = "; "
-			}
-			in.fwd[i] = strings.Join(vs, sep)
+			in.fwd[i] = joinValues(n.lower, vs)
 		}
+	}
+	if len(f.extra) > 0 {
+		in.headers = make(map[string]string, len(f.extra))
+		copyHeaders(r, &in, f.extra)
 	}
 	var missing string
 	switch f.family {
@@ -176,7 +184,29 @@ func (f forwardAuth) original(r *http.Request) (request, error) {
 		return in, &errForwardAuthHeaders{f.proxy, missing}
 	}
 	in.method = strings.ToUpper(in.method)
+	readClient(r, &in, f.family)
 	return in, nil
+}
+
+func copyHeaders(r *http.Request, in *request, names []decisionHeader) {
+	for _, n := range names {
+		vs := r.Header[n.canonical]
+		switch {
+		case len(vs) == 1:
+			in.headers[n.lower] = vs[0]
+		case len(vs) > 1:
+			in.headers[n.lower] = joinValues(n.lower, vs)
+		}
+	}
+}
+
+// joinValues joins a repeated header's values as Envoy does: cookies with
+// "; ", everything else with ",".
+func joinValues(lower string, vs []string) string {
+	if lower == "cookie" {
+		return strings.Join(vs, "; ")
+	}
+	return strings.Join(vs, ",")
 }
 
 // readEnvoy: Envoy's HTTP ext_authz (path_prefix: /authz) sends the
@@ -262,12 +292,15 @@ func onlyValue(h http.Header, canonical string) (string, bool) {
 // copies only these: the proxy forwards all of the client's headers, and
 // copying every one into a new map was most of fromForwardAuth's cost.
 // net/http has already canonicalised the names in r.Header.
-var decisionHeaders = [...]struct{ lower, canonical string }{
+var decisionHeaders = [...]decisionHeader{
 	{"authorization", "Authorization"},
 	{"cookie", "Cookie"},
 	{"origin", "Origin"},
 	{"access-control-request-method", "Access-Control-Request-Method"},
+	{"dpop", "Dpop"},
 }
+
+type decisionHeader struct{ lower, canonical string }
 
 func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
 	st := s.state.Load()
