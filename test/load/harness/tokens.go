@@ -109,8 +109,9 @@ func writeCheckArray(path string, tokens []string) error {
 	if err != nil {
 		return err
 	}
+	// bufio.Writer keeps its first error and returns it from Flush.
 	w := bufio.NewWriter(f)
-	w.WriteString("[")
+	_, _ = w.WriteString("[")
 	for i, tok := range tokens {
 		js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(checkRequest(tok))
 		if err != nil {
@@ -118,11 +119,11 @@ func writeCheckArray(path string, tokens []string) error {
 			return fmt.Errorf("check request: %w", err)
 		}
 		if i > 0 {
-			w.WriteString(",\n")
+			_, _ = w.WriteString(",\n")
 		}
-		w.Write(js)
+		_, _ = w.Write(js)
 	}
-	w.WriteString("]\n")
+	_, _ = w.WriteString("]\n")
 	if err := w.Flush(); err != nil {
 		f.Close()
 		return err
