@@ -269,6 +269,24 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
 	}
+	return s.rotate(ctx, sid, req, nil)
+}
+
+var _ store.SnapshotRotator = (*Store)(nil)
+
+// RotateIfCurrent is the rotation of a child minted from a snapshot of its
+// session: the same script as Rotate, which also checks the snapshot's
+// generation and claims where it would rotate, so a warm rotation is one
+// round trip (the script call) with nothing read before it.
+func (s *Store) RotateIfCurrent(ctx context.Context, req store.RotateRequest, want store.Snapshot) (store.RotateResult, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	return s.rotate(ctx, want.SessionID, req, &want)
+}
+
+// rotate runs rotateScript for a parent of session sid; want, if not nil,
+// is the snapshot the child was minted from.
+func (s *Store) rotate(ctx context.Context, sid string, req store.RotateRequest, want *store.Snapshot) (store.RotateResult, error) {
 	keys := []string{s.sessionKey(sid), s.tokensKey(sid), s.sealedKey(sid, req.ParentHash), s.claimsKey(sid)}
 	if !s.split {
 		keys = append(keys, s.feedKey(), s.indexKey(req.Child.Hash))
@@ -278,13 +296,15 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: read Redis time: %w", err)
 	}
-	sent := time.Now()
-	reply, err := rotateScript.Run(ctx, s.rdb, keys,
-		encodeTime(req.Now), encodeTime(req.Now.Add(-req.Grace)), req.Child.Hash,
+	args := []any{encodeTime(req.Now), encodeTime(req.Now.Add(-req.Grace)), req.Child.Hash,
 		encodeTime(req.Child.IssuedAt), encodeTime(req.Child.ExpiresAt), req.Sealed,
-		millis(req.Grace+sealedSlack), encodeTime(req.RevokeUntil), feedTTL, req.ParentHash, sid,
-		deadline, req.JKT,
-	).Slice()
+		millis(req.Grace + sealedSlack), encodeTime(req.RevokeUntil), feedTTL, req.ParentHash, sid,
+		deadline, req.JKT}
+	if want != nil {
+		args = append(args, strconv.FormatUint(want.Generation, 10), string(want.Claims))
+	}
+	sent := time.Now()
+	reply, err := rotateScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
 	}
@@ -294,6 +314,9 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 		}
 	}
 	res, pttl, fed, err := decodeRotate(sid, req.ParentHash, reply)
+	if errors.Is(err, store.ErrStale) {
+		return store.RotateResult{}, err
+	}
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
 	}
@@ -490,6 +513,8 @@ func decodeRotate(sid, parent string, reply []any) (res store.RotateResult, pttl
 		return store.RotateResult{Outcome: store.Unknown}, 0, false, nil
 	case codeLate:
 		return res, 0, false, ErrLate
+	case codeStale:
+		return res, 0, false, store.ErrStale
 	}
 	outcome := store.Outcome(code)
 	if code == codeKeyMismatch {

@@ -86,6 +86,9 @@ const (
 	// codeKeyMismatch: store.KeyMismatch (the session is bound to another
 	// DPoP key); nothing written.
 	codeKeyMismatch = 8
+	// codeStale: the rotation would have taken place but the session is not
+	// what the caller's snapshot says (store.ErrStale); nothing written.
+	codeStale = 9
 )
 
 // rotateScript is the whole Rotate decision table (store.Store.Rotate) in
@@ -96,11 +99,14 @@ const (
 // child's index]. ARGV now, grace cutoff (now-grace), child hash, child
 // iat, child exp, sealed, sealed ttl ms, revoke until, feed ttl ms, parent
 // hash, sid, deadline (microseconds on Redis's clock, "" for none), the
-// request's DPoP key thumbprint ("" for none).
+// request's DPoP key thumbprint ("" for none), and, for a rotation minted
+// from a snapshot of the session (RotateIfCurrent), the snapshot's session
+// generation and claims: where the decision is to rotate, a session whose
+// 'gen' or claims differ is left unchanged and the answer is 9 (stale).
 // Returns {code, session fields, parent record, sealed or false, session
-// pttl ms, claims, TIME seconds, TIME microseconds}, or {4 (unknown) or 7
-// (late: past the deadline, nothing read or written), TIME seconds, TIME
-// microseconds}.
+// pttl ms, claims, TIME seconds, TIME microseconds}, or {4 (unknown), 7
+// (late: past the deadline, nothing read or written) or 9 (stale), TIME
+// seconds, TIME microseconds}.
 var rotateScript = redis.NewScript(feedLua + `
 local t = redis.call('TIME')
 if ARGV[12] ~= '' and tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(ARGV[12]) then
@@ -136,6 +142,9 @@ elseif now >= exp then
   code = 5
 else
   code = 1
+  if ARGV[14] and (redis.call('HGET', KEYS[1], 'gen') ~= ARGV[14] or (redis.call('GET', KEYS[4]) or '') ~= ARGV[15]) then
+    return {9, t[1], t[2]}
+  end
   local ttl = redis.call('PTTL', KEYS[1])
   rec = gen .. '|' .. iat .. '|' .. exp .. '|' .. now .. '|' .. ARGV[3]
   redis.call('HSET', KEYS[2], ARGV[10], rec,
