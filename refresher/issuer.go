@@ -519,7 +519,7 @@ func (i *Issuer) rotateFromSnapshot(ctx context.Context, token, hash string, now
 	if req.Sealed, err = seal(token, hash, issued); err != nil {
 		return issuedPair{}, false, err
 	}
-	want := store.Snapshot{SessionID: snap.sid, Generation: snap.generation, Claims: snap.claims}
+	want := store.Snapshot{Session: sess}
 	var res store.RotateResult
 	err = i.call(ctx, "rotate", func(ctx context.Context) (err error) { res, err = i.fast.RotateIfCurrent(ctx, req, want); return })
 	if errors.Is(err, store.ErrStale) {

@@ -36,6 +36,7 @@ type snapshot struct {
 	sid        string
 	subject    string
 	claims     json.RawMessage
+	createdAt  time.Time
 	idleTTL    time.Duration
 	expiresAt  time.Time
 	jkt        string
@@ -59,7 +60,7 @@ func (s *snapshots) add(hash string, sess store.Session) {
 	if s == nil || len(sess.Claims) > maxSnapshotClaims {
 		return
 	}
-	s.lru.Add(hash, snapshot{sid: sess.ID, subject: sess.Subject, claims: sess.Claims, idleTTL: sess.IdleTTL,
+	s.lru.Add(hash, snapshot{sid: sess.ID, subject: sess.Subject, claims: sess.Claims, createdAt: sess.CreatedAt, idleTTL: sess.IdleTTL,
 		expiresAt: sess.ExpiresAt, jkt: sess.JKT, device: sess.Device, generation: sess.Generation})
 }
 
@@ -92,6 +93,6 @@ func (s *snapshots) forgetSession(sid string) {
 
 // session is the snapshot as a store.Session, to mint from.
 func (e snapshot) session() store.Session {
-	return store.Session{ID: e.sid, Subject: e.subject, Claims: e.claims, IdleTTL: e.idleTTL,
+	return store.Session{ID: e.sid, Subject: e.subject, Claims: e.claims, CreatedAt: e.createdAt, IdleTTL: e.idleTTL,
 		ExpiresAt: e.expiresAt, JKT: e.jkt, Device: e.device, Generation: e.generation}
 }

@@ -202,15 +202,13 @@ var ErrStale = errors.New("session changed since the snapshot")
 // issued a refresh token: what the next access token of the session is
 // minted from, and what a speculative rotation checks is still current.
 type Snapshot struct {
-	// SessionID is the session the presented token belongs to.
-	SessionID string
-	// Generation is the session's generation when the token was issued
-	// (the token's own generation): the session has not moved on exactly
-	// when it is still the session's.
-	Generation uint64
-	// Claims are the session's claims the access token was minted with,
-	// compared byte for byte with the stored ones.
-	Claims json.RawMessage
+	// Session is the session the presented token belongs to, as it was
+	// when the token was issued. Its Generation (the token's own) and
+	// Claims (what the child was minted with, compared byte for byte) are
+	// what must still be current; the rest does not change while a
+	// session lives, except JKT, which only a rotation sets (and so moves
+	// the generation on).
+	Session Session
 }
 
 // SnapshotRotator is the optional interface of a backend that can decide
@@ -220,11 +218,14 @@ type Snapshot struct {
 // for a token it issued itself and still remembers.
 type SnapshotRotator interface {
 	// RotateIfCurrent is Rotate of req for a parent of session
-	// want.SessionID (a parent of no such session is Unknown), except that
-	// where Rotate would rotate, it first checks the session's generation
-	// and claims are want's: if not, it writes nothing and returns
-	// ErrStale. Every other outcome (replay, reuse, revoked, expired, key
-	// mismatch, unknown) is exactly Rotate's, with the same writes.
+	// want.Session.ID (a parent of no such session is Unknown), except
+	// that where Rotate would rotate, it first checks the session's
+	// generation and claims are want's: if not, it writes nothing and
+	// returns ErrStale. Every other outcome (replay, reuse, revoked,
+	// expired, key mismatch, unknown) is exactly Rotate's, with the same
+	// writes and answer. For Rotated the answer's Session is want.Session
+	// as the rotation left it (one generation on, bound to req.JKT if it
+	// was unbound), which the store need not read back.
 	RotateIfCurrent(ctx context.Context, req RotateRequest, want Snapshot) (RotateResult, error)
 }
 

@@ -281,7 +281,7 @@ var _ store.SnapshotRotator = (*Store)(nil)
 func (s *Store) RotateIfCurrent(ctx context.Context, req store.RotateRequest, want store.Snapshot) (store.RotateResult, error) {
 	ctx, cancel := s.op(ctx)
 	defer cancel()
-	return s.rotate(ctx, want.SessionID, req, &want)
+	return s.rotate(ctx, want.Session.ID, req, &want)
 }
 
 // rotate runs rotateScript for a parent of session sid; want, if not nil,
@@ -301,7 +301,7 @@ func (s *Store) rotate(ctx context.Context, sid string, req store.RotateRequest,
 		millis(req.Grace + sealedSlack), encodeTime(req.RevokeUntil), feedTTL, req.ParentHash, sid,
 		deadline, req.JKT}
 	if want != nil {
-		args = append(args, strconv.FormatUint(want.Generation, 10), string(want.Claims))
+		args = append(args, strconv.FormatUint(want.Session.Generation, 10), string(want.Session.Claims))
 	}
 	sent := time.Now()
 	reply, err := rotateScript.Run(ctx, s.rdb, keys, args...).Slice()
@@ -313,7 +313,7 @@ func (s *Store) rotate(ctx context.Context, sid string, req store.RotateRequest,
 			s.clock.observe(sent, time.Now(), server)
 		}
 	}
-	res, pttl, fed, err := decodeRotate(sid, req.ParentHash, reply)
+	res, pttl, fed, err := decodeRotate(sid, req.ParentHash, reply, want, req.JKT)
 	if errors.Is(err, store.ErrStale) {
 		return store.RotateResult{}, err
 	}
@@ -502,8 +502,9 @@ func flatMap(v []any) (map[string]string, error) {
 	return m, nil
 }
 
-// decodeRotate reads rotateScript's reply.
-func decodeRotate(sid, parent string, reply []any) (res store.RotateResult, pttl int64, fed bool, err error) {
+// decodeRotate reads rotateScript's reply; want is the snapshot the
+// rotation was minted from (nil for none), jkt the request's DPoP key.
+func decodeRotate(sid, parent string, reply []any, want *store.Snapshot, jkt string) (res store.RotateResult, pttl int64, fed bool, err error) {
 	if len(reply) == 0 {
 		return res, 0, false, errors.New("empty reply")
 	}
@@ -526,24 +527,39 @@ func decodeRotate(sid, parent string, reply []any) (res store.RotateResult, pttl
 		return res, 0, false, fmt.Errorf("unexpected reply %v", reply)
 	}
 	res = store.RotateResult{Outcome: outcome}
-	sf, _ := reply[1].([]any)
 	rec, _ := reply[2].(string)
-	sm, err := flatMap(sf)
-	if err != nil {
-		return res, 0, false, err
-	}
-	claims, _ := reply[5].(string)
-	if res.Session, err = decodeSession(sid, sm, claims); err != nil {
-		return res, 0, false, err
-	}
 	if res.Parent, err = decodeToken(parent, sid, rec); err != nil {
 		return res, 0, false, err
+	}
+	pttl, _ = reply[4].(int64)
+	sf, ok := reply[1].([]any)
+	switch {
+	case ok:
+		sm, err := flatMap(sf)
+		if err != nil {
+			return res, 0, false, err
+		}
+		claims, _ := reply[5].(string)
+		if res.Session, err = decodeSession(sid, sm, claims); err != nil {
+			return res, 0, false, err
+		}
+		fed = sm["fed"] == "1"
+	case want != nil && code == codeRotated:
+		// Rotated from a current snapshot: the session is the snapshot's,
+		// as the script changed it (store.SnapshotRotator).
+		res.Session = want.Session
+		res.Session.Generation = res.Parent.Generation + 1
+		if res.Session.JKT == "" {
+			res.Session.JKT = jkt
+		}
+		return res, pttl, false, nil
+	default:
+		return res, 0, false, fmt.Errorf("unexpected reply %v", reply)
 	}
 	if sealed, ok := reply[3].(string); ok && code == codeReplayed {
 		res.Sealed = []byte(sealed)
 	}
-	pttl, _ = reply[4].(int64)
-	return res, pttl, sm["fed"] == "1", nil
+	return res, pttl, fed, nil
 }
 
 func decodeSession(sid string, m map[string]string, claims string) (store.Session, error) {

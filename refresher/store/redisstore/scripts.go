@@ -102,7 +102,9 @@ const (
 // request's DPoP key thumbprint ("" for none), and, for a rotation minted
 // from a snapshot of the session (RotateIfCurrent), the snapshot's session
 // generation and claims: where the decision is to rotate, a session whose
-// 'gen' or claims differ is left unchanged and the answer is 9 (stale).
+// 'gen' or claims differ is left unchanged and the answer is 9 (stale);
+// a rotation from a current snapshot answers without the session fields
+// and claims (false), which the caller has.
 // Returns {code, session fields, parent record, sealed or false, session
 // pttl ms, claims, TIME seconds, TIME microseconds}, or {4 (unknown), 7
 // (late: past the deadline, nothing read or written) or 9 (stale), TIME
@@ -113,7 +115,7 @@ if ARGV[12] ~= '' and tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(ARGV[
   return {7, t[1], t[2]}
 end
 local now = ARGV[1]
-local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'cur', 'sub', 'jkt')
+local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'cur', 'sub', 'jkt', 'gen')
 local jkt = s[5] or ''
 local rec = redis.call('HGET', KEYS[2], ARGV[10])
 if not s[2] or not rec then return {4, t[1], t[2]} end
@@ -142,7 +144,7 @@ elseif now >= exp then
   code = 5
 else
   code = 1
-  if ARGV[14] and (redis.call('HGET', KEYS[1], 'gen') ~= ARGV[14] or (redis.call('GET', KEYS[4]) or '') ~= ARGV[15]) then
+  if ARGV[14] and (s[6] ~= ARGV[14] or (redis.call('GET', KEYS[4]) or '') ~= ARGV[15]) then
     return {9, t[1], t[2]}
   end
   local ttl = redis.call('PTTL', KEYS[1])
@@ -154,6 +156,7 @@ else
   redis.call('HSET', KEYS[1], 'cur', ARGV[3])
   if jkt == '' and ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'jkt', ARGV[13]) end
   if KEYS[6] then redis.call('SET', KEYS[6], ARGV[11], 'PX', ttl) end
+  if ARGV[14] then return {code, false, rec, false, ttl, false, t[1], t[2]} end
 end
 return {code, redis.call('HGETALL', KEYS[1]), rec, sealed, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[4]), t[1], t[2]}
 `)

@@ -28,7 +28,7 @@ func snapshotRotator(t *testing.T, s store.Store) store.SnapshotRotator {
 // snapshotOf is what an issuer remembers of f's session after its first
 // token was issued.
 func snapshotOf(f fixture) store.Snapshot {
-	return store.Snapshot{SessionID: f.session.ID, Generation: f.session.Generation, Claims: f.session.Claims}
+	return store.Snapshot{Session: f.session}
 }
 
 func rotateIfCurrent(t *testing.T, r store.SnapshotRotator, req store.RotateRequest, want store.Snapshot) (store.RotateResult, error) {
@@ -65,13 +65,14 @@ func testSnapshotRotateCurrent(t *testing.T, s store.Store) {
 	diff(t, "stored child", wantChild, getToken(t, s, req.Child.Hash))
 
 	next := rotateReq(t, req.Child.Hash, now.Add(time.Minute))
-	want := store.Snapshot{SessionID: res.Session.ID, Generation: res.Session.Generation, Claims: res.Session.Claims}
-	if res, err := rotateIfCurrent(t, r, next, want); err != nil || res.Outcome != store.Rotated {
+	next.JKT = jktA // the rotation that binds the session
+	res, err = rotateIfCurrent(t, r, next, store.Snapshot{Session: res.Session})
+	if err != nil || res.Outcome != store.Rotated {
 		t.Fatalf("second rotation: outcome %v, error %v, want rotated", res.Outcome, err)
 	}
-	if got := getSession(t, s, f.session.ID).Generation; got != 2 {
-		t.Errorf("session generation = %d, want 2", got)
-	}
+	wantSession.Generation, wantSession.JKT = 2, jktA
+	diff(t, "result session after the second rotation", wantSession, res.Session)
+	diff(t, "stored session after the second rotation", wantSession, getSession(t, s, f.session.ID))
 }
 
 // testSnapshotStaleClaims: claims patched since the snapshot → ErrStale,
@@ -103,7 +104,7 @@ func testSnapshotStaleGeneration(t *testing.T, s store.Store) {
 	r := snapshotRotator(t, s)
 	f := create(t, s, "user-1")
 	want := snapshotOf(f)
-	want.Generation = 7
+	want.Session.Generation = 7
 	req := rotateReq(t, f.first.Hash, t0.Add(time.Minute))
 	if _, err := rotateIfCurrent(t, r, req, want); !errors.Is(err, store.ErrStale) {
 		t.Fatalf("error %v, want ErrStale", err)
