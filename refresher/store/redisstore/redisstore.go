@@ -147,7 +147,16 @@ func encodeTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return fmt.Sprintf("%016x", uint64(t.UnixNano())^signBit)
+	// What fmt.Sprintf("%016x", …) writes, without fmt: a rotation
+	// encodes five of these.
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	v := uint64(t.UnixNano()) ^ signBit
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:])
 }
 
 func decodeTime(v string) (time.Time, error) {
