@@ -655,7 +655,9 @@ describe('DPoP (sender-constrained tokens)', () => {
       assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
       const required = await fromNode(stack, '/api/dpop/echo', { authorization: `Bearer ${token}` });
       assert.equal(required.status, 401, `Bearer on a dpop: required route: ${required.www}`);
-      assert.equal(required.reason, 'invalid_dpop_proof', required.www);
+      // An unbound token where DPoP is required: invalid_token with a DPoP challenge.
+      assert.equal(required.reason, 'invalid_token', required.www);
+      assert.match(required.www, /^DPoP /);
     } finally {
       await context.close();
     }

@@ -1,7 +1,8 @@
 // The page test/e2e/browser drives for sender-constrained tokens: the built
 // @tokengate/client (served at ./client/) with dpop: true, signing in
 // through the demo's /login backend with a DPoP proof for that URL, which
-// the backend forwards to the refresher. Query parameters: storage,
+// the backend forwards to the refresher (the proof comes from the package's
+// @tokengate/client/dpop entry, served at ./client/dpop.js). Query parameters: storage,
 // refreshAhead, autoRefresh (as on the demo page).
 import * as tokengate from './client/index.js';
 
@@ -49,9 +50,10 @@ async function call(path = '/api/echo', headers = {}) {
   return entry;
 }
 
-/** loginProof signs the DPoP proof for the sign-in request with the client's key. */
+/** loginProof signs the DPoP proof for the sign-in request with the client's key (@tokengate/client/dpop). */
 async function loginProof(url) {
-  return client.dpopProof('POST', url);
+  const { dpopHeaders } = await import('./client/dpop.js');
+  return (await dpopHeaders('POST', url)).DPoP;
 }
 
 /** signIn posts to the login backend with a proof for its URL and hands the answer to the client. */
