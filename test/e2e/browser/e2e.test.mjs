@@ -669,7 +669,7 @@ describe('network binding', () => {
   let hop;
   let proxied;
   before(async () => {
-    stack = await startStack({ label: 'network', bindNetwork: true, accessTTL: '60s' });
+    stack = await startStack({ label: 'network', bindNetwork: true, dpop: 'optional', accessTTL: '60s' });
     // The browser reaches nginx through a proxy whose onward source address the test changes.
     hop = await startHopProxy('127.0.0.2');
     proxied = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true, proxy: { server: hop.url, bypass: '<-loopback>' } });
@@ -680,50 +680,57 @@ describe('network binding', () => {
     await stack?.stop();
   });
 
-  test('N1. the network changes: one token_unbound, one refresh, then success; the old token stays refused', async () => {
-    const context = await proxied.newContext();
-    try {
-      const page = await openDemo(context, stack, { autoRefresh: false, refreshAhead: 0 });
-      await page.evaluate(() => window.tg.signIn('u-moving'));
-      const first = await page.evaluate(() => window.tg.call('/api/net/echo'));
-      assert.equal(first.status, 200, JSON.stringify(first));
-      assert.equal(first.body.user.id, 'u-moving');
-      const token0 = await page.evaluate(() => window.tg.client.session.accessToken);
-      assert.equal(decodeJWT(token0).claims.cnf?.ip, '127.0.0.2');
+  for (const [name, file, scheme] of [['Bearer', 'index.html', 'Bearer'], ['DPoP', 'dpop.html', 'DPoP']]) {
+    test(`N1. (${name}) the network changes: one token_unbound, one refresh, then success; the old token stays refused`, async () => {
+      hop.from = '127.0.0.2';
+      const context = await proxied.newContext();
+      try {
+        const page = await openDemo(context, stack, { autoRefresh: false, refreshAhead: 0 }, file);
+        await page.evaluate(() => window.tg.signIn('u-moving'));
+        const first = await page.evaluate(() => window.tg.call('/api/net/echo'));
+        assert.equal(first.status, 200, JSON.stringify(first));
+        assert.equal(first.body.user.id, 'u-moving');
+        const token0 = await page.evaluate(() => window.tg.client.session.accessToken);
+        assert.equal(decodeJWT(token0).claims.cnf?.ip, '127.0.0.2');
 
-      // The laptop moves to another network.
-      hop.from = '127.0.0.3';
-      const tokens0 = stack.count('POST', '/v1/token');
-      const refused0 = stack.count('GET', '/api/net/echo', 401);
-      const moved = await page.evaluate(() => window.tg.call('/api/net/echo'));
-      assert.equal(moved.status, 200, JSON.stringify(moved));
-      assert.equal(stack.count('GET', '/api/net/echo', 401) - refused0, 1, 'token_unbound answers at nginx');
-      assert.equal(stack.count('POST', '/v1/token') - tokens0, 1, 'refreshes');
-      const token1 = await page.evaluate(() => window.tg.client.session.accessToken);
-      assert.equal(decodeJWT(token1).claims.cnf?.ip, '127.0.0.3');
-      assert.deepEqual(await page.evaluate(() => window.tg.state.signOuts), []);
-      assert.equal((await page.evaluate(() => window.tg.call('/api/net/echo'))).status, 200);
+        // The laptop moves to another network.
+        hop.from = '127.0.0.3';
+        const tokens0 = stack.count('POST', '/v1/token');
+        const refused0 = stack.count('GET', '/api/net/echo', 401);
+        const moved = await page.evaluate(() => window.tg.call('/api/net/echo'));
+        assert.equal(moved.status, 200, JSON.stringify(moved));
+        assert.equal(stack.count('GET', '/api/net/echo', 401) - refused0, 1, 'token_unbound answers at nginx');
+        assert.equal(stack.count('POST', '/v1/token') - tokens0, 1, 'refreshes');
+        const token1 = await page.evaluate(() => window.tg.client.session.accessToken);
+        assert.equal(decodeJWT(token1).claims.cnf?.ip, '127.0.0.3');
+        assert.deepEqual(await page.evaluate(() => window.tg.state.signOuts), []);
+        assert.equal((await page.evaluate(() => window.tg.call('/api/net/echo'))).status, 200);
 
-      // Someone holding only an access token: the old one from the new network,
-      // either from a third address, with or without forwarding headers
-      // naming the token's own address.
-      const thefts = [
-        { token: token0, from: '127.0.0.3' },
-        { token: token0, from: '127.0.0.4' },
-        { token: token1, from: '127.0.0.4' },
-      ];
-      for (const { token, from } of thefts) {
-        const own = decodeJWT(token).claims.cnf.ip;
-        for (const forged of [{}, { 'x-real-ip': own, 'x-forwarded-for': own }]) {
-          const r = await fromNode(stack, '/api/net/echo', { authorization: `Bearer ${token}`, ...forged }, from);
-          assert.deepEqual([r.status, r.reason], [401, 'token_unbound'], `token of ${own} from ${from} ${JSON.stringify(forged)}: ${r.www}`);
+        // Someone holding only an access token: the old one from the new network,
+        // either from a third address, with or without forwarding headers
+        // naming the token's own address.
+        const thefts = [
+          { token: token0, from: '127.0.0.3' },
+          { token: token0, from: '127.0.0.4' },
+          { token: token1, from: '127.0.0.4' },
+        ];
+        for (const { token, from } of thefts) {
+          const own = decodeJWT(token).claims.cnf.ip;
+          for (const forged of [{}, { 'x-real-ip': own, 'x-forwarded-for': own }]) {
+            const r = await fromNode(stack, '/api/net/echo', { authorization: `Bearer ${token}`, ...forged }, from);
+            // A DPoP-bound token without its proof is refused before its network is looked at.
+            const want = scheme === 'Bearer' ? 'token_unbound' : 'invalid_dpop_proof';
+            assert.deepEqual([r.status, r.reason], [401, want], `token of ${own} from ${from} ${JSON.stringify(forged)}: ${r.www}`);
+          }
         }
+        if (scheme === 'Bearer') {
+          // The genuine holder's current token from its own network still works.
+          assert.equal((await fromNode(stack, '/api/net/echo', { authorization: `Bearer ${token1}` }, '127.0.0.3')).status, 200);
+        }
+        assert.deepEqual(page.errors, []);
+      } finally {
+        await context.close();
       }
-      // The genuine holder's current token from its own network still works.
-      assert.equal((await fromNode(stack, '/api/net/echo', { authorization: `Bearer ${token1}` }, '127.0.0.3')).status, 200);
-      assert.deepEqual(page.errors, []);
-    } finally {
-      await context.close();
-    }
-  });
+    });
+  }
 });
