@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every extauthz fuzz target for a short fixed time (FUZZTIME, default
+# Runs every extauthz and internal/dpop fuzz target for a short fixed time (FUZZTIME, default
 # 10s each), so CI explores beyond the seed corpus on every run. The seed
 # corpus itself also runs as plain tests under `go test`. A crash leaves its
 # input in extauthz/testdata/fuzz/<Target>/ and fails the script.
@@ -12,3 +12,4 @@ for target in "${targets[@]}"; do
   echo "== $target ($FUZZTIME)"
   "$GO" test ./extauthz/ -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -parallel 2
 done
+for target in FuzzVerify FuzzJSONObject; do echo "== $target ($FUZZTIME)"; "$GO" test ./internal/dpop/ -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -parallel 2; done

@@ -4,12 +4,19 @@
 // (resource-server side) share this one verifier; the caller supplies what
 // the proof must match (method, URL, access token, key thumbprint).
 //
-// CONTRACT (stub): signatures and documented behaviour are fixed; bodies
-// are filled in by the dpop-core work.
+// The checks run cheapest first: the proof's shape (three strict base64url
+// segments, JSON objects without duplicate members, typ, alg, jwk), then
+// the signature, then the claims against the request, then the nonce; a
+// proof that passed all of them is recorded in the replay cache last, so a
+// refused proof never fills it.
 package dpop
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -87,12 +94,59 @@ type Options struct {
 
 // Verifier checks proofs. Safe for concurrent use.
 type Verifier struct {
-	opts Options
+	opts    Options
+	allowed map[string]*algorithm
 }
+
+// Defaults of Options.
+const (
+	DefaultMaxAge   = 60 * time.Second
+	DefaultMaxSkew  = 5 * time.Second
+	DefaultMaxBytes = 8192
+)
 
 // NewVerifier checks the options and returns a Verifier.
 func NewVerifier(o Options) (*Verifier, error) {
-	return nil, errors.New("dpop: not implemented")
+	var errs []error
+	if len(o.Algorithms) == 0 {
+		o.Algorithms = DefaultAlgorithms
+	}
+	allowed := make(map[string]*algorithm, len(o.Algorithms))
+	names := make([]string, 0, len(o.Algorithms))
+	for _, name := range o.Algorithms {
+		a, ok := algorithms[name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("dpop: algorithms: %q is not one of %s", name, strings.Join(DefaultAlgorithms, ", ")))
+			continue
+		}
+		if allowed[name] == nil {
+			allowed[name] = a
+			names = append(names, name)
+		}
+	}
+	o.Algorithms = names
+	if o.MaxAge < 0 {
+		errs = append(errs, errors.New("dpop: max_age: must not be negative"))
+	} else if o.MaxAge == 0 {
+		o.MaxAge = DefaultMaxAge
+	}
+	if o.MaxSkew < 0 {
+		errs = append(errs, errors.New("dpop: max_skew: must not be negative"))
+	} else if o.MaxSkew == 0 {
+		o.MaxSkew = DefaultMaxSkew
+	}
+	if o.MaxBytes < 0 {
+		errs = append(errs, errors.New("dpop: max_bytes: must not be negative"))
+	} else if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &Verifier{opts: o, allowed: allowed}, nil
 }
 
 // Algorithms is the allowlist, for WWW-Authenticate's `algs` and the
@@ -108,45 +162,15 @@ func (v *Verifier) Algorithms() []string { return v.opts.Algorithms }
 // thumbprint when r.JKT is set, the nonce when Nonces is set; duplicate
 // JSON member names are refused. The (jkt, jti) is recorded last, only for
 // a proof that passed every other check. The error is always a *Error.
+//
+// Descriptions never echo the proof's values (they may reach a response
+// header); they name the member that failed.
 func (v *Verifier) Verify(proof string, r Request) (Proof, error) {
-	return Proof{}, &Error{Code: CodeInvalidProof, Description: "not implemented"}
+	return v.verify(proof, r)
 }
-
-// NormalizeURL returns the form `htu` is compared in: lower-case scheme
-// and host, default port removed, empty path as "/", percent-encoding
-// normalised (RFC 3986 §6.2.2, §6.2.3), query and fragment dropped. An
-// URL that is not absolute http(s) is an error.
-func NormalizeURL(raw string) (string, error) { return "", errors.New("dpop: not implemented") }
 
 // AccessTokenHash is `ath`: base64url(SHA-256(token)) without padding.
-func AccessTokenHash(token string) string { return "" }
-
-// ReplayCache remembers accepted proofs (by a hash of jkt and jti) until
-// they are older than the verifier's window, bounded in bytes. When full it
-// evicts the proof with the oldest `iat` and from then on refuses any proof
-// whose `iat` is not newer than the evicted one: a replay is never
-// accepted, at worst an old-but-valid proof is refused as stale.
-type ReplayCache struct{}
-
-// NewReplayCache returns a cache holding at most maxBytes of entries
-// (default 4 MiB when ≤ 0).
-func NewReplayCache(maxBytes int64) *ReplayCache { return &ReplayCache{} }
-
-// Stats reports the entries held, their estimated bytes and how many were
-// evicted before they expired (for metrics).
-func (c *ReplayCache) Stats() (entries int, bytes int64, evicted uint64) { return 0, 0, 0 }
-
-// Nonces issues and checks stateless server nonces (RFC 9449 §8): an
-// issue time and an HMAC over it under a secret. Replicas that share the
-// secret accept each other's nonces.
-type Nonces struct{}
-
-// NewNonces returns a nonce source. secret nil or empty: a random one (fine
-// for one replica; replicas must share a secret, or a client would be sent
-// back and forth between them). lifetime ≤ 0: 5 minutes.
-func NewNonces(secret []byte, lifetime time.Duration) (*Nonces, error) {
-	return nil, errors.New("dpop: not implemented")
+func AccessTokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
-
-// Issue returns a fresh nonce (the DPoP-Nonce header value).
-func (n *Nonces) Issue(now time.Time) string { return "" }
