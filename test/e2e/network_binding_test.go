@@ -96,6 +96,10 @@ forward_auth:
 		return map[string]string{"X-Real-IP": ip, "X-Forwarded-For": ip, "Forwarded": "for=" + ip}
 	}
 
+	// First the attack the proxy must stop: a request from elsewhere naming
+	// the bound address in its own forwarding headers. (Were nginx to pass
+	// the client's X-Real-IP on to extauthz, this would be allowed.)
+	unbound("away-forged-0", away, tok0, forged(home))
 	allowed("home-1", home, tok0)
 	// The laptop moves: the same token from another address.
 	unbound("away-1", away, tok0, nil)
