@@ -214,3 +214,67 @@ func startExtauthzConfig(t *testing.T, name, cfg string) string {
 	p.WaitHTTP(t, "http://"+addr+"/readyz", http.StatusOK, 20*time.Second)
 	return addr
 }
+
+// TestDeviceBindingThroughNginx: a token of a session signed in with a
+// device identifier is accepted on a bind_device route only with that
+// identifier in the named cookie; the identifier itself never appears in
+// the token (only its SHA-256).
+func TestDeviceBindingThroughNginx(t *testing.T) {
+	bin := proctest.RequireBinary(t, "nginx", "apt-get install -y nginx")
+	redis := proctest.StartRedis(t)
+	ref := startRefresher(t, "refresher", redis.Addr, signingKey(t))
+	authz := startExtauthzConfig(t, "extauthz", fmt.Sprintf(`providers:
+  - name: refresher
+    issuer: %s
+    audiences: [%s]
+    jwks_url: %s/.well-known/jwks.json
+routes:
+  - {path_prefix: /api/public/, action: public}
+  - {path_prefix: /api/, action: required, bind_device: {cookie: device_id}}
+forward_auth:
+  proxy: nginx
+`, issuer, audience, ref.URL))
+	app := newRecordingApp(t)
+	base, _ := startNginx(t, bin, authz, ref, app)
+
+	const device = "laptop-7f3c9a61e2"
+	s := signIn(t, ref, "device-user", map[string]any{"device_id": device})
+	if strings.Contains(s.AccessToken, base64.RawURLEncoding.EncodeToString([]byte(device))) {
+		t.Fatal("the access token carries the raw device identifier")
+	}
+	if dev, _ := cnfOf(t, s.AccessToken)["dev"].(string); dev == "" || strings.Contains(dev, device) {
+		t.Fatalf("cnf.dev = %q, want the identifier's hash", dev)
+	}
+	for _, tc := range []struct {
+		id, cookie string
+		want       int
+	}{
+		{"device-right", "device_id=" + device, http.StatusOK},
+		{"device-none", "", http.StatusUnauthorized},
+		{"device-other", "device_id=laptop-other", http.StatusUnauthorized},
+		{"device-other-name", "device=" + device, http.StatusUnauthorized},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/"+tc.id, nil)
+		req.Header.Set("Authorization", "Bearer "+s.AccessToken)
+		req.Header.Set("X-Test-Case", tc.id)
+		if tc.cookie != "" {
+			req.Header.Set("Cookie", tc.cookie)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		www := resp.Header.Get("WWW-Authenticate")
+		seen := len(app.take(tc.id))
+		switch {
+		case resp.StatusCode != tc.want:
+			t.Errorf("%s: %d %q, want %d", tc.id, resp.StatusCode, www, tc.want)
+		case tc.want == http.StatusUnauthorized && (!strings.Contains(www, "token_unbound") || seen != 0):
+			t.Errorf("%s: %q, the app saw %d requests; want token_unbound and none", tc.id, www, seen)
+		case tc.want == http.StatusOK && seen != 1:
+			t.Errorf("%s: the app saw %d requests, want 1", tc.id, seen)
+		}
+	}
+}
