@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/tokengate/tokengate/internal/dpop"
 )
 
 // Config is the whole extauthz configuration, read from a YAML file or
@@ -48,6 +50,82 @@ type Config struct {
 	Cache CacheConfig `json:"cache,omitempty"`
 	// Logs bounds the volume of check logs.
 	Logs LogsConfig `json:"logs,omitempty"`
+	// DPoP configures the checks of DPoP proofs (RFC 9449) that a token
+	// bound to a key (its `cnf.jkt` claim) needs on every request. No
+	// setting is needed for bound tokens to work; routes may require them
+	// (routes[].dpop).
+	DPoP DPoPConfig `json:"dpop,omitempty"`
+}
+
+// DPoPConfig: how DPoP proofs are checked. A token whose claims carry
+// `cnf.jkt` is accepted only with `Authorization: DPoP <token>` and a
+// `DPoP` header holding a valid proof signed by that key, whatever these
+// settings say.
+type DPoPConfig struct {
+	// Algorithms is the allowlist of proof signature algorithms. Default
+	// ES256, ES384, ES512, PS256, PS384, PS512, RS256, RS384, RS512,
+	// EdDSA; `none` and HMAC algorithms cannot be listed.
+	Algorithms []string `json:"algorithms,omitempty"`
+	// MaxAge is how long after its `iat` a proof is accepted. Default 60s.
+	MaxAge Duration `json:"max_age,omitempty"`
+	// MaxSkew is how far in the future a proof's `iat` may be. Default 5s.
+	MaxSkew Duration `json:"max_skew,omitempty"`
+	// ReplayCacheBytes bounds the memory of the cache of proofs already
+	// seen (a proof's `jti` is accepted once per replica within MaxAge).
+	// Default 4 MiB.
+	ReplayCacheBytes int64 `json:"replay_cache_bytes,omitempty"`
+	// ExternalOrigin, when set (e.g. "https://api.example.com"), is the
+	// scheme and host of every proof's `htu`: set it when the scheme or
+	// host extauthz sees is not the one the browser used. Without it htu
+	// is the check's scheme, host and path.
+	ExternalOrigin string `json:"external_origin,omitempty"`
+	// Nonce makes every proof carry a nonce the server issued (RFC 9449
+	// §8): pre-generated proofs become useless and the replay window across
+	// replicas is bounded by the nonce lifetime.
+	Nonce DPoPNonceConfig `json:"nonce,omitempty"`
+}
+
+// DPoPNonceConfig: server-issued DPoP nonces.
+type DPoPNonceConfig struct {
+	// Enabled requires a valid server nonce in every proof; a proof
+	// without one is answered use_dpop_nonce with a `DPoP-Nonce` header.
+	Enabled bool `json:"enabled,omitempty"`
+	// SecretFile holds the secret nonces are authenticated with (at least
+	// 32 bytes, trailing newline ignored). Replicas must share it (and the
+	// refresher may use the same one). Omitted: a random secret per
+	// process, fine for one replica only.
+	SecretFile string `json:"secret_file,omitempty"`
+	// Lifetime is how long a nonce is accepted. Default 5m; a proof whose
+	// nonce is past half of it is accepted and a fresh nonce is sent back.
+	Lifetime Duration `json:"lifetime,omitempty"`
+}
+
+// AppDPoP is an app's own DPoP setting.
+type AppDPoP struct {
+	// ExternalOrigin replaces dpop.external_origin for this app.
+	ExternalOrigin string `json:"external_origin,omitempty"`
+}
+
+// BindNetwork requires the request to come from the network the token
+// was issued to: the client address and the token's `cnf.ip` must be of
+// the same family and agree on the first prefix bits.
+type BindNetwork struct {
+	// IPv4Prefix is the number of leading bits of an IPv4 address
+	// compared (0-32). Default 32 (the exact address).
+	IPv4Prefix *int `json:"ipv4_prefix,omitempty"`
+	// IPv6Prefix is the number of leading bits of an IPv6 address
+	// compared (0-128). Default 64.
+	IPv6Prefix *int `json:"ipv6_prefix,omitempty"`
+}
+
+// BindDevice requires the request to carry the device identifier the
+// token was issued for: base64url(SHA-256(value)) must equal its
+// `cnf.dev`. Exactly one of Cookie and Header.
+type BindDevice struct {
+	// Cookie is the name of the cookie holding the device identifier.
+	Cookie string `json:"cookie,omitempty"`
+	// Header is the name of the request header holding it.
+	Header string `json:"header,omitempty"`
 }
 
 // Provider is one issuer and where its keys come from: exactly one of
@@ -187,7 +265,23 @@ type Route struct {
 	// equal. Forward-auth requests have none, so such a route never
 	// matches them.
 	ContextExtensions map[string]string `json:"context_extensions,omitempty"`
+	// DPoP: "required" refuses tokens that are not DPoP-bound (no
+	// `cnf.jkt`) on this route; "optional" (default) accepts Bearer tokens
+	// too. A bound token needs its proof everywhere.
+	DPoP string `json:"dpop,omitempty"`
+	// BindNetwork, when set, requires the client address to be in the
+	// token's network (`cnf.ip`); otherwise token_unbound.
+	BindNetwork *BindNetwork `json:"bind_network,omitempty"`
+	// BindDevice, when set, requires the token's device identifier
+	// (`cnf.dev`) on the request; otherwise token_unbound.
+	BindDevice *BindDevice `json:"bind_device,omitempty"`
 }
+
+// Route DPoP settings (routes[].dpop).
+const (
+	DPoPOptional = "optional"
+	DPoPRequired = "required"
+)
 
 // App is a rule set of its own, for one of several apps behind one
 // extauthz. Token sources, providers, CORS, the cache and the header
@@ -209,6 +303,8 @@ type App struct {
 	// Headers, when set, replaces the identity mapping for this app;
 	// omitted fields are the top-level ones.
 	Headers *AppHeaders `json:"headers,omitempty"`
+	// DPoP, when set, overrides top-level dpop settings for this app.
+	DPoP *AppDPoP `json:"dpop,omitempty"`
 }
 
 // AppMatch says which requests an app serves.
@@ -350,6 +446,12 @@ const (
 	DefaultCacheMaxBytes      = 64 << 20
 	DefaultDenialsPerSecond   = 20
 	DefaultExpiresInHeader    = "x-token-expires-in"
+	DefaultDPoPMaxAge         = 60 * time.Second
+	DefaultDPoPMaxSkew        = 5 * time.Second
+	DefaultDPoPReplayBytes    = 4 << 20
+	DefaultDPoPNonceLifetime  = 5 * time.Minute
+	DefaultBindIPv4Prefix     = 32
+	DefaultBindIPv6Prefix     = 64
 )
 
 // DefaultAlgorithms is the allowlist when a provider lists none.
@@ -445,6 +547,21 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Logs.DenialsPerSecond == 0 {
 		c.Logs.DenialsPerSecond = DefaultDenialsPerSecond
+	}
+	if c.DPoP.Algorithms == nil {
+		c.DPoP.Algorithms = dpop.DefaultAlgorithms
+	}
+	if c.DPoP.MaxAge.Duration == 0 {
+		c.DPoP.MaxAge.Duration = DefaultDPoPMaxAge
+	}
+	if c.DPoP.MaxSkew.Duration == 0 {
+		c.DPoP.MaxSkew.Duration = DefaultDPoPMaxSkew
+	}
+	if c.DPoP.ReplayCacheBytes == 0 {
+		c.DPoP.ReplayCacheBytes = DefaultDPoPReplayBytes
+	}
+	if c.DPoP.Nonce.Lifetime.Duration == 0 {
+		c.DPoP.Nonce.Lifetime.Duration = DefaultDPoPNonceLifetime
 	}
 	apps := make([]App, len(c.Apps))
 	for i, a := range c.Apps {

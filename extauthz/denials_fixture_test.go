@@ -20,6 +20,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc/status"
+
+	"github.com/tokengate/tokengate/internal/dpop/dpoptest"
 )
 
 // denialsFixture is the committed record of what extauthz answers for each
@@ -63,6 +65,9 @@ type denialCase struct {
 	// headers of the forward-auth request (the app selector's equivalents).
 	ext     map[string]string
 	forward map[string]string
+	// headers, when set, are the request's headers instead of a Bearer
+	// token (a DPoP token and its proof).
+	headers func(k *testKey, now time.Time) map[string]string
 }
 
 func denialCases(t *testing.T) []denialCase {
@@ -95,6 +100,23 @@ func denialCases(t *testing.T) []denialCase {
 			c.ForwardAuth = ForwardAuthConfig{Proxy: ProxyNginx, AppHeader: "x-tokengate-app"}
 		}, ext: map[string]string{"app": "nope"}, forward: map[string]string{
 			"x-original-uri": "/api/things", "x-original-method": "GET", "x-tokengate-app": "nope",
+		}},
+		// A DPoP-bound token sent as Bearer.
+		{reason: ReasonInvalidDPoPProof, token: func(k *testKey, now time.Time) string {
+			return k.token(t, with(claimsAt(now), "cnf", map[string]any{"jkt": strings.Repeat("A", 43)}))
+		}},
+		// A proof without the server's nonce (its value is random: "NONCE" in the fixture).
+		{reason: ReasonUseDPoPNonce, cfg: func(c *Config) {
+			c.DPoP.Nonce.Enabled = true
+		}, headers: func(k *testKey, now time.Time) map[string]string {
+			key := dpoptest.NewKey(t, "ES256")
+			tok := k.token(t, with(claimsAt(now), "cnf", map[string]any{"jkt": key.JKT()}))
+			return map[string]string{"authorization": "DPoP " + tok,
+				"dpop": key.Proof("GET", "https://app.test/api/things", dpoptest.WithATH(tok), dpoptest.WithIAT(now))}
+		}, forward: map[string]string{"x-forwarded-proto": "https"}},
+		// A route bound to a device; the token carries no cnf.dev.
+		{reason: ReasonTokenUnbound, token: valid, cfg: func(c *Config) {
+			c.Routes = []Route{{PathPrefix: "/api/", Action: ActionRequired, BindDevice: &BindDevice{Header: "x-device-id"}}}
 		}},
 	}
 }
@@ -132,6 +154,9 @@ func TestDenialsFixture(t *testing.T) {
 		if c.token != nil {
 			headers["authorization"] = "Bearer " + c.token(k, h.clock.Now())
 		}
+		if c.headers != nil {
+			headers = c.headers(k, h.clock.Now())
+		}
 		req := checkReq("GET", "app.test", path, headers)
 		req.Attributes.ContextExtensions = c.ext
 		overGRPC := grpcDenial(t, h, req)
@@ -140,6 +165,11 @@ func TestDenialsFixture(t *testing.T) {
 		}
 		overHTTP := forwardAuthDenial(t, h, path, headers)
 		overHTTP.GRPCCode = overGRPC.GRPCCode
+		for _, d := range []*fixtureDenial{&overGRPC, &overHTTP} {
+			if _, ok := d.Headers["dpop-nonce"]; ok {
+				d.Headers["dpop-nonce"] = "NONCE" // random
+			}
+		}
 		// A denied_response: forward-auth must give the very same answer.
 		if overGRPC.Headers != nil {
 			if diff := cmp.Diff(overGRPC, overHTTP); diff != "" {

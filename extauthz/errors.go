@@ -19,6 +19,19 @@ const (
 	// or forward_auth.app_header) names no configured app. 403: a proxy
 	// configuration mistake, never judged by another app's rules.
 	ReasonUnknownApp Reason = "unknown_app"
+	// ReasonInvalidDPoPProof: the token is DPoP-bound (cnf.jkt) and the
+	// request lacks a valid proof by its key (missing, invalid, replayed,
+	// another key, or the token sent as Bearer), or a route requires DPoP
+	// and the proof is refused. 401 with a DPoP challenge.
+	ReasonInvalidDPoPProof Reason = "invalid_dpop_proof"
+	// ReasonUseDPoPNonce: DPoP nonces are on and the proof lacks a valid
+	// one; the answer carries a fresh DPoP-Nonce to sign the retry with.
+	ReasonUseDPoPNonce Reason = "use_dpop_nonce"
+	// ReasonTokenUnbound: a route binds tokens to the client's network or
+	// device and the request does not match the token's (or the token
+	// carries no such binding). The client refreshes once: a fresh token
+	// is bound to where it is now.
+	ReasonTokenUnbound Reason = "token_unbound"
 )
 
 // Allow reasons (metric label and log field only).
@@ -62,6 +75,11 @@ type denial struct {
 	reason      Reason
 	description string
 	scope       string // insufficient_scope: what the route needs
+	// dpop: the challenge is `WWW-Authenticate: DPoP` (RFC 9449 §7.1)
+	// instead of Bearer.
+	dpop bool
+	// nonce, for use_dpop_nonce: the DPoP-Nonce header of the answer.
+	nonce string
 }
 
 func (d *denial) Error() string { return string(d.reason) + ": " + d.description }

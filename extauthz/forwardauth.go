@@ -48,6 +48,11 @@ func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 	if span != nil {
 		endCheckSpan(span, &in, &out)
 	}
+	if out.reason == ReasonForwardAuthHeaders {
+		// A header the decision needed (client address, scheme) is missing.
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": out.unavailable.Error()})
+		return
+	}
 	st.writeHTTP(w, &out)
 }
 
@@ -69,6 +74,9 @@ type forwardAuth struct {
 	// appHeader is forward_auth.app_header, canonical ("" when not set):
 	// part of the proxy's family, which the proxy must overwrite.
 	appHeader string
+	// extra are request headers copied besides decisionHeaders: the
+	// routes' bind_device headers.
+	extra []decisionHeader
 }
 
 // headerFamily is a proxy convention. (A small enum switched on per
@@ -87,11 +95,11 @@ func newForwardAuth(proxy, appHeader string) forwardAuth {
 	}
 	switch proxy {
 	case ProxyNginx:
-		return forwardAuth{proxy, familyNginx, appHeader}
+		return forwardAuth{proxy: proxy, family: familyNginx, appHeader: appHeader}
 	case ProxyTraefik, ProxyCaddy:
-		return forwardAuth{proxy, familyXForwarded, appHeader}
+		return forwardAuth{proxy: proxy, family: familyXForwarded, appHeader: appHeader}
 	}
-	return forwardAuth{ProxyEnvoy, familyEnvoy, ""} // Envoy selects apps by context_extensions
+	return forwardAuth{proxy: ProxyEnvoy, family: familyEnvoy} // Envoy selects apps by context_extensions
 }
 
 // errForwardAuthHeaders: the auth request lacks a header its proxy must
@@ -109,19 +117,8 @@ func (e *errForwardAuthHeaders) Error() string {
 // reads (token, Origin) are the client's own, forwarded by every proxy.
 func (f forwardAuth) original(r *http.Request) (request, error) {
 	in := request{headers: make(map[string]string, len(decisionHeaders))}
-	for _, n := range decisionHeaders {
-		vs := r.Header[n.canonical]
-		switch {
-		case len(vs) == 1:
-			in.headers[n.lower] = vs[0]
-		case len(vs) > 1:
-			sep := ","
-			if n.lower == "cookie" {
-				sep = "; "
-			}
-			in.headers[n.lower] = strings.Join(vs, sep)
-		}
-	}
+	copyHeaders(r, &in, decisionHeaders[:])
+	copyHeaders(r, &in, f.extra)
 	var missing string
 	switch f.family {
 	case familyNginx:
@@ -139,7 +136,24 @@ func (f forwardAuth) original(r *http.Request) (request, error) {
 		return in, &errForwardAuthHeaders{f.proxy, missing}
 	}
 	in.method = strings.ToUpper(in.method)
+	readClient(r, &in, f.family)
 	return in, nil
+}
+
+func copyHeaders(r *http.Request, in *request, names []decisionHeader) {
+	for _, n := range names {
+		vs := r.Header[n.canonical]
+		switch {
+		case len(vs) == 1:
+			in.headers[n.lower] = vs[0]
+		case len(vs) > 1:
+			sep := ","
+			if n.lower == "cookie" {
+				sep = "; "
+			}
+			in.headers[n.lower] = strings.Join(vs, sep)
+		}
+	}
 }
 
 // readEnvoy: Envoy's HTTP ext_authz (path_prefix: /authz) sends the
@@ -225,12 +239,15 @@ func onlyValue(h http.Header, canonical string) (string, bool) {
 // copies only these: the proxy forwards all of the client's headers, and
 // copying every one into a new map was most of fromForwardAuth's cost.
 // net/http has already canonicalised the names in r.Header.
-var decisionHeaders = [...]struct{ lower, canonical string }{
+var decisionHeaders = [...]decisionHeader{
 	{"authorization", "Authorization"},
 	{"cookie", "Cookie"},
 	{"origin", "Origin"},
 	{"access-control-request-method", "Access-Control-Request-Method"},
+	{"dpop", "Dpop"},
 }
+
+type decisionHeader struct{ lower, canonical string }
 
 func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
 	st := s.state.Load()

@@ -84,6 +84,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		{decisionAllow, ReasonVerified}, {decisionAllow, ReasonAnonymous}, {decisionAllow, ReasonPreflight},
 		{decisionDeny, ReasonMissingToken}, {decisionDeny, ReasonTokenExpired}, {decisionDeny, ReasonInvalidToken},
 		{decisionDeny, ReasonTokenRevoked}, {decisionDeny, ReasonInsufficientScope}, {decisionDeny, ReasonUnknownApp},
+		{decisionDeny, ReasonInvalidDPoPProof}, {decisionDeny, ReasonUseDPoPNonce}, {decisionDeny, ReasonTokenUnbound},
 		{decisionError, ReasonUnavailable}, {decisionError, ReasonForwardAuthHeaders}, {decisionError, ReasonRevocationsUnavailable},
 	} {
 		m.checkCounters[l] = m.checks.WithLabelValues(l.decision, string(l.reason))

@@ -3,6 +3,7 @@ package extauthz
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"path"
 	"slices"
@@ -35,6 +36,8 @@ type app struct {
 	audiences []string
 	mapper    *identityMapper
 	class     int
+	// dpopOrigin is apps[].dpop.external_origin ("": dpop.external_origin).
+	dpopOrigin string
 }
 
 // errUnknownApp: the request names an app the configuration lacks.
@@ -101,6 +104,10 @@ type rule struct {
 	rolesAny  []string
 	scopesAll []string
 	ext       []extPair // context_extensions that must all be present
+	// dpopRequired refuses tokens that are not DPoP-bound (routes[].dpop).
+	dpopRequired bool
+	bindNet      *netBinding    // routes[].bind_network (nil: none)
+	bindDev      *deviceBinding // routes[].bind_device (nil: none)
 }
 
 type extPair struct{ key, value string }
@@ -113,6 +120,9 @@ func newPolicy(c Config) *policy {
 		preflight: *c.CORS.AllowPreflight,
 		origins:   newOriginSet(c.CORS.AllowedOrigins),
 		forward:   newForwardAuth(c.ForwardAuth.Proxy, c.ForwardAuth.AppHeader),
+	}
+	for _, h := range deviceHeaders(c) {
+		p.forward.extra = append(p.forward.extra, decisionHeader{h, http.CanonicalHeaderKey(h)})
 	}
 	// Every app strips every app's identity headers that it does not set,
 	// so no upstream ever receives a client's copy of one.
@@ -138,6 +148,9 @@ func newPolicy(c Config) *policy {
 		for _, r := range a.Routes {
 			out.rules = append(out.rules, newRule(r))
 		}
+		if a.DPoP != nil {
+			out.dpopOrigin = strings.TrimSuffix(a.DPoP.ExternalOrigin, "/")
+		}
 		return out
 	}
 	p.def = build("default", App{Routes: c.Routes, DefaultAction: c.DefaultAction})
@@ -162,7 +175,8 @@ func (p *policy) classes() int {
 }
 
 func newRule(r Route) *rule {
-	nr := &rule{exact: r.Path, prefix: r.PathPrefix, action: r.Action, rolesAny: r.RolesAny, scopesAll: r.ScopesAll}
+	nr := &rule{exact: r.Path, prefix: r.PathPrefix, action: r.Action, rolesAny: r.RolesAny, scopesAll: r.ScopesAll,
+		dpopRequired: r.DPoP == DPoPRequired, bindNet: newNetBinding(r.BindNetwork), bindDev: newDeviceBinding(r.BindDevice)}
 	if h := strings.ToLower(r.Host); strings.HasPrefix(h, "*.") {
 		nr.host, nr.wildcard = h[1:], true
 	} else {

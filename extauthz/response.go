@@ -30,6 +30,8 @@ type outcome struct {
 	stripAuth bool  // remove includes "authorization"
 	expose    bool  // the Origin is allowed: expose x-token-expires-in to it
 	expiresIn int64 // x-token-expires-in, whole seconds, ≥ 0
+	// dpopNonce, on an allow: a fresh DPoP-Nonce for the client.
+	dpopNonce string
 }
 
 func (o *outcome) decision() string {
@@ -109,11 +111,14 @@ func (st *state) denied(in *request, d *denial, e *entry) outcome {
 	if origin := in.header("origin"); st.originAllowed(origin) {
 		o.deny = append(o.deny,
 			header{"access-control-allow-origin", origin},
-			header{"access-control-expose-headers", "www-authenticate, " + st.expiresHeader},
+			header{"access-control-expose-headers", st.denialExpose()},
 			header{"vary", "Origin"})
 		if st.corsCreds {
 			o.deny = append(o.deny, header{"access-control-allow-credentials", "true"})
 		}
+	}
+	if d.nonce != "" {
+		o.deny = append(o.deny, header{"dpop-nonce", d.nonce})
 	}
 	o.body = errorBody(d)
 	return o
@@ -128,6 +133,9 @@ func (st *state) originAllowed(origin string) bool { return st.policy.origins.al
 // machine-readably: proxies such as nginx auth_request drop our JSON body and
 // pass only this header on, and a client must still tell token_expired apart.
 func (st *state) wwwAuthenticate(d *denial) string {
+	if d.dpop {
+		return st.dpopChallenge(d)
+	}
 	var b strings.Builder
 	b.WriteString(`Bearer realm="`)
 	b.WriteString(st.realm)
@@ -182,6 +190,8 @@ func (st *state) checkResponse(o *outcome) *authv3.CheckResponse {
 		}
 	}
 	switch {
+	case o.dpopNonce != "":
+		return st.nonceAllow(o)
 	case o.entry == nil:
 		return st.okResponse(o, headerOptions(o.set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD))
 	case !o.entry.ready:
@@ -234,6 +244,9 @@ func headerOptions(hs []header, action corev3.HeaderValueOption_HeaderAppendActi
 // status, headers and body as over gRPC, and an error is 503.
 func (st *state) writeHTTP(w http.ResponseWriter, o *outcome) {
 	h := w.Header()
+	if o.dpopNonce != "" {
+		writeNonce(h, o)
+	}
 	switch {
 	case o.unavailable != nil:
 		h.Set("content-type", "application/json")
@@ -322,7 +335,8 @@ func addHeader(h http.Header, name string, values []string) {
 // The request is a value so a Check does not allocate it.
 func fromCheckRequest(req *authv3.CheckRequest) request {
 	h := req.GetAttributes().GetRequest().GetHttp()
-	in := request{method: h.GetMethod(), host: h.GetHost(), path: h.GetPath(), headers: h.GetHeaders(), ext: req.GetAttributes().GetContextExtensions()}
+	in := request{method: h.GetMethod(), host: h.GetHost(), path: h.GetPath(), headers: h.GetHeaders(), ext: req.GetAttributes().GetContextExtensions(),
+		scheme: h.GetScheme(), client: req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()}
 	if len(in.headers) == 0 && h.GetHeaderMap() != nil {
 		in.headers = map[string]string{}
 		for _, kv := range h.GetHeaderMap().GetHeaders() {

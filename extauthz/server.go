@@ -206,6 +206,13 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 			refused = d
 		}
 	}
+	var nonce string
+	if refused == nil {
+		var err error
+		if refused, nonce, err = st.checkHolder(in, a, route, e, token, src); err != nil {
+			return outcome{reason: ReasonForwardAuthHeaders, unavailable: err}
+		}
+	}
 	if refused == nil {
 		var err error
 		if refused, err = st.checkRevoked(e); err != nil {
@@ -224,7 +231,9 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 		}
 		return st.denied(in, refused, e)
 	}
-	return st.allowed(in, e, src)
+	o := st.allowed(in, e, src)
+	o.dpopNonce = nonce
+	return o
 }
 
 // verify answers from the cache or verifies and caches, for app a (its
@@ -396,6 +405,9 @@ type state struct {
 	// denylistFailOpen: the denylist asked that sid tokens be decided
 	// without it while it is not ready.
 	denylistFailOpen bool
+
+	dpop       *dpopState
+	dpopShared *dpopShared // kept by the next state (Reload)
 }
 
 func (s *Server) buildState(cfg Config) (st *state, err error) {
@@ -429,6 +441,13 @@ func (s *Server) buildState(cfg Config) (st *state, err error) {
 	}()
 	if fo, ok := st.denylist.(failOpener); ok {
 		st.denylistFailOpen = fo.FailOpen()
+	}
+	var prevDPoP *dpopShared
+	if prev := s.state.Load(); prev != nil {
+		prevDPoP = prev.dpopShared
+	}
+	if st.dpop, st.dpopShared, err = newDPoPState(cfg.DPoP, prevDPoP, s.opts.Clock); err != nil {
+		return st, err
 	}
 	if !cfg.Cache.Disabled {
 		if st.cache, err = newTokenCache(cfg.Cache.Size, cfg.Cache.MaxBytes, st.policy.classes(), s.metrics); err != nil {

@@ -25,6 +25,19 @@ type request struct {
 	// cache says whether the token was answered from the cache (set by
 	// decide, for the check's span).
 	cache cacheUse
+	// dpopScheme: the token came in `Authorization: DPoP` (set by the
+	// token finder).
+	dpopScheme bool
+	// scheme is the original request's scheme (http or https, "" when the
+	// check does not say) and client its client address ("" when
+	// unknown); both only for DPoP's htu and network binding.
+	scheme string
+	client string
+	// clientMissing / schemeMissing name the forward-auth header that
+	// should have carried the client address / scheme but was absent or
+	// repeated: an error only for a route or token that needs it.
+	clientMissing string
+	schemeMissing string
 }
 
 func (r *request) header(name string) string { return r.headers[name] }
@@ -64,7 +77,8 @@ func (f *tokenFinder) find(r *request) (string, tokenSource, *denial) {
 }
 
 func (f *tokenFinder) locate(r *request) (string, tokenSource) {
-	if tok, ok := bearer(r.header("authorization")); ok {
+	if tok, isDPoP, ok := authorizationToken(r.header("authorization")); ok {
+		r.dpopScheme = isDPoP
 		return tok, fromHeader
 	}
 	if f.cookie != "" {
@@ -91,11 +105,27 @@ func (f *tokenFinder) locate(r *request) (string, tokenSource) {
 // (Basic, …) are not ours: ok is false and the request is treated as
 // carrying no token.
 func bearer(h string) (string, bool) {
+	return schemeToken(h, "bearer")
+}
+
+// authorizationToken extracts the credentials of `Authorization: Bearer
+// <token>` or `Authorization: DPoP <token>` (RFC 9449 §7.1); isDPoP says
+// which scheme it was.
+func authorizationToken(h string) (tok string, isDPoP, ok bool) {
+	if tok, ok = schemeToken(h, "bearer"); ok {
+		return tok, false, true
+	}
+	tok, ok = schemeToken(h, "dpop")
+	return tok, ok, ok
+}
+
+func schemeToken(h, scheme string) (string, bool) {
 	h = strings.TrimLeft(h, " \t")
-	if len(h) < 6 || !strings.EqualFold(h[:6], "bearer") {
+	n := len(scheme)
+	if len(h) < n || !strings.EqualFold(h[:n], scheme) {
 		return "", false
 	}
-	rest := h[6:]
+	rest := h[n:]
 	if rest != "" && rest[0] != ' ' && rest[0] != '\t' {
 		return "", false // e.g. "Bearerfoo"
 	}

@@ -145,6 +145,7 @@ func (c Config) Validate() error {
 	if c.Logs.DenialsPerSecond < 0 {
 		add("logs.denials_per_second", "must be positive")
 	}
+	c.DPoP.validate("dpop", add)
 	if strings.ContainsAny(c.Realm, "\"\\\r\n") {
 		add("realm", "must not contain quotes, backslashes or line breaks")
 	}
@@ -327,6 +328,9 @@ func (c Config) validateApps(add func(string, string, ...any)) {
 		if a.Headers != nil {
 			c.validateHeaders(c.appHeaders(a), path+".headers", add)
 		}
+		if a.DPoP != nil && a.DPoP.ExternalOrigin != "" {
+			validateOrigin(a.DPoP.ExternalOrigin, path+".dpop.external_origin", add)
+		}
 	}
 }
 
@@ -424,6 +428,7 @@ func (r Route) validate(path string, add func(string, string, ...any)) {
 			add(path+".context_extensions", "the key and value must not be empty")
 		}
 	}
+	r.validateHolder(path, add)
 }
 
 func validAction(a Action) bool {

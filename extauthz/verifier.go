@@ -87,6 +87,7 @@ type verified struct {
 	sub      string
 	sid      string
 	jti      string
+	cnf      confirmation // what the token is bound to (cnf claim)
 }
 
 // jwsHeader holds the protected-header fields we act on. jku, x5u, jwk and
@@ -147,6 +148,11 @@ func (v *verifier) verify(ctx context.Context, ct *compactToken, audiences []str
 	out.sub, _ = claims["sub"].(string)
 	out.sid, _ = claims["sid"].(string)
 	out.jti, _ = claims["jti"].(string)
+	cnf, d := readConfirmation(claims)
+	if d != nil {
+		return nil, d
+	}
+	out.cnf = cnf
 	return out, nil
 }
 

@@ -9,11 +9,15 @@
 package refresher
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/tokengate/tokengate/internal/dpop"
 )
 
 // Transport says where refresh tokens travel between the refresher and a
@@ -33,6 +37,23 @@ const (
 
 func (t Transport) body() bool   { return t == TransportBody || t == TransportBoth }
 func (t Transport) cookie() bool { return t == TransportCookie || t == TransportBoth }
+
+// DPoPMode is how the refresher treats DPoP proofs (RFC 9449).
+type DPoPMode string
+
+const (
+	// DPoPOff ignores the DPoP header and dpop_jkt: tokens are Bearer. A
+	// session bound earlier still needs its key, so it can no longer be
+	// refreshed (a bound session never downgrades to Bearer).
+	DPoPOff DPoPMode = "off"
+	// DPoPOptional binds a session to the key of the first valid proof
+	// (at sign-in or at a refresh) and accepts refreshes without a proof for
+	// sessions that are not bound.
+	DPoPOptional DPoPMode = "optional"
+	// DPoPRequired refuses sign-ins without a key and refreshes without a
+	// valid proof.
+	DPoPRequired DPoPMode = "required"
+)
 
 // Config is the refresher's behaviour. Zero fields take the defaults from
 // Defaults; Validate reports every problem at once.
@@ -90,6 +111,38 @@ type Config struct {
 	// client address in (X-Forwarded-For: the last entry is used, the one
 	// the nearest proxy appended; X-Real-IP: the value). Empty: the TCP peer.
 	ClientIPHeader string
+
+	// DPoP is off, optional or required ("" is optional).
+	DPoP DPoPMode
+	// DPoPAlgorithms are the proof algorithms accepted (empty:
+	// dpop.DefaultAlgorithms; asymmetric ones only). They are published as
+	// dpop_signing_alg_values_supported.
+	DPoPAlgorithms []string
+	// DPoPMaxAge is how long after its iat a proof is accepted (0: 60s);
+	// it is also how long a proof's jti is remembered against replay.
+	DPoPMaxAge time.Duration
+	// DPoPNonce requires a server nonce (DPoP-Nonce) in refresh proofs.
+	DPoPNonce bool
+	// DPoPNonceSecret is the key of the nonces (at least 32 bytes). Replicas
+	// must share it; empty: a random one per process (one replica only).
+	DPoPNonceSecret []byte
+	// DPoPNonceLifetime is how long a nonce is accepted (0: 5 minutes).
+	DPoPNonceLifetime time.Duration
+	// DPoPReplayCacheBytes bounds the memory of proofs seen (0: 4 MiB).
+	DPoPReplayCacheBytes int64
+	// DPoPSigninURLs are the login URLs whose proofs a login backend may
+	// forward to POST /v1/sessions (the proof's htu must be one of them, or
+	// the refresher's own /v1/sessions URL).
+	DPoPSigninURLs []string
+	// ExternalURL is the refresher's base URL as browsers address it (e.g.
+	// https://app.example.com/auth): the htu of a refresh proof is it plus
+	// /v1/token. Empty: the request's own scheme (TLS or not) and Host, for
+	// direct and development use.
+	ExternalURL string
+	// BindNetwork puts the client address into each access token as cnf.ip:
+	// at sign-in the client_ip the login backend passes, at a refresh the
+	// address of the refresh request (ClientIPHeader).
+	BindNetwork bool
 }
 
 // Defaults returns the documented defaults.
@@ -110,7 +163,19 @@ func Defaults() Config {
 		StoreTimeout:          2 * time.Second,
 		RevocationsMaxWait:    60 * time.Second,
 		JWKSMaxAge:            5 * time.Minute,
+		DPoP:                  DPoPOptional,
+		DPoPAlgorithms:        slices.Clone(dpop.DefaultAlgorithms),
+		DPoPMaxAge:            60 * time.Second,
+		DPoPNonceLifetime:     5 * time.Minute,
+		DPoPReplayCacheBytes:  4 << 20,
 	}
+}
+
+func (m DPoPMode) orDefault() DPoPMode {
+	if m == "" {
+		return DPoPOptional
+	}
+	return m
 }
 
 // Validate checks c without side effects and returns every problem, each
@@ -201,5 +266,57 @@ func (c Config) Validate() error {
 	default:
 		bad("ClientIPHeader", "must be X-Forwarded-For or X-Real-IP, got %q", c.ClientIPHeader)
 	}
+	c.validateDPoP(bad)
 	return errors.Join(errs...)
+}
+
+func (c Config) validateDPoP(bad func(field, format string, args ...any)) {
+	switch c.DPoP {
+	case "", DPoPOff, DPoPOptional, DPoPRequired:
+	default:
+		bad("DPoP", "must be off, optional or required, got %q", c.DPoP)
+	}
+	for i, a := range c.DPoPAlgorithms {
+		if !slices.Contains(dpop.DefaultAlgorithms, a) {
+			bad(fmt.Sprintf("DPoPAlgorithms[%d]", i), "%q is not an asymmetric JWS algorithm (one of %s)", a, strings.Join(dpop.DefaultAlgorithms, ", "))
+		}
+	}
+	if c.DPoPMaxAge < 0 {
+		bad("DPoPMaxAge", "must not be negative")
+	}
+	if c.DPoPNonceLifetime < 0 {
+		bad("DPoPNonceLifetime", "must not be negative")
+	}
+	if c.DPoPReplayCacheBytes < 0 {
+		bad("DPoPReplayCacheBytes", "must not be negative")
+	}
+	if n := len(c.DPoPNonceSecret); n > 0 && n < 32 {
+		bad("DPoPNonceSecret", "must be at least 32 bytes, got %d", n)
+	}
+	for i, u := range c.DPoPSigninURLs {
+		if !absoluteHTTP(u) {
+			bad(fmt.Sprintf("DPoPSigninURLs[%d]", i), "must be an absolute http(s) URL without query or fragment, got %q", u)
+		}
+	}
+	if c.ExternalURL != "" && !absoluteHTTP(c.ExternalURL) {
+		bad("ExternalURL", "must be an absolute http(s) URL without query or fragment, like https://app.example.com/auth, got %q", c.ExternalURL)
+	}
+}
+
+// absoluteHTTP reports whether s is an absolute http or https URL with a
+// host and no user info, query or fragment.
+func absoluteHTTP(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil &&
+		u.RawQuery == "" && !u.ForceQuery && u.Fragment == "" && !strings.Contains(s, "#")
+}
+
+// validJKT reports whether s has the form of an RFC 7638 SHA-256
+// thumbprint: 43 base64url characters without padding (32 bytes).
+func validJKT(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	return err == nil && len(b) == 32
 }

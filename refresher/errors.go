@@ -20,6 +20,8 @@ type Error struct {
 	// Err is the underlying technical error (store failure), logged, never
 	// sent to the client.
 	Err error
+	// DPoPNonce, when set, is sent as the DPoP-Nonce header (use_dpop_nonce).
+	DPoPNonce string
 }
 
 func (e *Error) Error() string {
@@ -38,6 +40,17 @@ func invalidRequest(format string, args ...any) *Error {
 
 func invalidGrant(reason, description string) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: "invalid_grant", Reason: reason, Description: description}
+}
+
+// invalidDPoPProof refuses a missing, malformed or invalid DPoP proof
+// (RFC 9449 §5).
+func invalidDPoPProof(format string, args ...any) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: "invalid_dpop_proof", Reason: "invalid_dpop_proof", Description: fmt.Sprintf(format, args...)}
+}
+
+// useDPoPNonce asks the client to sign its proof again with nonce (RFC 9449 §8).
+func useDPoPNonce(nonce, description string) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: "use_dpop_nonce", Reason: "use_dpop_nonce", Description: description, DPoPNonce: nonce}
 }
 
 func unsupportedGrantType(got string) *Error {

@@ -3,10 +3,13 @@ package refresher
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -25,12 +28,19 @@ type Pair struct {
 	// RefreshExpiresAt is when the refresh token's idle lifetime ends (the
 	// cookie's Expires).
 	RefreshExpiresAt time.Time
+	// JKT is the DPoP key thumbprint the access token is bound to (its
+	// cnf.jkt; "" for a Bearer token): the answer's token_type is DPoP.
+	JKT string
 }
 
-// Client identifies who made a refresh, for rate limits and the audit log.
+// Client identifies who made a refresh, for rate limits, the audit log and
+// the token's bindings.
 type Client struct {
 	IP        string
 	UserAgent string
+	// JKT is the thumbprint of the DPoP key the request proved it holds (a
+	// verified proof); "" for none.
+	JKT string
 }
 
 // SessionRequest is the body of POST /v1/sessions.
@@ -40,11 +50,24 @@ type SessionRequest struct {
 	Claims json.RawMessage
 	// IdleTTL overrides Config.RefreshTTL when shorter; zero uses it.
 	IdleTTL time.Duration
+	// JKT binds the session to a DPoP key (the thumbprint of a proof the
+	// login backend forwarded, or its dpop_jkt); "" leaves it unbound.
+	JKT string
+	// DeviceID is the device identifier (opaque, at most 256 bytes); the
+	// session keeps only its SHA-256, and every access token carries that
+	// as cnf.dev.
+	DeviceID string
+	// ClientIP is the browser's address as the login backend saw it; with
+	// Config.BindNetwork it is the first access token's cnf.ip.
+	ClientIP string
 }
 
 // reservedClaims are set by the issuer; session claims cannot override them.
 var reservedClaims = map[string]bool{
 	"iss": true, "sub": true, "aud": true, "exp": true, "iat": true, "nbf": true, "jti": true, "sid": true,
+	// cnf carries the token's bindings (DPoP key, network, device), which
+	// only the refresher sets: a session claim must not forge one.
+	"cnf": true,
 }
 
 // Issuer owns the token logic: start sessions, rotate, replay, detect reuse,
@@ -145,11 +168,14 @@ func (i *Issuer) StartSession(ctx context.Context, req SessionRequest) (Pair, er
 	now := i.now()
 	sess := store.Session{
 		ID: newID(), Subject: req.Subject, Claims: claims, CreatedAt: now,
-		IdleTTL: idle, ExpiresAt: now.Add(i.cfg.SessionMaxAge),
+		IdleTTL: idle, ExpiresAt: now.Add(i.cfg.SessionMaxAge), JKT: req.JKT,
+	}
+	if req.DeviceID != "" {
+		sess.Device = deviceHash(req.DeviceID)
 	}
 	token, hash := newRefreshToken()
 	first := store.Token{Hash: hash, SessionID: sess.ID, IssuedAt: now, ExpiresAt: minTime(now.Add(idle), sess.ExpiresAt)}
-	p, err := i.mint(sess, token, first.ExpiresAt, now)
+	p, err := i.mint(sess, token, first.ExpiresAt, now, binding{jkt: sess.JKT, ip: i.boundIP(req.ClientIP)})
 	if err != nil {
 		return Pair{}, err
 	}
@@ -158,12 +184,43 @@ func (i *Issuer) StartSession(ctx context.Context, req SessionRequest) (Pair, er
 		return Pair{}, unavailable("create_session", err)
 	}
 	i.metrics.sessions.Inc()
-	i.log.InfoContext(ctx, "session started", "sid", sess.ID, "sub", sess.Subject, "jti", p.JTI)
+	i.log.InfoContext(ctx, "session started", "sid", sess.ID, "sub", sess.Subject, "jti", p.JTI, "dpop", sess.JKT != "")
 	return i.answer(p, now), nil
 }
 
+// binding is what an access token is bound to besides its session's device.
+type binding struct {
+	jkt string // DPoP key thumbprint (cnf.jkt), "" for a Bearer token
+	ip  string // client address (cnf.ip), "" for none
+}
+
+// boundIP is the cnf.ip of a token for a client at ip: ip with network
+// binding on, else nothing.
+func (i *Issuer) boundIP(ip string) string {
+	if !i.cfg.BindNetwork {
+		return ""
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		// Not an address (a proxy header gone wrong): no binding rather
+		// than one nothing can match.
+		return ""
+	}
+	return a.WithZone("").Unmap().String()
+}
+
+// deviceHash is what a session keeps of a device identifier (cnf.dev):
+// base64url of its SHA-256, so the identifier itself is never stored or
+// put in a token.
+func deviceHash(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
 // mint signs an access token for sess and packs it with the refresh token.
-func (i *Issuer) mint(sess store.Session, refresh string, refreshExp, now time.Time) (issuedPair, error) {
+// The token carries cnf (RFC 7800) when it is bound to anything: the DPoP
+// key (jkt), the client's address (ip), the session's device (dev).
+func (i *Issuer) mint(sess store.Session, refresh string, refreshExp, now time.Time, b binding) (issuedPair, error) {
 	claims := map[string]any{}
 	if len(sess.Claims) > 0 {
 		if err := json.Unmarshal(sess.Claims, &claims); err != nil {
@@ -189,19 +246,32 @@ func (i *Issuer) mint(sess store.Session, refresh string, refreshExp, now time.T
 	claims["nbf"] = now.Unix()
 	claims["jti"] = jti
 	claims["sid"] = sess.ID
+	cnf := map[string]string{}
+	if b.jkt != "" {
+		cnf["jkt"] = b.jkt
+	}
+	if b.ip != "" {
+		cnf["ip"] = b.ip
+	}
+	if sess.Device != "" {
+		cnf["dev"] = sess.Device
+	}
+	if len(cnf) > 0 {
+		claims["cnf"] = cnf
+	}
 	at, _, err := i.keys.sign(claims)
 	if err != nil {
 		return issuedPair{}, err
 	}
 	return issuedPair{AccessToken: at, AccessExpiresAt: time.Unix(exp.Unix(), 0), RefreshToken: refresh,
-		RefreshExpiresAt: refreshExp, SessionID: sess.ID, JTI: jti}, nil
+		RefreshExpiresAt: refreshExp, SessionID: sess.ID, JTI: jti, JKT: b.jkt}, nil
 }
 
 func (i *Issuer) answer(p issuedPair, now time.Time) Pair {
 	return Pair{
 		AccessToken: p.AccessToken, ExpiresIn: seconds(p.AccessExpiresAt.Sub(now)),
 		RefreshToken: p.RefreshToken, RefreshExpiresIn: seconds(p.RefreshExpiresAt.Sub(now)),
-		SessionID: p.SessionID, RefreshExpiresAt: p.RefreshExpiresAt,
+		SessionID: p.SessionID, RefreshExpiresAt: p.RefreshExpiresAt, JKT: p.JKT,
 	}
 }
 
@@ -238,7 +308,11 @@ func (i *Issuer) Refresh(ctx context.Context, token string, c Client) (Pair, err
 	// The rotation must not die with the first caller's request: others
 	// share its result. Store calls carry their own timeout.
 	detached := context.WithoutCancel(ctx)
-	v, err, _ := i.flight.Do(hash, func() (any, error) {
+	// Only requests that proved the same DPoP key share an answer: a
+	// request with another key (or none) must not get the pair a request
+	// with the session's key is about to receive. Each is decided by the
+	// store on its own.
+	v, err, _ := i.flight.Do(hash+"\x00"+c.JKT, func() (any, error) {
 		leader = true
 		return i.rotate(detached, token, hash, c)
 	})
@@ -261,7 +335,7 @@ func (i *Issuer) Refresh(ctx context.Context, token string, c Client) (Pair, err
 // refuses the token. Another replica may have rotated the child or revoked
 // the session since this replica remembered the pair: its memory saves the
 // token read, the signing and the store's write, never the decision.
-func (i *Issuer) replayRecent(ctx context.Context, token, hash string, now time.Time) (issuedPair, bool, error) {
+func (i *Issuer) replayRecent(ctx context.Context, token, hash string, now time.Time, c Client) (issuedPair, bool, error) {
 	e, ok := i.recent.lookup(hash, now)
 	if !ok {
 		return issuedPair{}, false, nil
@@ -274,7 +348,14 @@ func (i *Issuer) replayRecent(ctx context.Context, token, hash string, now time.
 	} else if err != nil {
 		return issuedPair{}, false, unavailable("get_session", err)
 	}
-	if store.Decide(e.token(), sess, store.RotateRequest{Now: now, Grace: i.cfg.ReuseGrace}) != store.Replayed {
+	switch store.Decide(e.token(), sess, store.RotateRequest{Now: now, Grace: i.cfg.ReuseGrace, JKT: c.JKT}) {
+	case store.Replayed:
+	case store.KeyMismatch:
+		// Not the session's key: the entry stays for the key's holder. The
+		// store would answer the same (a bound session's key never
+		// changes), so the refusal is decided here.
+		return issuedPair{}, false, i.keyMismatch(ctx, c, sess)
+	default:
 		i.recent.remove(hash)
 		return issuedPair{}, false, nil
 	}
@@ -293,7 +374,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	now := i.now()
 	// A parent this replica remembers: one session read instead of the
 	// token read, the signature and the store's write.
-	if p, ok, err := i.replayRecent(ctx, token, hash, now); err != nil || ok {
+	if p, ok, err := i.replayRecent(ctx, token, hash, now, c); err != nil || ok {
 		return p, err
 	}
 	// Over the IP limit, only a replay may pass: a parent rotated inside the
@@ -321,7 +402,12 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	} else if err != nil {
 		return issuedPair{}, unavailable("get_session", err)
 	}
-	if parent.RotatedAt.IsZero() {
+	// A bound session's key never changes, so a request without it can
+	// only be refused (the store decides it below, atomically): it mints
+	// nothing and neither checks nor spends the session's budget, so a
+	// thief holding the refresh token cannot rate-limit its owner.
+	keyOK := sess.JKT == "" || sess.JKT == c.JKT
+	if parent.RotatedAt.IsZero() && keyOK {
 		// Only a would-be rotation spends the session's budget; a rotated
 		// parent is a replay or reuse, which the store decides below.
 		if wait := i.sidLim.wait(ctx, sess.ID); wait > 0 {
@@ -329,7 +415,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 			return issuedPair{}, rateLimited("session", wait)
 		}
 	}
-	req := store.RotateRequest{ParentHash: hash, Now: now, Grace: i.cfg.ReuseGrace, RevokeUntil: i.revokeUntil(now)}
+	req := store.RotateRequest{ParentHash: hash, Now: now, Grace: i.cfg.ReuseGrace, RevokeUntil: i.revokeUntil(now), JKT: c.JKT}
 	// This replica's own rotation whose answer was lost (unacked.go):
 	// decided as of that attempt, so it replays instead of being reuse.
 	ownSealed, own := i.unacked.match(hash, parent)
@@ -340,11 +426,13 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	// states are final), so the child is minted — a signature, the
 	// costliest step — only when the store may actually rotate.
 	var issued issuedPair
-	mayRotate := parent.RotatedAt.IsZero() && sess.RevokedAt.IsZero()
+	mayRotate := parent.RotatedAt.IsZero() && sess.RevokedAt.IsZero() && keyOK
 	if mayRotate {
 		child, childHash := newRefreshToken()
 		childExp := minTime(now.Add(sess.IdleTTL), sess.ExpiresAt)
-		if issued, err = i.mint(sess, child, childExp, now); err != nil {
+		// The request's key: the session's own, or the key this rotation
+		// binds an unbound session to.
+		if issued, err = i.mint(sess, child, childExp, now, binding{jkt: c.JKT, ip: i.boundIP(c.IP)}); err != nil {
 			return issuedPair{}, err
 		}
 		if req.Sealed, err = seal(token, hash, issued); err != nil {
@@ -360,7 +448,11 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		}
 		return issuedPair{}, unavailable("rotate", err)
 	}
-	i.unacked.remove(hash)
+	if res.Outcome != store.KeyMismatch {
+		// A request without the session's key learns nothing and must not
+		// drop what this replica keeps for the key's holder.
+		i.unacked.remove(hash)
+	}
 	if res.Outcome == store.Rotated && !mayRotate {
 		return issuedPair{}, unavailable("rotate", fmt.Errorf("store rotated a token it reported as rotated or revoked"))
 	}
@@ -404,6 +496,8 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		return issuedPair{}, i.refused(ctx, c, res.Session.ID, "expired")
 	case store.Revoked:
 		return issuedPair{}, i.refused(ctx, c, res.Session.ID, "revoked")
+	case store.KeyMismatch:
+		return issuedPair{}, i.keyMismatch(ctx, c, res.Session)
 	}
 	return issuedPair{}, i.refused(ctx, c, res.Session.ID, "unknown")
 }
@@ -414,6 +508,36 @@ var grantDescriptions = map[string]string{
 	"revoked":            "session revoked",
 	"reuse_detected":     "refresh token reuse detected; the session is revoked",
 	"replay_unavailable": "refresh token already used",
+	"dpop_key_mismatch":  "the session is bound to a DPoP key; a proof signed with it is required",
+}
+
+// keyMismatch refuses a refresh of a session bound to another DPoP key
+// (or made without a proof). It counts against the client IP's budget only:
+// the session's budget belongs to the holder of its key.
+func (i *Issuer) keyMismatch(ctx context.Context, c Client, sess store.Session) error {
+	i.ipLimit.count(ctx, c.IP)
+	i.metrics.failures.WithLabelValues("dpop_key_mismatch").Inc()
+	i.log.WarnContext(ctx, "refresh without the session's dpop key refused", "sid", sess.ID, "sub", sess.Subject,
+		"proof", c.JKT != "", "client_ip", c.IP, "user_agent", c.UserAgent)
+	return invalidGrant("dpop_key_mismatch", grantDescriptions["dpop_key_mismatch"])
+}
+
+// ProofRefused counts a refused DPoP proof at the token endpoint against
+// the client IP's budget, like any failed attempt, and returns the answer:
+// e itself, or 429 once the budget is spent. A nonce challenge
+// (use_dpop_nonce) is part of the normal flow and spends nothing.
+func (i *Issuer) ProofRefused(ctx context.Context, c Client, e *Error) error {
+	i.metrics.failures.WithLabelValues(e.Reason).Inc()
+	i.log.DebugContext(ctx, "refresh refused", "reason", e.Reason, "client_ip", c.IP)
+	if e.Code == "use_dpop_nonce" {
+		return e
+	}
+	if wait := i.ipLimit.wait(ctx, c.IP); wait > 0 {
+		i.metrics.rateLimited.WithLabelValues("ip").Inc()
+		return rateLimited("ip", wait)
+	}
+	i.ipLimit.count(ctx, c.IP)
+	return e
 }
 
 // refused counts a failed attempt against the limits and answers invalid_grant.

@@ -31,6 +31,9 @@ type metadata struct {
 	TokenEndpointAuthMethods     []string `json:"token_endpoint_auth_methods_supported"`
 	RevocationEndpointAuthMethod []string `json:"revocation_endpoint_auth_methods_supported"`
 	SigningAlgs                  []string `json:"id_token_signing_alg_values_supported"`
+	// DPoPAlgs are the proof algorithms the token endpoint accepts (RFC
+	// 9449 §5.1); absent with DPoP off.
+	DPoPAlgs []string `json:"dpop_signing_alg_values_supported,omitempty"`
 }
 
 // handleMetadata serves the discovery document. The URLs are absolute,
@@ -50,6 +53,7 @@ func (s *Server) handleMetadata(w http.ResponseWriter, r *http.Request) {
 		TokenEndpointAuthMethods:     []string{"none"},
 		RevocationEndpointAuthMethod: []string{"none"},
 		SigningAlgs:                  s.keys.algs(),
+		DPoPAlgs:                     s.dpop.algs,
 	}
 	body, err := json.Marshal(doc)
 	if err != nil { // plain strings: cannot happen

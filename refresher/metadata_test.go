@@ -51,6 +51,8 @@ func TestMetadataDocument(t *testing.T) {
 		"token_endpoint_auth_methods_supported":      []any{"none"},
 		"revocation_endpoint_auth_methods_supported": []any{"none"},
 		"id_token_signing_alg_values_supported":      []any{"ES256"},
+		// RFC 9449 §5.1: DPoP is optional by default.
+		"dpop_signing_alg_values_supported": []any{"ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512", "EdDSA"},
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("document (-want +got):\n%s", d)

@@ -14,7 +14,7 @@ type metrics struct {
 	rotations   prometheus.Counter
 	replays     *prometheus.CounterVec // source: lru, shared, store
 	reuse       prometheus.Counter
-	failures    *prometheus.CounterVec // reason: unknown, expired, revoked, malformed, reuse_detected
+	failures    *prometheus.CounterVec // reason: unknown, expired, revoked, malformed, reuse_detected, replay_unavailable, dpop_key_mismatch, invalid_dpop_proof, use_dpop_nonce
 	revocations *prometheus.CounterVec // reason: sign_out, admin, subject, reuse_detected
 	rateLimited *prometheus.CounterVec // scope: ip, session
 	// rateLimitErrors: shared rate-limit calls that failed (fail open).
@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "tokengate_refresher_reuse_detections_total", Help: "Rotated refresh tokens presented after the grace window (session revoked).",
 		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tokengate_refresher_refresh_failures_total", Help: "Refreshes answered invalid_grant, by reason.",
+			Name: "tokengate_refresher_refresh_failures_total", Help: "Refreshes refused (invalid_grant, invalid_dpop_proof, use_dpop_nonce), by reason.",
 		}, []string{"reason"}),
 		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokengate_refresher_revocations_total", Help: "Sessions revoked, by reason.",
@@ -71,7 +71,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, v := range []string{"lru", "shared", "store"} {
 		m.replays.WithLabelValues(v)
 	}
-	for _, v := range []string{"unknown", "expired", "revoked", "malformed", "reuse_detected", "replay_unavailable"} {
+	for _, v := range []string{"unknown", "expired", "revoked", "malformed", "reuse_detected", "replay_unavailable",
+		"dpop_key_mismatch", "invalid_dpop_proof", "use_dpop_nonce"} {
 		m.failures.WithLabelValues(v)
 	}
 	for _, v := range []string{"sign_out", "admin", "subject", "reuse_detected"} {

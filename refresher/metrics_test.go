@@ -54,10 +54,11 @@ func TestMetricsLabelledCountersStartAtZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string][]string{
-		"tokengate_refresher_replays_total":          {"source=lru", "source=shared", "source=store"},
-		"tokengate_refresher_refresh_failures_total": {"reason=expired", "reason=malformed", "reason=replay_unavailable", "reason=reuse_detected", "reason=revoked", "reason=unknown"},
-		"tokengate_refresher_revocations_total":      {"reason=admin", "reason=reuse_detected", "reason=sign_out", "reason=subject"},
-		"tokengate_refresher_rate_limited_total":     {"scope=ip", "scope=session"},
+		"tokengate_refresher_replays_total": {"source=lru", "source=shared", "source=store"},
+		"tokengate_refresher_refresh_failures_total": {"reason=dpop_key_mismatch", "reason=expired", "reason=invalid_dpop_proof", "reason=malformed",
+			"reason=replay_unavailable", "reason=reuse_detected", "reason=revoked", "reason=unknown", "reason=use_dpop_nonce"},
+		"tokengate_refresher_revocations_total":  {"reason=admin", "reason=reuse_detected", "reason=sign_out", "reason=subject"},
+		"tokengate_refresher_rate_limited_total": {"scope=ip", "scope=session"},
 		"tokengate_refresher_store_errors_total": {"op=create_session", "op=get_session", "op=get_token", "op=patch_claims",
 			"op=revocations", "op=revoke_session", "op=revoke_subject", "op=rotate"},
 	}

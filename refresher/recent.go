@@ -67,6 +67,9 @@ type issuedPair struct {
 	RefreshExpiresAt time.Time `json:"rte"`
 	SessionID        string    `json:"sid"`
 	JTI              string    `json:"jti"`
+	// JKT is the access token's cnf.jkt ("" for Bearer), so a replay
+	// answers with the same token_type.
+	JKT string `json:"jkt,omitempty"`
 }
 
 const sealInfo = "tokengate sealed pair v1"

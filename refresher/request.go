@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -123,17 +124,33 @@ func decodeSessionRequest(r *http.Request) (SessionRequest, error) {
 		return SessionRequest{}, err
 	}
 	var in struct {
-		Sub     string          `json:"sub"`
-		Claims  json.RawMessage `json:"claims"`
-		IdleTTL *duration       `json:"idle_ttl"`
+		Sub      string          `json:"sub"`
+		Claims   json.RawMessage `json:"claims"`
+		IdleTTL  *duration       `json:"idle_ttl"`
+		DPoPJKT  string          `json:"dpop_jkt"`
+		DeviceID string          `json:"device_id"`
+		ClientIP string          `json:"client_ip"`
 	}
-	if err := decodeStrict(body, &in, "sub", "claims", "idle_ttl"); err != nil {
+	if err := decodeStrict(body, &in, "sub", "claims", "idle_ttl", "dpop_jkt", "device_id", "client_ip"); err != nil {
 		if e := asError(err); strings.Contains(e.Description, "duration") || strings.Contains(e.Description, "whole seconds") {
 			return SessionRequest{}, invalidRequest("idle_ttl: must be a duration string like \"12h\" or whole seconds")
 		}
 		return SessionRequest{}, err
 	}
-	req := SessionRequest{Subject: in.Sub, Claims: in.Claims}
+	req := SessionRequest{Subject: in.Sub, Claims: in.Claims, JKT: in.DPoPJKT, DeviceID: in.DeviceID, ClientIP: in.ClientIP}
+	if in.DPoPJKT != "" && !validJKT(in.DPoPJKT) {
+		return SessionRequest{}, invalidRequest("dpop_jkt: must be an RFC 7638 SHA-256 thumbprint (43 base64url characters)")
+	}
+	if len(in.DeviceID) > maxDeviceID {
+		return SessionRequest{}, invalidRequest("device_id: longer than %d bytes", maxDeviceID)
+	}
+	if in.ClientIP != "" {
+		ip, err := netip.ParseAddr(in.ClientIP)
+		if err != nil || ip.Zone() != "" {
+			return SessionRequest{}, invalidRequest("client_ip: not an IP address: %q", in.ClientIP)
+		}
+		req.ClientIP = ip.Unmap().String()
+	}
 	if in.IdleTTL != nil {
 		req.IdleTTL = time.Duration(*in.IdleTTL)
 		if req.IdleTTL < time.Second {
@@ -142,6 +159,9 @@ func decodeSessionRequest(r *http.Request) (SessionRequest, error) {
 	}
 	return req, nil
 }
+
+// maxDeviceID bounds the device identifier a sign-in may give.
+const maxDeviceID = 256
 
 func decodePatchRequest(r *http.Request) (json.RawMessage, error) {
 	body, err := readBody(r)

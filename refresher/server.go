@@ -53,6 +53,7 @@ type Server struct {
 	gatherer  prometheus.Gatherer
 	adminHash [32]byte
 	cors      *cors
+	dpop      *dpopChecks
 	// drain is closed by Drain: long polls answer at once so a graceful
 	// shutdown does not wait out their timeouts.
 	drain     chan struct{}
@@ -93,6 +94,10 @@ func NewServer(cfg Config, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("refresher: register metrics: %w", err)
 	}
+	dc, err := newDPoPChecks(cfg, o.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("refresher: %w", err)
+	}
 	iss := newIssuer(cfg, o.Store, keys, m, o.Logger, o.Clock)
 	iss.tracer = o.Tracer
 	return &Server{
@@ -105,6 +110,7 @@ func NewServer(cfg Config, o Options) (*Server, error) {
 		gatherer:  o.Gatherer,
 		adminHash: sha256.Sum256([]byte(cfg.AdminToken)),
 		cors:      newCORS(cfg.CORSAllowedOrigins),
+		dpop:      dc,
 		drain:     make(chan struct{}),
 	}, nil
 }
@@ -204,6 +210,10 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if req.JKT, err = s.signinKey(r, req.JKT); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	p, err := s.issuer.StartSession(r.Context(), req)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -225,7 +235,19 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	p, err := s.issuer.Refresh(r.Context(), token, s.client(r))
+	c := s.client(r)
+	proof, err := s.dpop.checkTokenProof(r)
+	if err != nil {
+		err = s.issuer.ProofRefused(r.Context(), c, asError(err))
+		traceAttr(r.Context(), s.tracer != nil, attrOutcome, asError(err).Reason)
+		s.writeError(w, r, err)
+		return
+	}
+	c.JKT = proof.jkt
+	if proof.nonce != "" {
+		w.Header().Set("DPoP-Nonce", proof.nonce)
+	}
+	p, err := s.issuer.Refresh(r.Context(), token, c)
 	if err != nil {
 		traceAttr(r.Context(), s.tracer != nil, attrOutcome, asError(err).Reason)
 		if e := asError(err); fromCookie && e.Code == "invalid_grant" {
@@ -243,6 +265,10 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 func tokenBody(p Pair, withRefresh bool) tokenJSON {
 	t := tokenJSON{AccessToken: p.AccessToken, TokenType: "Bearer", ExpiresIn: p.ExpiresIn,
 		RefreshExpiresIn: p.RefreshExpiresIn, SessionID: p.SessionID}
+	if p.JKT != "" {
+		// RFC 9449 §5: a DPoP-bound access token.
+		t.TokenType = "DPoP"
+	}
 	if withRefresh {
 		t.RefreshToken = p.RefreshToken
 	}
@@ -357,6 +383,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(seconds(e.RetryAfter))))
 	}
+	if e.DPoPNonce != "" {
+		w.Header().Set("DPoP-Nonce", e.DPoPNonce)
+	}
 	if e.Status >= 500 {
 		s.log.ErrorContext(r.Context(), "request failed", "path", r.URL.Path, "reason", e.Reason, "error", err.Error())
 	}
@@ -365,3 +394,28 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 
 // JWKS returns the public key set the server publishes (JSON).
 func (s *Server) JWKS() []byte { return s.keys.jwks() }
+
+// signinKey decides the DPoP key a new session is bound to: the key of the
+// proof the login backend forwarded in the DPoP header, or the dpop_jkt it
+// sent (it verified the proof itself); both must agree. With DPoP off both
+// are ignored; under required one of them must be there.
+func (s *Server) signinKey(r *http.Request, bodyJKT string) (string, error) {
+	if s.dpop.mode == DPoPOff {
+		return "", nil
+	}
+	proofJKT, err := s.dpop.checkSigninProof(r)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case proofJKT != "" && bodyJKT != "" && proofJKT != bodyJKT:
+		return "", invalidRequest("dpop_jkt: differs from the key of the DPoP proof")
+	case proofJKT != "":
+		return proofJKT, nil
+	case bodyJKT != "":
+		return bodyJKT, nil
+	case s.dpop.mode == DPoPRequired:
+		return "", invalidRequest("DPoP: required: forward the browser's DPoP proof in the DPoP header or send its key's thumbprint as dpop_jkt")
+	}
+	return "", nil
+}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -34,6 +36,10 @@ type refresherFlags struct {
 	cors           string
 	transport      string
 	logLevel       string
+	dpop           string
+	dpopAlgs       string
+	dpopSignin     string
+	dpopNonceFile  string
 	cfg            refresher.Config
 	run            refresher.RunConfig
 	storeOpts      storeOptions
@@ -73,6 +79,16 @@ func (f *refresherFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.cfg.RevocationsMaxWait, "revocations-max-wait", d.RevocationsMaxWait, "longest long-poll wait of /v1/revocations")
 	fs.StringVar(&f.storeOpts.RedisSentinelMaster, "redis-sentinel-master", "", "Redis Sentinel master name (the redis:// hosts are then Sentinels)")
 	fs.DurationVar(&f.storeOpts.RedisTimeout, "redis-timeout", time.Second, "timeout of each Redis command")
+	fs.StringVar(&f.dpop, "dpop", string(d.DPoP), "DPoP proofs (RFC 9449): off, optional (a session is bound to the key of its first proof) or required")
+	fs.StringVar(&f.dpopAlgs, "dpop-algorithms", strings.Join(d.DPoPAlgorithms, ","), "comma-separated DPoP proof algorithms accepted (asymmetric only)")
+	fs.DurationVar(&f.cfg.DPoPMaxAge, "dpop-max-age", d.DPoPMaxAge, "how long after its iat a DPoP proof is accepted (and its jti remembered)")
+	fs.BoolVar(&f.cfg.DPoPNonce, "dpop-nonce", false, "require a server nonce (DPoP-Nonce) in refresh proofs")
+	fs.StringVar(&f.dpopNonceFile, "dpop-nonce-secret-file", "", "file holding the nonce key (at least 32 bytes), the same for every replica; empty: a random key (one replica only)")
+	fs.DurationVar(&f.cfg.DPoPNonceLifetime, "dpop-nonce-lifetime", d.DPoPNonceLifetime, "how long a DPoP nonce is accepted")
+	fs.Int64Var(&f.cfg.DPoPReplayCacheBytes, "dpop-replay-cache-bytes", d.DPoPReplayCacheBytes, "memory bound of the DPoP proofs remembered against replay")
+	fs.StringVar(&f.dpopSignin, "dpop-signin-urls", "", "comma-separated login URLs whose DPoP proofs a login backend may forward to POST /v1/sessions")
+	fs.StringVar(&f.cfg.ExternalURL, "external-url", "", "the refresher's base URL as browsers address it (DPoP htu of /v1/token is it + /v1/token); empty: the request's scheme and Host")
+	fs.BoolVar(&f.cfg.BindNetwork, "bind-network", false, "put the client address into each access token as cnf.ip")
 	registerHTTPLimits(fs, &f.run.HTTPLimits, rd.HTTPLimits)
 	registerShutdown(fs, &f.run.DrainPeriod, &f.run.Grace, rd.DrainPeriod)
 	registerTLS(fs, &f.tls)
@@ -91,6 +107,10 @@ var refresherFlagNames = func() *strings.Replacer {
 		"RateLimitSessionBurst": "rate-limit-session-burst", "MaxBodyBytes": "max-body-bytes",
 		"StoreTimeout": "store-timeout", "RevocationsMaxWait": "revocations-max-wait",
 		"JWKSMaxAge": "jwks-max-age", "ClientIPHeader": "client-ip-header",
+		"DPoP": "dpop", "DPoPAlgorithms": "dpop-algorithms", "DPoPMaxAge": "dpop-max-age",
+		"DPoPNonceSecret": "dpop-nonce-secret-file", "DPoPNonceLifetime": "dpop-nonce-lifetime",
+		"DPoPReplayCacheBytes": "dpop-replay-cache-bytes", "DPoPSigninURLs": "dpop-signin-urls",
+		"ExternalURL": "external-url",
 	}
 	fields := make([]string, 0, len(names))
 	for f := range names {
@@ -121,7 +141,21 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 	cfg.Issuer, cfg.Audience = f.issuer, splitList(f.audience)
 	cfg.CORSAllowedOrigins = splitList(f.cors)
 	cfg.RefreshTokenTransport = refresher.Transport(f.transport)
+	cfg.DPoP = refresher.DPoPMode(f.dpop)
+	cfg.DPoPAlgorithms = splitList(f.dpopAlgs)
+	cfg.DPoPSigninURLs = splitList(f.dpopSignin)
 	var errs []error
+	if f.dpopNonceFile != "" {
+		b, err := os.ReadFile(f.dpopNonceFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("dpop-nonce-secret-file: %w", err))
+		} else if cfg.DPoPNonceSecret = bytes.TrimSpace(b); len(cfg.DPoPNonceSecret) == 0 {
+			errs = append(errs, fmt.Errorf("dpop-nonce-secret-file %s: empty", f.dpopNonceFile))
+		}
+	}
+	if f.dpopAlgs != "" && len(cfg.DPoPAlgorithms) == 0 {
+		errs = append(errs, errors.New("dpop-algorithms: at least one algorithm"))
+	}
 	adminToken, err := adminTokenFrom(f.adminToken, f.adminTokenFile)
 	if err != nil {
 		errs = append(errs, err)
@@ -190,7 +224,8 @@ func (f *refresherFlags) build(ctx context.Context, log *slog.Logger, reg *prome
 	s.opts = refresher.Options{Store: st, Keys: keys, Logger: log, Registry: reg}
 	scheme, _, _ := strings.Cut(f.store, "://")
 	log.Info("refresher configured", "store", scheme, "kid", keys.SignerKID(),
-		"alg", keys.SignerAlg().String(), "issuer", cfg.Issuer, "transport", string(cfg.RefreshTokenTransport))
+		"alg", keys.SignerAlg().String(), "issuer", cfg.Issuer, "transport", string(cfg.RefreshTokenTransport),
+		"dpop", string(cfg.DPoP), "dpop_nonce", cfg.DPoPNonce)
 	return s, nil
 }
 

@@ -2,6 +2,8 @@ package dpop_test
 
 import (
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,6 +98,36 @@ func TestVerifyReplay(t *testing.T) {
 	clock.Advance(61 * time.Second)
 	_, err = v.Verify(proof, req)
 	checkErr(t, err, dpop.CodeInvalidProof, "stale")
+}
+
+// TestVerifyReplayConcurrent: one proof sent to many requests at once
+// (a replay racing the original) is accepted exactly once.
+func TestVerifyReplayConcurrent(t *testing.T) {
+	t.Parallel()
+	ks := testKeys(t)
+	clock := fakeclock.New()
+	v := newVerifier(t, clock, nil)
+	req := dpop.Request{Method: testMethod, URL: testURL}
+	proof := ks["ES256"].Proof(testMethod, testURL, dpoptest.WithIAT(clock.Now()))
+	const n = 16
+	var accepted atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if _, err := v.Verify(proof, req); err == nil {
+				accepted.Add(1)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if got := accepted.Load(); got != 1 {
+		t.Fatalf("%d of %d concurrent verifications of one proof accepted, want 1", got, n)
+	}
 }
 
 // TestVerifyRefusedNotRecorded: a proof refused for any reason is not

@@ -1,6 +1,9 @@
 package store
 
-import "time"
+import (
+	"crypto/subtle"
+	"time"
+)
 
 // Decide applies the Rotate decision table (see Store.Rotate) to a parent
 // token p of session s. Backends that read both records, decide in process
@@ -21,6 +24,8 @@ func Decide(p Token, s Session, req RotateRequest) Outcome {
 		return Revoked
 	case !req.Now.Before(s.ExpiresAt):
 		return Expired
+	case s.JKT != "" && !sameKey(s.JKT, req.JKT):
+		return KeyMismatch
 	case !p.RotatedAt.IsZero():
 		if req.Now.Before(p.RotatedAt.Add(req.Grace)) && p.Generation+1 == s.Generation {
 			return Replayed
@@ -32,12 +37,18 @@ func Decide(p Token, s Session, req RotateRequest) Outcome {
 	return Rotated
 }
 
+// sameKey compares two thumbprints in constant time. A thumbprint is not
+// secret (it is in every access token of the session), but the comparison
+// costs nothing and keeps the store from being a timing oracle.
+func sameKey(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
 // Writes are the records one Rotate outcome changes: what a backend that
 // decides in process persists, in the same transaction or under the same
 // lock as the reads it decided on. A nil field is left as it is.
 type Writes struct {
-	// Session is the session after the outcome: one generation on
-	// (Rotated), or revoked at Now (ReuseDetected). Once it changes, a
+	// Session is the session after the outcome: one generation on, and
+	// bound to the request's key if it was unbound (Rotated), or revoked at
+	// Now (ReuseDetected). KeyMismatch writes nothing. Once it changes, a
 	// sealed pair kept from an earlier rotation of the session can never be
 	// replayed again, and a backend may delete it (bolt does).
 	Session *Session
@@ -76,6 +87,10 @@ func Apply(p Token, s Session, req RotateRequest) (RotateResult, Writes) {
 		child.SessionID = s.ID
 		child.Generation = p.Generation + 1
 		s.Generation++
+		if s.JKT == "" {
+			// The rotation that first brings a key binds the session to it.
+			s.JKT = req.JKT
+		}
 		res.Session, res.Parent = s, p
 		w.Session, w.Parent, w.Child = &s, &p, &child
 		w.Sealed, w.SealedUntil = req.Sealed, req.Now.Add(req.Grace)

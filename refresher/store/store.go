@@ -43,6 +43,15 @@ type Session struct {
 	RevokedAt time.Time
 	// Generation counts rotations: the first token is generation 0.
 	Generation uint64
+	// JKT is the RFC 7638 thumbprint of the DPoP key the session is bound
+	// to ("" while unbound). Once set it never changes: every refresh must
+	// come with a proof signed by that key (Rotate refuses any other with
+	// KeyMismatch), and every access token carries it as cnf.jkt.
+	JKT string
+	// Device is base64url (no padding) of the SHA-256 of the device
+	// identifier given at sign-in ("" for none); every access token
+	// carries it as cnf.dev. The identifier itself is never stored.
+	Device string
 }
 
 // Active reports whether the session can still be refreshed at now.
@@ -83,6 +92,11 @@ const (
 	Expired
 	// Revoked: the session was already revoked.
 	Revoked
+	// KeyMismatch: the session is bound to a DPoP key (Session.JKT) and the
+	// request proved another key or none. Nothing changed: no rotation, no
+	// replay, no revocation (a party without the key can neither use nor
+	// revoke the session).
+	KeyMismatch
 )
 
 func (o Outcome) String() string {
@@ -99,6 +113,8 @@ func (o Outcome) String() string {
 		return "expired"
 	case Revoked:
 		return "revoked"
+	case KeyMismatch:
+		return "key_mismatch"
 	}
 	return "invalid_outcome"
 }
@@ -120,6 +136,11 @@ type RotateRequest struct {
 	// RevokeUntil is used if reuse is detected: the revocation feed entry's
 	// until (Now + the longest access-token lifetime).
 	RevokeUntil time.Time
+	// JKT is the thumbprint of the DPoP key the request proved it holds (""
+	// for a request without a valid proof). A bound session refuses any
+	// other value (KeyMismatch); an unbound session is bound to it by the
+	// rotation itself (Rotated), in the same atomic step.
+	JKT string
 }
 
 // RotateResult is the store's decision.
@@ -196,6 +217,8 @@ type Store interface {
 	//   1. P unknown                                   → Unknown
 	//   2. S revoked                                   → Revoked
 	//   3. S expired (Now ≥ S.ExpiresAt)               → Expired
+	//   3a. S bound (S.JKT ≠ "") and JKT ≠ S.JKT        → KeyMismatch: nothing
+	//      written (no replay, no reuse detection, no revocation)
 	//   4. P rotated, Now < P.RotatedAt+Grace, and P.ChildHash is S's
 	//      current (newest, unrotated) token            → Replayed (Sealed = P's sealed pair)
 	//   5. P rotated otherwise (after the grace window, or an older
@@ -205,7 +228,9 @@ type Store interface {
 	//   7. otherwise                                   → Rotated: P.RotatedAt=Now,
 	//      P.ChildHash=Child.Hash, Sealed kept with P for Grace, Child stored
 	//      with SessionID=S.ID and Generation=P.Generation+1, S.Generation
-	//      incremented.
+	//      incremented, and S.JKT set to JKT if S was unbound and JKT ≠ ""
+	//      (the key a session is bound to is fixed by the rotation that
+	//      bound it; a replay never binds).
 	// The child's ExpiresAt is set by the issuer (idle TTL slid, capped at
 	// S.ExpiresAt); the store does not slide it again. Token records live as
 	// long as their session could, so an old generation is still recognised

@@ -337,13 +337,15 @@ func TestEnvoyFrontProxy(t *testing.T) {
 	if err := vh.GetTypedPerFilterConfig()["envoy.filters.http.cors"].UnmarshalTo(policy); err != nil {
 		t.Fatalf("virtual host CORS policy: %v", err)
 	}
-	for _, h := range []string{"www-authenticate", "x-token-expires-in"} {
+	for _, h := range []string{"www-authenticate", "x-token-expires-in", "dpop-nonce"} {
 		if !strings.Contains(policy.GetExposeHeaders(), h) {
 			t.Errorf("CORS expose_headers %q lacks %s", policy.GetExposeHeaders(), h)
 		}
 	}
-	if !strings.Contains(policy.GetAllowHeaders(), "authorization") {
-		t.Errorf("CORS allow_headers %q lacks authorization", policy.GetAllowHeaders())
+	for _, h := range []string{"authorization", "dpop"} {
+		if !strings.Contains(policy.GetAllowHeaders(), h) {
+			t.Errorf("CORS allow_headers %q lacks %s", policy.GetAllowHeaders(), h)
+		}
 	}
 	if !policy.GetAllowCredentials().GetValue() {
 		t.Error("CORS allow_credentials is off; cookie-mode refresh needs it")

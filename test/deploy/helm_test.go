@@ -603,6 +603,27 @@ func TestChartEverythingOn(t *testing.T) {
 			t.Errorf("ServiceMonitor components (-want +got):\n%s", diff)
 		}
 	}
+	// DPoP nonces: the shared secret mounted, the config pointing at it,
+	// the user's own dpop settings kept.
+	var excfg struct {
+		DPoP struct {
+			MaxAge string `json:"max_age"`
+			Nonce  struct {
+				Enabled    bool   `json:"enabled"`
+				SecretFile string `json:"secret_file"`
+			} `json:"nonce"`
+		} `json:"dpop"`
+	}
+	excm, _ := byName(find[*corev1.ConfigMap](objs), "auth-extauthz")
+	if err := yaml.Unmarshal([]byte(excm.Data["config.yaml"]), &excfg); err != nil {
+		t.Fatal(err)
+	}
+	if !excfg.DPoP.Nonce.Enabled || excfg.DPoP.MaxAge != "30s" {
+		t.Errorf("extauthz dpop config %+v", excfg.DPoP)
+	}
+	if s, k := mountedSecret(t, extauthz, ex, excfg.DPoP.Nonce.SecretFile); s != "tokengate-dpop-nonce" || k != "secret" {
+		t.Errorf("DPoP nonce secret from %s/%s", s, k)
+	}
 	for _, pod := range podSpecs(v) {
 		if len(pod.ImagePullSecrets) != 1 || pod.ImagePullSecrets[0].Name != "regcred" {
 			t.Errorf("imagePullSecrets %v", pod.ImagePullSecrets)

@@ -70,6 +70,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-signing-key" (include "tokengate.fullname" .)) .Values.signingKey.existingSecret -}}
 {{- end -}}
 
+{{- define "tokengate.dpopNonceSecret" -}}
+{{- default (printf "%s-dpop-nonce" (include "tokengate.fullname" .)) .Values.refresher.dpop.nonce.existingSecret -}}
+{{- end -}}
+
 {{- define "tokengate.redisSecret" -}}
 {{- default (printf "%s-redis" (include "tokengate.fullname" .)) .Values.refresher.redis.existingSecret -}}
 {{- end -}}
@@ -81,6 +85,14 @@ refresher when the user gave none. */}}
 {{- if not $cfg.providers -}}
 {{- $provider := dict "name" "tokengate" "issuer" (include "tokengate.issuer" .) "audiences" .Values.audience "jwks_url" (printf "%s/.well-known/jwks.json" (include "tokengate.refresherURL" .)) -}}
 {{- $_ := set $cfg "providers" (list $provider) -}}
+{{- end -}}
+{{- if .Values.extauthz.dpopNonceSecret -}}
+{{- $dpop := $cfg.dpop | default dict -}}
+{{- $nonce := $dpop.nonce | default dict -}}
+{{- $_ := set $nonce "enabled" true -}}
+{{- $_ := set $nonce "secret_file" "/etc/tokengate/dpop-nonce/secret" -}}
+{{- $_ := set $dpop "nonce" $nonce -}}
+{{- $_ := set $cfg "dpop" $dpop -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}

@@ -3,7 +3,9 @@
 // ?adapter=axios, the package's axios entry (./client/axios.js, the
 // @tokengate/client/axios subpath) with axios' own ESM build (served at
 // ./axios.js). Query parameters choose the client's options so a person — or
-// test/e2e/browser — can click through the scenarios.
+// test/e2e/browser — can click through the scenarios. With ?dpop=true the
+// client signs DPoP proofs, and the sign-in request carries one from
+// ./client/dpop.js (@tokengate/client/dpop).
 import { createFetch, TokenClient, isTokenGateError } from './client/index.js';
 
 const q = new URLSearchParams(location.search);
@@ -14,6 +16,7 @@ const options = {
   refreshAhead: Number(q.get('refreshAhead') ?? 60),
   autoRefresh: q.get('autoRefresh') !== 'false',
   lockTimeout: Number(q.get('lockTimeout') ?? 10),
+  dpop: q.get('dpop') === 'true',
   onTokens: (t) => event('tokens', `${t.source}, expires ${t.expiresAt.toISOString()}`),
   onSignOut: (reason) => {
     state.signOuts.push(reason);
@@ -76,9 +79,11 @@ async function call(path = '/api/echo', headers = {}) {
 }
 
 async function signIn(sub = 'u-1001') {
+  // With DPoP the login backend forwards this proof to the refresher, which binds the session to the key.
+  const proof = options.dpop ? await (await import('./client/dpop.js')).dpopHeaders('POST', '/login') : {};
   const res = await fetch('/login', {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...proof },
     body: JSON.stringify({ sub }),
     credentials: 'same-origin',
   });
@@ -121,7 +126,7 @@ function render() {
 setInterval(render, 250);
 
 document.getElementById('config').textContent =
-  `adapter=${adapter} transport=${options.transport} storage=${options.storage} refreshAhead=${options.refreshAhead}s autoRefresh=${options.autoRefresh}`;
+  `adapter=${adapter} transport=${options.transport} storage=${options.storage} refreshAhead=${options.refreshAhead}s autoRefresh=${options.autoRefresh} dpop=${options.dpop}`;
 const on = (id, fn) => document.getElementById(id).addEventListener('click', () => fn().catch((e) => line(String(e), 'err')));
 on('sign-in', () => signIn());
 on('call', () => call());
@@ -132,5 +137,6 @@ on('tamper', tamper);
 on('sign-out', () => client.signOut());
 render();
 
-// The handle test/e2e/browser drives.
-window.tg = { client, call, signIn, tamper, state, ready: true };
+// The handle test/e2e/browser drives. dpop is @tokengate/client/dpop (dpopProof, dpopHeaders,
+// dpopThumbprint, dpopKey, storedDpopKey, deleteDpopKey), the module the client itself uses with ?dpop=true.
+window.tg = { client, call, signIn, tamper, state, dpop: options.dpop ? await import('./client/dpop.js') : undefined, ready: true };

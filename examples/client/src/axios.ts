@@ -10,6 +10,8 @@ interface RequestMeta {
   token?: string;
   /** This attempt is the one retry after a refresh. */
   retried: boolean;
+  /** DPoP: this attempt is the one retry with the server's nonce. */
+  nonced?: boolean;
 }
 
 declare module 'axios' {
@@ -46,11 +48,16 @@ export function attachTokenRefresh(instance: AxiosInstance, options: AttachOptio
   const requestId = instance.interceptors.request.use(async (config: InternalAxiosRequestConfig) => {
     const url = fullUrl(instance, config);
     if (config.tokengateAuth === false || !client.shouldAuthorize(url)) return config;
-    const retried = config.tokengate?.retried ?? false;
+    const { retried = false, nonced } = config.tokengate ?? {};
     const token = await client.beforeRequest();
     if (token) config.headers.set('Authorization', `Bearer ${token}`);
     else config.headers.delete('Authorization');
-    config.tokengate = { token, retried };
+    const signed = await (await client.dpop())?.sign(config.method ?? 'get', url, token && `Bearer ${token}`);
+    if (signed) {
+      if (signed.authorization) config.headers.set('Authorization', signed.authorization);
+      config.headers.set('DPoP', signed.dpop);
+    }
+    config.tokengate = { token, retried, nonced };
     return config;
   });
 
@@ -60,6 +67,9 @@ export function attachTokenRefresh(instance: AxiosInstance, options: AttachOptio
    * it on, or fail with a TokenGateError.
    */
   const refused = async (res: AxiosResponse, meta: RequestMeta, passOn: () => AxiosResponse | Promise<never>, cause: unknown) => {
+    const again = await nonceRetry(res, meta);
+    if (again) return again;
+    if (res.status !== 401 && res.status !== 403) return passOn();
     const reason = denialReason(res.status, headerOf(res.headers, 'www-authenticate'), res.data);
     let action;
     try {
@@ -74,17 +84,36 @@ export function attachTokenRefresh(instance: AxiosInstance, options: AttachOptio
     return instance.request(config);
   };
 
+  /**
+   * nonceRetry (DPoP) remembers the server's DPoP-Nonce (and clock); an answer asking
+   * for a proof with it is retried once, and that retry's promise returned.
+   */
+  const nonceRetry = async (res: AxiosResponse, meta: RequestMeta): Promise<AxiosResponse | undefined> => {
+    const dpop = await client.dpop();
+    if (!dpop) return undefined;
+    dpop.rememberClock(headerOf(res.headers, 'cache-control'), headerOf(res.headers, 'date'));
+    const nonce = headerOf(res.headers, 'dpop-nonce');
+    if (!nonce) return undefined;
+    dpop.rememberNonce(fullUrl(instance, res.config), nonce);
+    if (meta.nonced || !dpop.isNonceChallenge(res.status, headerOf(res.headers, 'www-authenticate'), res.data)) return undefined;
+    res.config.tokengate = { ...meta, nonced: true };
+    return instance.request(res.config);
+  };
+
   const responseId = instance.interceptors.response.use(
-    (res: AxiosResponse) => {
+    async (res: AxiosResponse) => {
       const meta = res.config.tokengate;
-      if (meta && (res.status === 401 || res.status === 403)) return refused(res, meta, () => res, res);
-      if (meta) client.afterResponse(meta.token, (name) => headerOf(res.headers, name));
+      if (!meta) return res;
+      if (res.status === 401 || res.status === 403) return refused(res, meta, () => res, res);
+      const again = await nonceRetry(res, meta);
+      if (again) return again;
+      client.afterResponse(meta.token, (name) => headerOf(res.headers, name));
       return res;
     },
     async (error: AxiosError) => {
       const res = error.response;
       const meta = error.config?.tokengate;
-      if (!res || !meta || (res.status !== 401 && res.status !== 403)) throw error;
+      if (!res || !meta) throw error;
       return refused(res, meta, () => Promise.reject(error), error);
     },
   );

@@ -1,3 +1,4 @@
+import type { Dpop } from './dpop.js';
 import { TokenGateError, type DenialReason, type SignOutReason } from './errors.js';
 import { withLock } from './lock.js';
 import { baseHref, resolveOptions, type ResolvedOptions, type TokenClientOptions } from './options.js';
@@ -34,9 +35,12 @@ export class TokenClient {
   private lastRefreshAt: number | undefined;
   private closed = false;
   private readonly ready: Promise<void>;
+  private dpopState: Promise<Dpop> | undefined;
 
   constructor(options: TokenClientOptions = {}) {
     this.o = resolveOptions(options);
+    // Refresh (and revoke) requests carry a proof too.
+    this.o.fetch = this.signing(this.o.fetch);
     this.o.channel?.addEventListener('message', (ev) => this.onMessage(ev.data));
     this.unwatch = this.o.visibility?.subscribe(() => this.schedule());
     this.ready = Promise.resolve()
@@ -120,6 +124,22 @@ export class TokenClient {
   // ----- adapter hooks: called by the axios interceptor and the fetch wrapper, not part of the public API -----
 
   /**
+   * This client's DPoP signer (the module `./dpop.js`, loaded on first use); undefined without the dpop option.
+   * @internal
+   */
+  dpop(): Promise<Dpop> | undefined {
+    return this.o.dpop ? (this.dpopState ??= import('./dpop.js').then((m) => m.dpopFor(this.o.name))) : undefined;
+  }
+
+  /**
+   * signing wraps f so that each request carries a DPoP proof (with the dpop option; otherwise f itself).
+   * @internal
+   */
+  signing(f: typeof fetch): typeof fetch {
+    return this.o.dpop ? async (input, init) => (await this.dpop())!.fetch(f)(input, init) : f;
+  }
+
+  /**
    * Whether a request to url should carry the token.
    * @internal
    */
@@ -187,7 +207,9 @@ export class TokenClient {
 
   /**
    * onUnauthorized decides what to do with a refused request. token_expired:
-   * refresh (joining a running one) and retry once. invalid_token,
+   * refresh (joining a running one) and retry once. token_unbound (bound to
+   * another network or device): the same once; refused so again, it signs
+   * out like the reasons that follow. invalid_token,
    * token_revoked, missing_token: sign out and reject with a TokenGateError —
    * unless the request went out with an older token than the one the client
    * now holds, in which case it is retried once with the newer one.
@@ -197,7 +219,8 @@ export class TokenClient {
   async onUnauthorized(reason: DenialReason | undefined, tokenUsed: string | undefined, retried: boolean): Promise<UnauthorizedAction> {
     await this.ready;
     if (reason === undefined || reason === 'insufficient_scope') return 'pass';
-    if (reason === 'token_expired') {
+    // token_unbound: a fresh token is bound to where this page is now; refused again, it ends the session below.
+    if (reason === 'token_expired' || (reason === 'token_unbound' && !retried)) {
       if (retried) {
         throw new TokenGateError('token_expired', 'the request was refused as expired again after a refresh', { status: 401 });
       }
@@ -302,12 +325,17 @@ export class TokenClient {
 
   private async endSession(reason: SignOutReason, broadcast: boolean): Promise<void> {
     const wasSignedOut = this.signedOut;
+    const had = this.current;
     this.epoch++;
     this.signedOut = true;
     this.current = null;
     clearTimeout(this.timer);
     await this.o.storage.clear();
     if (wasSignedOut) return;
+    // The tab that ended the session deletes the DPoP key (a new sign-in makes a new one); the others
+    // forget their copy. A refusal without a session here (a request sent before sign-in) leaves it:
+    // a sign-in running meanwhile may have just bound its session to that key. signOut() always deletes.
+    await (await this.dpop())?.deleteKey(!broadcast || (!had && reason !== 'signed_out'));
     if (broadcast) this.post({ type: 'signout', reason });
     this.emit(() => this.o.onSignOut?.(reason));
   }

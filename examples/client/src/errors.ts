@@ -9,11 +9,14 @@ export type DenialReason =
   | 'token_expired'
   | 'invalid_token'
   | 'token_revoked'
-  | 'insufficient_scope';
+  | 'insufficient_scope'
+  /** The token is bound to a network or device this request does not come from: the client refreshes once. */
+  | 'token_unbound';
 
 /**
  * Why the client signed the user out. `onSignOut(reason)` receives one of these:
  * - `missing_token`, `invalid_token`, `token_revoked`: extauthz refused the token;
+ * - `token_unbound`: extauthz refused the token as bound elsewhere (network, device) again after one refresh;
  * - `invalid_grant`: the refresher refused the refresh token (expired, revoked, reused);
  * - `refresh_failed`: the refresh failed otherwise (network, unexpected answer) after its retries;
  * - `signed_out`: the app called `signOut()` (in this tab or another).
@@ -22,6 +25,7 @@ export type SignOutReason =
   | 'missing_token'
   | 'invalid_token'
   | 'token_revoked'
+  | 'token_unbound'
   | 'invalid_grant'
   | 'refresh_failed'
   | 'signed_out';

@@ -26,6 +26,7 @@ export type TokenFetch = ((input: RequestInfo | URL, init?: RequestInit) => Prom
 export function createFetch(options: CreateFetchOptions = {}): TokenFetch {
   const client = options.client ?? new TokenClient(options);
   const raw = boundFetch(options.fetch);
+  const signed = client.signing(raw);
 
   const send = async (request: Request, retried: boolean): Promise<Response> => {
     if (!client.shouldAuthorize(request.url)) return raw(request);
@@ -34,7 +35,7 @@ export function createFetch(options: CreateFetchOptions = {}): TokenFetch {
     const headers = new Headers(request.headers);
     if (token) headers.set('Authorization', `Bearer ${token}`);
     else headers.delete('Authorization');
-    const res = await raw(new Request(request, { headers }));
+    const res = await signed(new Request(request, { headers }));
     if (res.status !== 401 && res.status !== 403) {
       if (res.ok) client.afterResponse(token, (name) => res.headers.get(name));
       return res;

@@ -61,6 +61,14 @@ export interface TokenClientOptions {
    * The refresh and revoke endpoints never get it.
    */
   authorize?: (url: string) => boolean;
+  /**
+   * DPoP (RFC 9449): keep a non-extractable ECDSA P-256 key in IndexedDB and
+   * sign a `DPoP` proof for every request this client sends (API calls,
+   * refreshes), retry once with the server's nonce on `use_dpop_nonce`, and
+   * delete the key when the session ends. The code is loaded on first use
+   * (the `@tokengate/client/dpop` module). Default false.
+   */
+  dpop?: boolean;
   /** A new access token: after sign-in, a refresh here, or a refresh in another tab. */
   onTokens?: (tokens: TokenInfo) => void;
   /** The session ended; called once per session, in every tab. */
@@ -103,6 +111,7 @@ export const defaultOptions = {
   refreshHeaders: {} as Record<string, string>,
   expiresInHeader: 'x-token-expires-in',
   authorize: sameOrigin as (url: string) => boolean,
+  dpop: false,
 };
 
 /** The settings a TokenClient runs on: every option resolved, durations in milliseconds. */
@@ -123,6 +132,7 @@ export interface ResolvedOptions {
   refreshHeaders: Record<string, string>;
   expiresInHeader: string;
   authorize: (url: string) => boolean;
+  dpop: boolean;
   onTokens?: (tokens: TokenInfo) => void;
   onSignOut?: (reason: SignOutReason) => void;
   onRefreshError?: (error: RefreshError) => void;

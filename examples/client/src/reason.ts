@@ -6,6 +6,7 @@ const KNOWN: ReadonlySet<string> = new Set<DenialReason>([
   'invalid_token',
   'token_revoked',
   'insufficient_scope',
+  'token_unbound',
 ]);
 
 /**
@@ -13,12 +14,13 @@ const KNOWN: ReadonlySet<string> = new Set<DenialReason>([
  * tokengate's extension attribute `reason`) of a `Bearer` challenge
  * (RFC 6750 §3). Other schemes in the same header are
  * skipped. It returns undefined when there is no Bearer challenge with an
- * error.
+ * error. With want `dpop` it reads the `DPoP` challenge instead (RFC 9449
+ * §7.1, how a DPoP-bound token is refused).
  */
-export function parseWwwAuthenticate(header: string | null | undefined): { error: string; description?: string; reason?: string } | undefined {
+export function parseWwwAuthenticate(header: string | null | undefined, want: 'bearer' | 'dpop' = 'bearer'): { error: string; description?: string; reason?: string } | undefined {
   let scheme: string | undefined;
   let params: Record<string, string> = {};
-  const bearerError = () => (scheme === 'bearer' && params.error ? { error: params.error, description: params.error_description, reason: params.reason } : undefined);
+  const bearerError = () => (scheme === want && params.error ? { error: params.error, description: params.error_description, reason: params.reason } : undefined);
   // The comma-separated items, split only outside quoted strings (in which a
   // backslash escapes the next character; an unclosed quote runs to the end).
   for (let item of header?.match(/(?:[^,"]|"(?:\\[^]|[^"\\])*(?:"|\\?$))+/g) ?? []) {
@@ -45,7 +47,8 @@ export function parseWwwAuthenticate(header: string | null | undefined): { error
 /**
  * denialReason decides why a 401/403 happened, from what the answer carries:
  * the JSON body's `error` first; when the body is unreadable (HTML error page
- * of a proxy, binary, empty), the `www-authenticate` Bearer challenge.
+ * of a proxy, binary, empty), the `www-authenticate` Bearer challenge, or
+ * else its DPoP challenge.
  *
  * extauthz's challenge follows RFC 6750: `error="invalid_token"` for expired
  * and revoked tokens too, and tokengate's extension attribute `reason` (for
@@ -62,7 +65,7 @@ export function denialReason(status: number, wwwAuthenticate: string | null | un
   if (status !== 401 && status !== 403) return undefined;
   const fromBody = bodyError(body);
   if (fromBody !== undefined) return KNOWN.has(fromBody) ? (fromBody as DenialReason) : undefined;
-  const challenge = parseWwwAuthenticate(wwwAuthenticate);
+  const challenge = parseWwwAuthenticate(wwwAuthenticate) ?? parseWwwAuthenticate(wwwAuthenticate, 'dpop');
   if (!challenge) {
     // A bare "Bearer" challenge without an error is RFC 6750's "no credentials".
     if (status === 401 && wwwAuthenticate && /^\s*bearer\b/i.test(wwwAuthenticate)) return 'missing_token';

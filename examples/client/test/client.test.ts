@@ -272,8 +272,10 @@ for (const [kind, make] of Object.entries(makers)) {
       });
 
       for (const [reason, d] of Object.entries(denials)) {
-        if (reason === 'token_expired') continue; // refresh and retry: the single-flight tests above
-        const signsOut = d.status === 401;
+        // token_expired and token_unbound refresh and retry: the single-flight tests above and test/dpop.test.ts.
+        if (reason === 'token_expired' || reason === 'token_unbound') continue;
+        // A refused DPoP proof or a nonce request is the app's to see (the nonce retry is in test/dpop.test.ts).
+        const signsOut = d.status === 401 && reason !== 'invalid_dpop_proof' && reason !== 'use_dpop_nonce';
         it(`${reason} (${d.status}): ${signsOut ? 'signs out once, without refreshing' : 'passed to the app, session kept'}`, async () => {
           const o = baseOptions();
           const api = make(fake, o);
@@ -297,6 +299,48 @@ for (const [kind, make] of Object.entries(makers)) {
           }
         });
       }
+    });
+
+    // Network or device binding (with or without DPoP): extauthz's real token_unbound answer.
+    describe(`${kind}: token_unbound, ${jsonDenials ? 'JSON body' : 'HTML body behind nginx'}`, () => {
+      let fake: FakeTokengate;
+      beforeEach(() => {
+        vi.useFakeTimers({ now: Date.UTC(2026, 0, 1) });
+        fake = new FakeTokengate();
+        fake.jsonDenials = jsonDenials;
+      });
+      afterEach(() => {
+        vi.useRealTimers();
+      });
+
+      it('refreshes once and retries: the new token is bound to where the page is now', async () => {
+        const o = baseOptions();
+        const api = make(fake, o);
+        const s = fake.signIn();
+        await api.client.setTokens(s.body, { date: s.date });
+        fake.refuse.set(s.body.access_token, 'token_unbound');
+        const body = await settle(api.get());
+        expect(body.ok).toBe(true);
+        expect(body.token).not.toBe(s.body.access_token);
+        expect(fake.count('/v1/token')).toBe(1);
+        expect(fake.count('/api/items')).toBe(2);
+        expect(o.signOuts).toEqual([]);
+      });
+
+      it('refused as unbound again after the refresh: signs out, never a second refresh', async () => {
+        const o = baseOptions();
+        const api = make(fake, o);
+        const s = fake.signIn();
+        await api.client.setTokens(s.body, { date: s.date });
+        fake.refuseAll = 'token_unbound';
+        const err = await settle(api.get().catch((e: unknown) => e));
+        expect(err).toBeInstanceOf(TokenGateError);
+        expect((err as TokenGateError).code).toBe('token_unbound');
+        expect(fake.count('/v1/token')).toBe(1);
+        expect(fake.count('/api/items')).toBe(2);
+        expect(o.signOuts).toEqual(['token_unbound']);
+        expect(api.client.session).toBeNull();
+      });
     });
   }
 

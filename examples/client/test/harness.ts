@@ -71,6 +71,8 @@ export class FakeTokengate {
   refuse = new Map<string, string>();
   /** The response header telling the client how long its token has left (extauthz's headers.expires_in_header). */
   expiresInHeader = 'x-token-expires-in';
+  /** DPoP: the thumbprint issued tokens are bound to (`cnf.jkt`); undefined issues unbound tokens. */
+  jkt: string | undefined;
   calls: Call[] = [];
   private seq = 0;
   private access = new Map<string, number>(); // token -> exp (server ms)
@@ -98,11 +100,13 @@ export class FakeTokengate {
     this.seq++;
     const now = this.serverNow();
     const exp = Math.floor(now / 1000) + this.ttlSeconds;
-    const token = jwt({ sub: 'u1', sid: 's1', exp, iat: Math.floor(now / 1000), jti: `j${this.seq}` });
+    const claims: Record<string, unknown> = { sub: 'u1', sid: 's1', exp, iat: Math.floor(now / 1000), jti: `j${this.seq}` };
+    if (this.jkt) claims.cnf = { jkt: this.jkt };
+    const token = jwt(claims);
     this.access.set(token, exp * 1000);
     const rt = `rt${this.seq}`;
     this.refresh.set(rt, 'active');
-    return { access_token: token, token_type: 'Bearer', expires_in: this.ttlSeconds, refresh_token: rt, refresh_expires_in: 3600, session_id: 's1' };
+    return { access_token: token, token_type: this.jkt ? 'DPoP' : 'Bearer', expires_in: this.ttlSeconds, refresh_token: rt, refresh_expires_in: 3600, session_id: 's1' };
   }
 
   fetch = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
@@ -123,7 +127,7 @@ export class FakeTokengate {
     if (url.pathname === '/v1/revoke') return new Response(null, { status: 200, headers: { date } });
     // The protected API.
     const auth = req.headers.get('authorization');
-    const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
+    const token = auth?.startsWith('Bearer ') ? auth.slice(7) : auth?.startsWith('DPoP ') ? auth.slice(5) : undefined;
     let reason: string | undefined;
     if (!token) reason = 'missing_token';
     else if (this.refuseAll) reason = this.refuseAll;

@@ -65,6 +65,10 @@ type sessionRecord struct {
 	ExpiresAt  time.Time       `json:"expires_at"`
 	RevokedAt  time.Time       `json:"revoked_at"`
 	Generation uint64          `json:"generation"`
+	// JKT and Device are absent from records written before DPoP binding
+	// existed; such a session loads unbound and without a device.
+	JKT    string `json:"jkt,omitempty"`
+	Device string `json:"dev,omitempty"`
 	// First is the hash of the session's first token: the head of its token
 	// chain, which Prune walks to delete every token of an expired session.
 	First string `json:"first,omitempty"`
@@ -96,7 +100,7 @@ type feedRecord struct {
 
 func fromSession(s store.Session) sessionRecord {
 	return sessionRecord{ID: s.ID, Subject: s.Subject, Claims: s.Claims, CreatedAt: s.CreatedAt, IdleTTL: s.IdleTTL,
-		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, Generation: s.Generation}
+		ExpiresAt: s.ExpiresAt, RevokedAt: s.RevokedAt, Generation: s.Generation, JKT: s.JKT, Device: s.Device}
 }
 
 // setSession takes the session's fields from s, keeping the record's own
@@ -109,7 +113,7 @@ func (r *sessionRecord) setSession(s store.Session) {
 
 func (r sessionRecord) session() store.Session {
 	return store.Session{ID: r.ID, Subject: r.Subject, Claims: r.Claims, CreatedAt: r.CreatedAt, IdleTTL: r.IdleTTL,
-		ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, Generation: r.Generation}
+		ExpiresAt: r.ExpiresAt, RevokedAt: r.RevokedAt, Generation: r.Generation, JKT: r.JKT, Device: r.Device}
 }
 
 // timeKey encodes t as 8 big-endian bytes that sort in time order (Unix

@@ -3,7 +3,7 @@
 //
 // Layout (P = key prefix, "tokengate:" by default):
 //
-//	P s:{sid}          hash   session (sub, created, idle, exp, rev, gen, cur)
+//	P s:{sid}          hash   session (sub, created, idle, exp, rev, gen, cur, [jkt, dev])
 //	P c:{sid}          string the session's claims (JSON)
 //	P k:{sid}          hash   refresh-token records: HASH → "gen|iat|exp|rot|child"
 //	P p:{sid}:HASH     string sealed pair the rotation of HASH issued (grace window)
@@ -173,7 +173,8 @@ func (s *Store) CreateSession(ctx context.Context, sess store.Session, first sto
 	ttl := millis(sess.ExpiresAt.Sub(sess.CreatedAt))
 	claims := string(sess.Claims)
 	args := []any{sess.ID, sess.Subject, claims, encodeTime(sess.CreatedAt), int64(sess.IdleTTL),
-		encodeTime(sess.ExpiresAt), first.Hash, encodeTime(first.IssuedAt), encodeTime(first.ExpiresAt), ttl}
+		encodeTime(sess.ExpiresAt), first.Hash, encodeTime(first.IssuedAt), encodeTime(first.ExpiresAt), ttl,
+		sess.JKT, sess.Device}
 	keys := []string{s.sessionKey(sess.ID), s.tokensKey(sess.ID), s.claimsKey(sess.ID)}
 	if !s.split {
 		keys = append(keys, s.indexKey(first.Hash), s.subjectKey(sess.Subject))
@@ -282,7 +283,7 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 		encodeTime(req.Now), encodeTime(req.Now.Add(-req.Grace)), req.Child.Hash,
 		encodeTime(req.Child.IssuedAt), encodeTime(req.Child.ExpiresAt), req.Sealed,
 		millis(req.Grace+sealedSlack), encodeTime(req.RevokeUntil), feedTTL, req.ParentHash, sid,
-		deadline,
+		deadline, req.JKT,
 	).Slice()
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
@@ -490,10 +491,16 @@ func decodeRotate(sid, parent string, reply []any) (res store.RotateResult, pttl
 	case codeLate:
 		return res, 0, false, ErrLate
 	}
-	if code < codeRotated || code > codeRevoked || len(reply) != 8 {
+	outcome := store.Outcome(code)
+	if code == codeKeyMismatch {
+		outcome = store.KeyMismatch
+	} else if code < codeRotated || code > codeRevoked {
+		outcome = 0
+	}
+	if outcome == 0 || len(reply) != 8 {
 		return res, 0, false, fmt.Errorf("unexpected reply %v", reply)
 	}
-	res = store.RotateResult{Outcome: store.Outcome(code)}
+	res = store.RotateResult{Outcome: outcome}
 	sf, _ := reply[1].([]any)
 	rec, _ := reply[2].(string)
 	sm, err := flatMap(sf)
@@ -532,6 +539,8 @@ func decodeSession(sid string, m map[string]string, claims string) (store.Sessio
 	s.IdleTTL = time.Duration(idle)
 	s.Generation, err = strconv.ParseUint(m["gen"], 10, 64)
 	errs = append(errs, err)
+	// Absent in sessions created before DPoP binding existed: unbound.
+	s.JKT, s.Device = m["jkt"], m["dev"]
 	if err := errors.Join(errs...); err != nil {
 		return store.Session{}, fmt.Errorf("session %s: corrupt record: %w", sid, err)
 	}

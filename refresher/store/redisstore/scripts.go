@@ -43,7 +43,9 @@ end
 
 // createScript: KEYS session, tokens, claims, [index of first token,
 // subject index]. ARGV sid, sub, claims, created, idle, exp, token hash,
-// iat, token exp, ttl ms. Returns 1 created, 0 exists. Creating the same
+// iat, token exp, ttl ms, DPoP key thumbprint, device hash (the last two
+// "" for none: the fields 'jkt' and 'dev' are then left out, as in
+// sessions created before DPoP binding existed). Returns 1 created, 0 exists. Creating the same
 // session with the same first token again is success, so a retried call is
 // harmless. Claims live in their own string key: a hash with a value over
 // hash-max-listpack-value (64 bytes by default) loses Redis's compact
@@ -61,6 +63,8 @@ if KEYS[4] then
 end
 redis.call('HSET', KEYS[1], 'sub', ARGV[2], 'created', ARGV[4], 'idle', ARGV[5],
   'exp', ARGV[6], 'rev', '', 'gen', '0', 'cur', ARGV[7])
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'jkt', ARGV[11]) end
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'dev', ARGV[12]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[10])
 redis.call('HSET', KEYS[2], ARGV[7], '0|' .. ARGV[8] .. '|' .. ARGV[9] .. '||')
@@ -79,6 +83,9 @@ const (
 	// codeLate: the script ran after the caller's deadline and did nothing
 	// (see clock.go); not a store.Outcome.
 	codeLate = 7
+	// codeKeyMismatch: store.KeyMismatch (the session is bound to another
+	// DPoP key); nothing written.
+	codeKeyMismatch = 8
 )
 
 // rotateScript is the whole Rotate decision table (store.Store.Rotate) in
@@ -88,7 +95,8 @@ const (
 // store passes too, holds it to the same answers and writes. KEYS session, tokens, parent's sealed pair, claims, [feed,
 // child's index]. ARGV now, grace cutoff (now-grace), child hash, child
 // iat, child exp, sealed, sealed ttl ms, revoke until, feed ttl ms, parent
-// hash, sid, deadline (microseconds on Redis's clock, "" for none).
+// hash, sid, deadline (microseconds on Redis's clock, "" for none), the
+// request's DPoP key thumbprint ("" for none).
 // Returns {code, session fields, parent record, sealed or false, session
 // pttl ms, claims, TIME seconds, TIME microseconds}, or {4 (unknown) or 7
 // (late: past the deadline, nothing read or written), TIME seconds, TIME
@@ -99,7 +107,8 @@ if ARGV[12] ~= '' and tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(ARGV[
   return {7, t[1], t[2]}
 end
 local now = ARGV[1]
-local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'cur', 'sub')
+local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'cur', 'sub', 'jkt')
+local jkt = s[5] or ''
 local rec = redis.call('HGET', KEYS[2], ARGV[10])
 if not s[2] or not rec then return {4, t[1], t[2]} end
 local gen, iat, exp, rot, child = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
@@ -109,6 +118,8 @@ if s[1] ~= '' then
   code = 6
 elseif now >= s[2] then
   code = 5
+elseif jkt ~= '' and jkt ~= ARGV[13] then
+  code = 8
 elseif rot ~= '' then
   if ARGV[2] < rot and child == s[3] then
     code = 2
@@ -132,6 +143,7 @@ else
   redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[7])
   redis.call('HINCRBY', KEYS[1], 'gen', 1)
   redis.call('HSET', KEYS[1], 'cur', ARGV[3])
+  if jkt == '' and ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'jkt', ARGV[13]) end
   if KEYS[6] then redis.call('SET', KEYS[6], ARGV[11], 'PX', ttl) end
 end
 return {code, redis.call('HGETALL', KEYS[1]), rec, sealed, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[4]), t[1], t[2]}

@@ -88,6 +88,8 @@ func (r *refStore) Rotate(_ context.Context, req store.RotateRequest) (store.Rot
 		res.Outcome = store.Revoked
 	case !req.Now.Before(s.ExpiresAt):
 		res.Outcome = store.Expired
+	case s.JKT != "" && req.JKT != s.JKT:
+		res.Outcome = store.KeyMismatch
 	case !p.RotatedAt.IsZero():
 		cur, isCur := r.tokens[p.ChildHash]
 		if req.Now.Before(p.RotatedAt.Add(req.Grace)) && isCur && cur.RotatedAt.IsZero() {
@@ -113,6 +115,9 @@ func (r *refStore) Rotate(_ context.Context, req store.RotateRequest) (store.Rot
 		child.Generation = p.Generation + 1
 		r.tokens[child.Hash] = child
 		s.Generation++
+		if s.JKT == "" {
+			s.JKT = req.JKT
+		}
 		r.sessions[s.ID] = s
 		res.Session, res.Parent = s, p
 	}

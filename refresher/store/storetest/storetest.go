@@ -70,6 +70,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RevocationsWaitTimesOut", testRevocationsWaitTimesOut},
 		{"RevocationsWaitCancelled", testRevocationsWaitCancelled},
 		{"Ping", testPing},
+		{"CreateBound", testCreateBound},
+		{"BoundRotateSameKey", testBoundRotateSameKey},
+		{"BoundRotateOtherKey", testBoundRotateOtherKey},
+		{"BoundReplayOtherKey", testBoundReplayOtherKey},
+		{"BoundReuseOtherKeyDoesNotRevoke", testBoundReuseOtherKey},
+		{"BoundRevokedAndExpired", testBoundRevokedAndExpired},
+		{"UnboundBindsOnRotate", testUnboundBindsOnRotate},
+		{"UnboundStaysUnbound", testUnboundStaysUnbound},
+		{"ConcurrentBoundRotate", testConcurrentBoundRotate},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,7 +9,10 @@
 //   skipLibCheck false under node16, bundler and node10 resolution, and runs
 //   it through require() and import;
 // - a project with axios type-checks and runs @tokengate/client/axios;
-// - each entry point's size, minified and gzipped, matches the table in
+// - @tokengate/client/dpop type-checks the same way, and dpop: true signs
+//   requests under require() and import (the proof's signature verified);
+// - each entry point's size, minified and gzipped (code split: the DPoP
+//   chunk the client loads lazily counts apart), matches the table in
 //   docs/client.md, and createFetch alone stays under its budget;
 // - npm install <directory> and npm install git+file://…#<sha>::path:… run
 //   the prepare script, which builds dist.
@@ -37,6 +40,9 @@ const axiosVersion = JSON.parse(readFileSync(join(pkgDir, 'node_modules/axios/pa
  * refresh, denial reasons).
  */
 const createFetchLimit = 5 * 1024;
+
+/** label is how docs/client.md's size table names an entry: `createFetch`, or the DPoP chunk `dpop: true` loads. */
+const label = (name) => (name.startsWith('createFetch, ') ? '`dpop: true` chunk (loaded on first use)' : `\`${name}\``);
 
 // Child npm processes must not inherit the npm_* variables of the
 // `npm run` that started this file (its config, its package).
@@ -123,15 +129,15 @@ describe('@tokengate/client as a package', () => {
   });
 
   test('the tarball holds dist (ESM and CommonJS), types, source maps with their sources, README and LICENSE', () => {
-    const want = ['LICENSE', 'README.md', 'package.json', 'axios/package.json', 'dist/cjs/package.json'];
+    const want = ['LICENSE', 'README.md', 'package.json', 'axios/package.json', 'dpop/package.json', 'dist/cjs/package.json'];
     for (const format of ['esm', 'cjs']) {
-      for (const entry of ['index', 'axios']) {
+      for (const entry of ['index', 'axios', 'dpop']) {
         for (const ext of ['.js', '.js.map', '.d.ts', '.d.ts.map']) want.push(`dist/${format}/${entry}${ext}`);
       }
     }
     for (const f of readdirSync(join(pkgDir, 'src'))) want.push(`src/${f}`);
     for (const f of want) assert.ok(files.includes(f), `${f} is not in the tarball: ${files.join(', ')}`);
-    const allowed = /^(dist\/(esm|cjs)\/[a-z]+\.(js|js\.map|d\.ts|d\.ts\.map)|dist\/cjs\/package\.json|src\/[a-z]+\.ts|LICENSE|README\.md|package\.json|axios\/package\.json)$/;
+    const allowed = /^(dist\/(esm|cjs)\/[a-z]+\.(js|js\.map|d\.ts|d\.ts\.map)|dist\/cjs\/package\.json|src\/[a-z]+\.ts|LICENSE|README\.md|package\.json|(axios|dpop)\/package\.json)$/;
     for (const f of files) assert.match(f, allowed, `${f} should not be in the tarball`);
 
     // Every source map names sources that ship (or carries them inline); every .js and .d.ts points at its map.
@@ -161,10 +167,12 @@ describe('@tokengate/client as a package', () => {
     const walk = (v) => (typeof v === 'string' ? targets.push(v) : Object.values(v).forEach(walk));
     walk(pkg.exports);
     targets.push(pkg.main, pkg.module, pkg.types);
-    const stub = JSON.parse(readFileSync(join(unpacked, 'axios/package.json'), 'utf8'));
-    for (const k of ['main', 'module', 'types']) targets.push(posix.join('axios', stub[k]));
+    for (const sub of ['axios', 'dpop']) {
+      const stub = JSON.parse(readFileSync(join(unpacked, `${sub}/package.json`), 'utf8'));
+      for (const k of ['main', 'module', 'types']) targets.push(posix.join(sub, stub[k]));
+    }
     for (const t of targets) assert.ok(files.includes(posix.normalize(t)), `${t} is not in the tarball`);
-    for (const entry of ['.', './axios']) {
+    for (const entry of ['.', './axios', './dpop']) {
       for (const cond of ['import', 'require']) assert.ok(pkg.exports[entry][cond].types, `exports["${entry}"].${cond} has no types`);
     }
     assert.equal(pkg.peerDependenciesMeta?.axios?.optional, true, 'axios must be an optional peer dependency');
@@ -206,6 +214,54 @@ export const isDenied = (e: unknown): boolean => isTokenGateError(e) && e instan
     assert.equal(names, esmNames, 'the CommonJS and ES module builds export different names');
     assert.ok(names.split(',').includes('createFetch'));
     assert.ok(!names.split(',').includes('attachTokenRefresh'), 'the root entry still exports the axios adapter');
+  });
+
+  test('@tokengate/client/dpop type-checks with skipLibCheck false, and dpop: true signs requests under require() and import', () => {
+    const use = (from) => `
+${from}
+const f = createFetch({ dpop: true });
+export const login = async (): Promise<Response> => fetch('/login', { method: 'POST', headers: { ...(await dpopHeaders('POST', '/login')) } });
+export const proof = (): Promise<string> => dpopProof('GET', 'https://api.example/x', { accessToken: 't', nonce: 'n', name: 'tokengate' });
+export const jkt = (): Promise<string> => dpopThumbprint();
+export const out = (): Promise<void> => deleteDpopKey();
+export const stored = async (): Promise<boolean> => (await storedDpopKey()) !== undefined;
+export const status = async (): Promise<number> => (await f('/api')).status;
+`;
+    const names = 'dpopHeaders, dpopProof, dpopThumbprint, deleteDpopKey, storedDpopKey';
+    writeFileSync(join(fetchOnly, 'dpop-esm.mts'), use(`import { createFetch } from '@tokengate/client';\nimport { ${names} } from '@tokengate/client/dpop';`));
+    writeFileSync(join(fetchOnly, 'dpop-cjs.cts'), use(`import tg = require('@tokengate/client');\nimport dp = require('@tokengate/client/dpop');\nconst { createFetch } = tg;\nconst { ${names} } = dp;`));
+    writeFileSync(join(fetchOnly, 'dpop-app.ts'), use(`import { createFetch } from '@tokengate/client';\nimport { ${names} } from '@tokengate/client/dpop';`));
+    mustTypecheck(fetchOnly, 'dpop-node16', { module: 'Node16', moduleResolution: 'Node16' }, ['dpop-esm.mts', 'dpop-cjs.cts']);
+    mustTypecheck(fetchOnly, 'dpop-bundler', { module: 'ESNext', moduleResolution: 'Bundler' }, ['dpop-app.ts']);
+    mustTypecheck(fetchOnly, 'dpop-node10', { module: 'CommonJS', moduleResolution: 'Node10' }, ['dpop-app.ts']);
+
+    // Node has WebCrypto and no IndexedDB: the key lives in memory, which is all this needs.
+    const body = `
+const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+const token = [b64({ alg: 'none' }), b64({ sub: 'u-1', exp: Math.floor(Date.now() / 1000) + 300, cnf: { jkt: 'k' } }), 'sig'].join('.');
+const seen = [];
+const fake = async (input, init) => {
+  const h = new Headers(init?.headers ?? input.headers);
+  seen.push({ auth: h.get('authorization'), dpop: h.get('dpop') });
+  return new Response('{}', { status: 200, headers: { 'content-type': 'application/json' } });
+};
+const f = tg.createFetch({ fetch: fake, dpop: true, locks: null, channel: null, visibility: null, autoRefresh: false, authorize: () => true });
+await f.client.setTokens({ access_token: token, token_type: 'DPoP', expires_in: 300 });
+await f('http://app.test/api/items?q=1');
+const login = (await dp.dpopHeaders('POST', 'http://app.test/login')).DPoP;
+f.client.close();
+const [h, c, sig] = seen[0].dpop.split('.');
+const header = JSON.parse(Buffer.from(h, 'base64url'));
+const claims = JSON.parse(Buffer.from(c, 'base64url'));
+const key = await crypto.subtle.importKey('jwk', header.jwk, { name: 'ECDSA', namedCurve: 'P-256' }, false, ['verify']);
+const verified = await crypto.subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, key, Buffer.from(sig, 'base64url'), Buffer.from(h + '.' + c));
+const loginJwk = JSON.parse(Buffer.from(login.split('.')[0], 'base64url')).jwk;
+console.log(JSON.stringify({ scheme: seen[0].auth.split(' ')[0], typ: header.typ, htu: claims.htu, verified, sameKey: JSON.stringify(loginJwk) === JSON.stringify(header.jwk) }));
+`;
+    const want = { scheme: 'DPoP', typ: 'dpop+jwt', htu: 'http://app.test/api/items', verified: true, sameKey: true };
+    writeFileSync(join(fetchOnly, 'dpop-smoke.cjs'), `const tg = require('@tokengate/client');\nconst dp = require('@tokengate/client/dpop');\nif (!require.resolve('@tokengate/client/dpop').endsWith('/dist/cjs/dpop.js')) throw new Error('not the CommonJS build');\n(async () => {${body}})().catch((e) => { console.error(e); process.exit(1); });\n`);
+    writeFileSync(join(fetchOnly, 'dpop-smoke.mjs'), `import * as tg from '@tokengate/client';\nimport * as dp from '@tokengate/client/dpop';\nif (!import.meta.resolve('@tokengate/client/dpop').endsWith('/dist/esm/dpop.js')) throw new Error('not the ES module build');\n${body}`);
+    for (const file of ['dpop-smoke.cjs', 'dpop-smoke.mjs']) assert.deepEqual(JSON.parse(run(process.execPath, [file], fetchOnly)), want, file);
   });
 
   test('a project with axios type-checks and runs @tokengate/client/axios (ESM and CommonJS)', () => {
@@ -251,25 +307,46 @@ console.log(JSON.stringify({ bearer: seen[0] === 'Bearer ' + jwt }));
       ['TokenClient', "export { TokenClient } from '@tokengate/client';"],
       ['@tokengate/client', "export * from '@tokengate/client';"],
       ['@tokengate/client/axios', "export * from '@tokengate/client/axios';"],
+      ['@tokengate/client/dpop', "export * from '@tokengate/client/dpop';"],
     ];
     const measured = {};
     for (const [name, contents] of entries) {
+      // Code splitting, as an app's bundler does: what the client loads only
+      // with the dpop option (a dynamic import) is a chunk of its own, not
+      // part of what every page downloads.
       const out = await esbuild.build({
         stdin: { contents, resolveDir: fetchOnly, loader: 'js' },
         absWorkingDir: fetchOnly,
         bundle: true,
         minify: true,
         format: 'esm',
+        splitting: true,
+        outdir: join(fetchOnly, 'out'),
+        metafile: true,
         platform: 'browser',
         target: 'es2020',
         external: ['axios'],
         write: false,
         logLevel: 'silent',
       });
-      const code = out.outputFiles[0].contents;
-      measured[name] = { min: code.length, gzip: gzipSync(code, { level: 9 }).length };
+      const outputs = out.metafile.outputs;
+      const code = (file) => out.outputFiles.find((f) => f.path === join(fetchOnly, file)).contents;
+      const size = (files) => ({ min: files.reduce((n, f) => n + code(f).length, 0), gzip: files.reduce((n, f) => n + gzipSync(code(f), { level: 9 }).length, 0) });
+      // The entry and the chunks it imports statically: what the page loads.
+      const entry = Object.keys(outputs).find((f) => outputs[f].entryPoint === '<stdin>');
+      const loaded = [entry];
+      for (let i = 0; i < loaded.length; i++) {
+        for (const imp of outputs[loaded[i]].imports) if (imp.kind === 'import-statement' && !imp.external && !loaded.includes(imp.path)) loaded.push(imp.path);
+      }
+      measured[name] = size(loaded);
+      // What the dpop option loads on first use.
+      const lazy = Object.keys(outputs).filter((f) => f.endsWith('.js') && !loaded.includes(f));
+      if (name === 'createFetch') {
+        assert.equal(lazy.length, 1, `createFetch should have one lazily loaded chunk (the DPoP code): ${Object.keys(outputs).join(', ')}`);
+        measured['createFetch, dpop: true (loaded on first use)'] = size(lazy);
+      }
     }
-    const table = Object.entries(measured).map(([name, s]) => `| \`${name}\` | ${s.min} | ${s.gzip} |`).join('\n');
+    const table = Object.entries(measured).map(([name, s]) => `| ${label(name)} | ${s.min} | ${s.gzip} |`).join('\n');
     console.log(`bundle sizes (bytes, esbuild --minify, gzip -9):\n${table}`);
     assert.ok(measured.createFetch.gzip <= createFetchLimit, `createFetch alone is ${measured.createFetch.gzip} bytes gzipped, over ${createFetchLimit}`);
 
@@ -279,7 +356,7 @@ console.log(JSON.stringify({ bearer: seen[0] === 'Bearer ' + jwt }));
     assert.ok(docs.includes(header), `docs/client.md has no size table (${header})`);
     const rows = docs.slice(docs.indexOf(header)).split('\n\n')[0].split('\n');
     for (const [name, s] of Object.entries(measured)) {
-      const row = rows.find((l) => l.startsWith(`| \`${name}\` |`));
+      const row = rows.find((l) => l.startsWith(`| ${label(name)} |`));
       assert.ok(row, `docs/client.md has no size row for ${name}; the measured table:\n${table}`);
       const [min, gzip] = row.split('|').slice(-3, -1).map((c) => Number(c.replace(/\D/g, '')));
       for (const [what, doc, got] of [['minified', min, s.min], ['gzip', gzip, s.gzip]]) {
