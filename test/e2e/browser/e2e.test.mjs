@@ -34,12 +34,12 @@ after(async () => {
   cleanup();
 });
 
-/** openDemo opens the demo page (or another page of the stack) with the given client options and waits for its handle. */
-async function openDemo(context, stack, params = {}, file = 'index.html') {
+/** openDemo opens the demo page with the given client options and waits for its handle. */
+async function openDemo(context, stack, params = {}) {
   const page = await context.newPage();
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(e));
-  await page.goto(`${stack.base}/${file}?${new URLSearchParams(params)}`);
+  await page.goto(`${stack.base}/index.html?${new URLSearchParams(params)}`);
   await page.waitForFunction(() => window.tg?.ready === true);
   return page;
 }
@@ -509,6 +509,31 @@ async function refreshFromNode(stack, token, headers = {}) {
 
 const jktOf = (accessToken) => decodeJWT(accessToken).claims.cnf?.jkt;
 
+/** idbRecords counts the records of every IndexedDB object store of the page's origin. */
+const idbRecords = (page) =>
+  page.evaluate(async () => {
+    const out = {};
+    for (const { name } of await indexedDB.databases()) {
+      const db = await new Promise((res, rej) => {
+        const r = indexedDB.open(name);
+        r.onsuccess = () => res(r.result);
+        r.onerror = () => rej(r.error);
+      });
+      for (const store of db.objectStoreNames) {
+        out[`${name}/${store}`] = await new Promise((res, rej) => {
+          const r = db.transaction(store).objectStore(store).count();
+          r.onsuccess = () => res(r.result);
+          r.onerror = () => rej(r.error);
+        });
+      }
+      db.close();
+    }
+    return out;
+  });
+
+/** The demo page with the client's dpop option, no timers: the test decides when to refresh. */
+const DPOP = { dpop: true, autoRefresh: false, refreshAhead: 0 };
+
 describe('DPoP (sender-constrained tokens)', () => {
   let stack;
   before(async () => {
@@ -522,13 +547,13 @@ describe('DPoP (sender-constrained tokens)', () => {
   test('D1. sign in with a proof, call, refresh; copied tokens and proofs are refused elsewhere while the page keeps working', async () => {
     const context = await browser.newContext();
     try {
-      const page = await openDemo(context, stack, {}, 'dpop.html');
+      const page = await openDemo(context, stack, DPOP);
       const rec = record(page);
 
       // Sign-in: the page signs a proof for /login; the login backend forwards it to the refresher.
-      const signedIn = await page.evaluate(() => window.tg.signIn('u-dpop'));
-      assert.equal(signedIn.tokenType, 'DPoP');
+      await page.evaluate(() => window.tg.signIn('u-dpop'));
       await rec.settle();
+      assert.equal(rec.tokens.find((t) => t.path === '/login')?.token_type, 'DPoP');
       const loginProof = rec.last('/login');
       assert.ok(loginProof, 'the sign-in request carried a DPoP proof');
       assert.equal(decodeJWT(loginProof.dpop).claims.htu, `${stack.base}/login`);
@@ -552,7 +577,7 @@ describe('DPoP (sender-constrained tokens)', () => {
 
       // Refresh: a proof on /v1/token, the new token bound to the same key.
       const rotations0 = await stack.metric('tokengate_refresher_rotations_total');
-      await page.evaluate(() => window.tg.refresh());
+      await page.evaluate(() => window.tg.client.refresh());
       const access1 = await page.evaluate(() => window.tg.client.session.accessToken);
       assert.notEqual(access1, access0);
       assert.equal(jktOf(access1), jkt, 'cnf.jkt after the refresh');
@@ -598,7 +623,7 @@ describe('DPoP (sender-constrained tokens)', () => {
 
       // The page is unaffected: calls and a refresh still work, nobody was signed out.
       assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
-      await page.evaluate(() => window.tg.refresh());
+      await page.evaluate(() => window.tg.client.refresh());
       const access2 = await page.evaluate(() => window.tg.client.session.accessToken);
       assert.notEqual(access2, access1);
       assert.equal(jktOf(access2), jkt);
@@ -614,13 +639,13 @@ describe('DPoP (sender-constrained tokens)', () => {
   test('D2. the key survives a reload; sign-out deletes it and the next sign-in gets a new one', async () => {
     const context = await browser.newContext();
     try {
-      const page = await openDemo(context, stack, { storage: 'localStorage' }, 'dpop.html');
+      const page = await openDemo(context, stack, { ...DPOP, storage: 'localStorage' });
       const rec = record(page);
       await page.evaluate(() => window.tg.signIn('u-dpop-reload'));
       assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
       await rec.settle();
       const jkt = proofJKT(rec.last('/api/echo').dpop);
-      assert.ok(Object.values(await page.evaluate(() => window.tg.keyStores())).some((n) => n > 0), 'the key is in IndexedDB');
+      assert.ok(Object.values(await idbRecords(page)).some((n) => n > 0), 'the key is in IndexedDB');
 
       await page.reload();
       await page.waitForFunction(() => window.tg?.ready === true);
@@ -631,7 +656,7 @@ describe('DPoP (sender-constrained tokens)', () => {
       assert.equal(proofJKT(rec.last('/api/echo').dpop), jkt, 'the same key signs after the reload');
 
       await page.evaluate(() => window.tg.client.signOut());
-      const stores = await page.evaluate(() => window.tg.keyStores());
+      const stores = await idbRecords(page);
       assert.deepEqual(Object.entries(stores).filter(([, n]) => n > 0), [], `IndexedDB after sign-out: ${JSON.stringify(stores)}`);
 
       await page.evaluate(() => window.tg.signIn('u-dpop-reload'));
@@ -680,12 +705,12 @@ describe('network binding', () => {
     await stack?.stop();
   });
 
-  for (const [name, file, scheme] of [['Bearer', 'index.html', 'Bearer'], ['DPoP', 'dpop.html', 'DPoP']]) {
-    test(`N1. (${name}) the network changes: one token_unbound, one refresh, then success; the old token stays refused`, async () => {
+  for (const [scheme, params] of [['Bearer', {}], ['DPoP', { dpop: true }]]) {
+    test(`N1. (${scheme}) the network changes: one token_unbound, one refresh, then success; the old token stays refused`, async () => {
       hop.from = '127.0.0.2';
       const context = await proxied.newContext();
       try {
-        const page = await openDemo(context, stack, { autoRefresh: false, refreshAhead: 0 }, file);
+        const page = await openDemo(context, stack, { ...params, autoRefresh: false, refreshAhead: 0 });
         await page.evaluate(() => window.tg.signIn('u-moving'));
         const first = await page.evaluate(() => window.tg.call('/api/net/echo'));
         assert.equal(first.status, 200, JSON.stringify(first));

@@ -187,10 +187,9 @@ export async function startStack({ transport = 'body', accessTTL = '4s', reuseGr
   const app = startApp({ refresherURL, adminToken, transport, bindNetwork });
   const appPort = await new Promise((r) => app.server.listen(0, '127.0.0.1', () => r(app.server.address().port)));
 
-  // Static files: the demo page, the DPoP test page, the built client, axios' ESM build.
+  // Static files: the demo page, the built client, axios' ESM build.
   const www = join(dir, 'www');
   cpSync(join(clientDir, 'demo'), www, { recursive: true });
-  cpSync(join(import.meta.dirname, 'pages'), www, { recursive: true });
   cpSync(join(clientDir, 'dist/esm'), join(www, 'client'), { recursive: true });
   cpSync(join(clientDir, 'node_modules/axios/dist/esm/axios.js'), join(www, 'axios.js'));
   chmodTree(www);
