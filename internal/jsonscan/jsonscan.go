@@ -1,30 +1,41 @@
-package extauthz
+// Package jsonscan reads one JSON object by one hand-written pass over its
+// bytes instead of encoding/json's token stream and reflection: it checks
+// the grammar as encoding/json does (RFC 8259), finds keys that are equal
+// or differ only in case (after unescaping) in every object at any depth,
+// and, when asked, builds the decoded value as encoding/json would (objects
+// as map[string]any, numbers as json.Number) or hands a visitor the raw
+// bytes of each top-level member's value.
+//
+// Parsers disagree on objects with such keys — Go keeps the last duplicate
+// and matches struct fields case-insensitively, others keep the first — so
+// a second reader of a token or proof could see something else than what
+// was checked; callers refuse them.
+package jsonscan
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 	"unsafe"
 )
 
-// The token's header and payload are read by one hand-written pass over
-// their bytes (jsonParser) instead of encoding/json's token stream and
-// reflection: it checks the grammar as encoding/json does (RFC 8259), finds
-// keys that are equal or differ only in case (after unescaping) in every
-// object at any depth, and, when asked, builds the decoded value as
-// encoding/json would (objects as map[string]any, numbers as json.Number).
+// MaxDepth is encoding/json's nesting limit, the one ParseObject and
+// CheckObject apply.
+const MaxDepth = 10000
 
-// maxJSONDepth is encoding/json's nesting limit.
-const maxJSONDepth = 10000
+// ErrSyntax is input encoding/json would not decode as an object.
+var ErrSyntax = errors.New("invalid JSON")
 
-// errJSONSyntax is input encoding/json would not decode.
-var errJSONSyntax = errors.New("invalid JSON")
+// ErrNotUTF8 is input that is not valid UTF-8.
+var ErrNotUTF8 = errors.New("not UTF-8")
 
-// strictness errors: the input decodes, but is refused by checkJSONObject.
+// Strictness errors: the input decodes, but is refused by CheckObject.
 var (
-	errDuplicateKey = errors.New("duplicate key")
-	errTrailingData = errors.New("data after the object")
+	ErrDuplicateKey = errors.New("duplicate key")
+	ErrTrailingData = errors.New("data after the object")
 )
 
 type jsonParser struct {
@@ -36,6 +47,11 @@ type jsonParser struct {
 	i     int
 	build bool
 	depth int
+	// maxDepth is the nesting limit (MaxDepth unless visiting).
+	maxDepth int
+	// visit, when not nil, is called with each top-level member; the
+	// first strictness error then ends the pass (VisitObject).
+	visit func(name string, value []byte) error
 	// keys are the keys of the objects being read, innermost last; views
 	// of b when unescaped, so recording them allocates nothing.
 	keys []string
@@ -43,13 +59,14 @@ type jsonParser struct {
 	strict error
 }
 
-// parseJSONObject reads b as one JSON object. err is a syntax error
+// ParseObject reads b as one JSON object. err is a syntax error
 // (encoding/json would not decode b as an object either); strict is a
-// reason checkJSONObject refuses b although it decodes (a duplicate or
+// reason CheckObject refuses b although it decodes (a duplicate or
 // case-variant key, data after the object). With build, obj is the object
-// as encoding/json decodes it with UseNumber. b must be valid UTF-8.
-func parseJSONObject(b []byte, build bool) (obj map[string]any, strict, err error) {
-	p := &jsonParser{b: b, build: build}
+// as encoding/json decodes it with UseNumber (sharing no memory with b).
+// b must be valid UTF-8.
+func ParseObject(b []byte, build bool) (obj map[string]any, strict, err error) {
+	p := &jsonParser{b: b, build: build, maxDepth: MaxDepth}
 	if build {
 		p.s = string(b)
 	}
@@ -57,7 +74,7 @@ func parseJSONObject(b []byte, build bool) (obj map[string]any, strict, err erro
 	p.keys = kb[:0]
 	p.space()
 	if p.i >= len(b) || b[p.i] != '{' {
-		return nil, nil, errJSONSyntax
+		return nil, nil, ErrSyntax
 	}
 	v, err := p.object()
 	if err != nil {
@@ -66,12 +83,13 @@ func parseJSONObject(b []byte, build bool) (obj map[string]any, strict, err erro
 	p.space()
 	if p.i < len(b) {
 		// encoding/json's Decoder stops after the object; a following '}'
-		// or ']' does not start another value (what decodeClaims checks).
+		// or ']' does not start another value (what a caller decoding
+		// with a Decoder and checking More would miss).
 		if c := b[p.i]; c != '}' && c != ']' {
-			return nil, nil, errJSONSyntax
+			return nil, nil, ErrSyntax
 		}
 		if p.strict == nil {
-			p.strict = errTrailingData
+			p.strict = ErrTrailingData
 		}
 	}
 	if build {
@@ -93,7 +111,7 @@ func (p *jsonParser) space() {
 
 func (p *jsonParser) value() (any, error) {
 	if p.i >= len(p.b) {
-		return nil, errJSONSyntax
+		return nil, ErrSyntax
 	}
 	switch c := p.b[p.i]; {
 	case c == '{':
@@ -123,12 +141,12 @@ func (p *jsonParser) value() (any, error) {
 	case c == 'n':
 		return nil, p.literal("null")
 	}
-	return nil, errJSONSyntax
+	return nil, ErrSyntax
 }
 
 func (p *jsonParser) literal(s string) error {
 	if len(p.b)-p.i < len(s) || string(p.b[p.i:p.i+len(s)]) != s {
-		return errJSONSyntax
+		return ErrSyntax
 	}
 	p.i += len(s)
 	return nil
@@ -136,8 +154,8 @@ func (p *jsonParser) literal(s string) error {
 
 // object reads an object at p.b[p.i] == '{'.
 func (p *jsonParser) object() (any, error) {
-	if p.depth++; p.depth > maxJSONDepth {
-		return nil, errJSONSyntax
+	if p.depth++; p.depth > p.maxDepth {
+		return nil, ErrSyntax
 	}
 	p.i++
 	var m map[string]any
@@ -155,7 +173,7 @@ func (p *jsonParser) object() (any, error) {
 	for {
 		p.space()
 		if p.i >= len(p.b) || p.b[p.i] != '"' {
-			return nil, errJSONSyntax
+			return nil, ErrSyntax
 		}
 		start := p.i + 1
 		raw, escaped, err := p.str()
@@ -170,16 +188,25 @@ func (p *jsonParser) object() (any, error) {
 		}
 		if p.strict == nil {
 			folded = p.noteKey(key, first, folded)
+			if p.strict != nil && p.visit != nil {
+				return nil, p.strict
+			}
 		}
 		p.space()
 		if p.i >= len(p.b) || p.b[p.i] != ':' {
-			return nil, errJSONSyntax
+			return nil, ErrSyntax
 		}
 		p.i++
 		p.space()
+		vstart := p.i
 		v, err := p.value()
 		if err != nil {
 			return nil, err
+		}
+		if p.visit != nil && p.depth == 1 {
+			if err := p.visit(key, p.b[vstart:p.i]); err != nil {
+				return nil, err
+			}
 		}
 		if p.build {
 			if !escaped {
@@ -189,7 +216,7 @@ func (p *jsonParser) object() (any, error) {
 		}
 		p.space()
 		if p.i >= len(p.b) {
-			return nil, errJSONSyntax
+			return nil, ErrSyntax
 		}
 		switch p.b[p.i] {
 		case ',':
@@ -200,7 +227,7 @@ func (p *jsonParser) object() (any, error) {
 			p.depth--
 			return m, nil
 		default:
-			return nil, errJSONSyntax
+			return nil, ErrSyntax
 		}
 	}
 }
@@ -214,7 +241,7 @@ func (p *jsonParser) noteKey(key string, first int, folded map[string]bool) map[
 	if folded == nil {
 		for _, k := range p.keys[first:] {
 			if strings.EqualFold(k, key) {
-				p.strict = errDuplicateKey
+				p.strict = ErrDuplicateKey
 				return nil
 			}
 		}
@@ -229,15 +256,15 @@ func (p *jsonParser) noteKey(key string, first int, folded map[string]bool) map[
 	}
 	f := foldKey(key)
 	if folded[f] {
-		p.strict = errDuplicateKey
+		p.strict = ErrDuplicateKey
 	}
 	folded[f] = true
 	return folded
 }
 
 func (p *jsonParser) array() (any, error) {
-	if p.depth++; p.depth > maxJSONDepth {
-		return nil, errJSONSyntax
+	if p.depth++; p.depth > p.maxDepth {
+		return nil, ErrSyntax
 	}
 	p.i++
 	var a []any
@@ -261,7 +288,7 @@ func (p *jsonParser) array() (any, error) {
 		}
 		p.space()
 		if p.i >= len(p.b) {
-			return nil, errJSONSyntax
+			return nil, ErrSyntax
 		}
 		switch p.b[p.i] {
 		case ',':
@@ -271,7 +298,7 @@ func (p *jsonParser) array() (any, error) {
 			p.depth--
 			return a, nil
 		default:
-			return nil, errJSONSyntax
+			return nil, ErrSyntax
 		}
 	}
 }
@@ -289,28 +316,28 @@ func (p *jsonParser) str() (raw []byte, escaped bool, err error) {
 			p.i++
 			return raw, escaped, nil
 		case c < 0x20:
-			return nil, false, errJSONSyntax
+			return nil, false, ErrSyntax
 		case c == '\\':
 			escaped = true
 			if p.i+1 >= len(p.b) {
-				return nil, false, errJSONSyntax
+				return nil, false, ErrSyntax
 			}
 			switch p.b[p.i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				p.i += 2
 			case 'u':
 				if len(p.b)-p.i < 6 || !isHex4(p.b[p.i+2:p.i+6]) {
-					return nil, false, errJSONSyntax
+					return nil, false, ErrSyntax
 				}
 				p.i += 6
 			default:
-				return nil, false, errJSONSyntax
+				return nil, false, ErrSyntax
 			}
 		default:
 			p.i++
 		}
 	}
-	return nil, false, errJSONSyntax
+	return nil, false, ErrSyntax
 }
 
 func isHex4(b []byte) bool {
@@ -333,7 +360,7 @@ func (p *jsonParser) unquote(raw []byte, escaped bool) (string, error) {
 	q = append(append(append(q, '"'), raw...), '"')
 	var s string
 	if err := json.Unmarshal(q, &s); err != nil {
-		return "", errJSONSyntax
+		return "", ErrSyntax
 	}
 	return s, nil
 }
@@ -350,12 +377,12 @@ func (p *jsonParser) number() error {
 	case p.i < len(b) && b[p.i] >= '1' && b[p.i] <= '9':
 		p.digits()
 	default:
-		return errJSONSyntax
+		return ErrSyntax
 	}
 	if p.i < len(b) && b[p.i] == '.' {
 		p.i++
 		if p.digits() == 0 {
-			return errJSONSyntax
+			return ErrSyntax
 		}
 	}
 	if p.i < len(b) && (b[p.i] == 'e' || b[p.i] == 'E') {
@@ -364,7 +391,7 @@ func (p *jsonParser) number() error {
 			p.i++
 		}
 		if p.digits() == 0 {
-			return errJSONSyntax
+			return ErrSyntax
 		}
 	}
 	return nil
@@ -378,33 +405,90 @@ func (p *jsonParser) digits() int {
 	return p.i - start
 }
 
-// checkJSONObject accepts exactly one JSON object, valid UTF-8, in which
-// no object at any depth has two keys that are equal or differ only in
-// case (after unescaping). Parsers disagree on such input — Go keeps the
-// last duplicate and matches struct fields case-insensitively, others keep
-// the first — so a consumer of the payload header could see another
-// identity than the one we checked.
-func checkJSONObject(b []byte) error {
+// CheckObject accepts exactly one JSON object, valid UTF-8, in which no
+// object at any depth has two keys that are equal or differ only in case
+// (after unescaping).
+func CheckObject(b []byte) error {
 	if !utf8.Valid(b) {
-		return errors.New("not UTF-8")
+		return ErrNotUTF8
 	}
-	_, strict, err := parseJSONObject(b, false)
+	_, strict, err := ParseObject(b, false)
 	if err != nil {
 		return err
 	}
 	return strict
 }
 
-// parseClaims decodes the payload as decodeClaims does, in the same pass
-// finding what checkJSONObject refuses (strict), to be acted on after
-// the signature.
-func parseClaims(payload []byte) (claims map[string]any, strict, err error) {
-	if !utf8.Valid(payload) {
-		// encoding/json decodes invalid UTF-8 (as U+FFFD); such a payload
-		// is refused after the signature, so its decoding is not worth a
-		// fast path.
-		claims, err = decodeClaims(payload)
-		return claims, errors.New("not UTF-8"), err
+// VisitObject checks b as CheckObject does, with nesting limited to
+// maxDepth, and calls visit with the name (unescaped) and the raw value
+// (whitespace trimmed) of each top-level member in order. It returns the
+// first problem in reading order: ErrNotUTF8, ErrSyntax, ErrDuplicateKey,
+// ErrTrailingData, or visit's error, which ends the pass. name and value
+// are views of b, valid while b is.
+func VisitObject(b []byte, maxDepth int, visit func(name string, value []byte) error) error {
+	if !utf8.Valid(b) {
+		return ErrNotUTF8
 	}
-	return parseJSONObject(payload, true)
+	p := &jsonParser{b: b, maxDepth: maxDepth, visit: visit}
+	var kb [16]string
+	p.keys = kb[:0]
+	p.space()
+	if p.i >= len(b) || b[p.i] != '{' {
+		return ErrSyntax
+	}
+	if _, err := p.object(); err != nil {
+		return err
+	}
+	p.space()
+	if p.i < len(b) {
+		if c := b[p.i]; c != '}' && c != ']' {
+			return ErrSyntax
+		}
+		return ErrTrailingData
+	}
+	return nil
+}
+
+// String returns the string the raw value v (as VisitObject passes it)
+// spells; ok is false when v is not a string. Without escapes the result
+// shares v's memory: v must not be written while it is in use.
+func String(v []byte) (s string, ok bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return "", false
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		if len(v) == 2 {
+			return "", true
+		}
+		return unsafe.String(&v[1], len(v)-2), true
+	}
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// foldKey maps every rune to the smallest rune of its Unicode case-folding
+// orbit, so keys equal under case folding (encoding/json's matching, "K"
+// and the Kelvin sign included) fold to the same string.
+func foldKey(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToUpper(s) // the smallest of {A, a} is A
+	}
+	return strings.Map(func(r rune) rune {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < m {
+				m = f
+			}
+		}
+		return m
+	}, s)
 }
