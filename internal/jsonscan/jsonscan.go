@@ -49,12 +49,9 @@ type jsonParser struct {
 	depth int
 	// maxDepth is the nesting limit (MaxDepth unless visiting).
 	maxDepth int
-	// visit, when not nil, is called with each top-level member; the
-	// first strictness error then ends the pass (VisitObject).
-	visit func(name string, value []byte) error
-	// keys are the keys of the objects being read, innermost last; views
-	// of b when unescaped, so recording them allocates nothing.
-	keys []string
+	// firstProblem ends the pass at the first strictness error
+	// (VisitObject).
+	firstProblem bool
 	// strict is the first duplicate (or case-variant) key found.
 	strict error
 }
@@ -70,13 +67,12 @@ func ParseObject(b []byte, build bool) (obj map[string]any, strict, err error) {
 	if build {
 		p.s = string(b)
 	}
-	var kb [16]string
-	p.keys = kb[:0]
+	var kb [16]string // the first keys, on the stack (see object)
 	p.space()
 	if p.i >= len(b) || b[p.i] != '{' {
 		return nil, nil, ErrSyntax
 	}
-	v, err := p.object()
+	v, err := p.object(kb[:0], nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -109,15 +105,15 @@ func (p *jsonParser) space() {
 	}
 }
 
-func (p *jsonParser) value() (any, error) {
+func (p *jsonParser) value(keys []string) (any, error) {
 	if p.i >= len(p.b) {
 		return nil, ErrSyntax
 	}
 	switch c := p.b[p.i]; {
 	case c == '{':
-		return p.object()
+		return p.object(keys, nil)
 	case c == '[':
-		return p.array()
+		return p.array(keys)
 	case c == '"':
 		start := p.i + 1
 		raw, escaped, err := p.str()
@@ -152,8 +148,15 @@ func (p *jsonParser) literal(s string) error {
 	return nil
 }
 
-// object reads an object at p.b[p.i] == '{'.
-func (p *jsonParser) object() (any, error) {
+// object reads an object at p.b[p.i] == '{'. keys are the keys of the
+// objects around it, innermost last (views of b when unescaped, so
+// recording them allocates nothing); they are a parameter rather than a
+// field of p, whose contents escape (the decoded strings), so that the
+// caller's array for them stays on its stack. visit, when not nil, is
+// called with each member (VisitObject, the top-level object only); it is
+// a parameter rather than a field so that the caller's closure does not
+// escape to the heap.
+func (p *jsonParser) object(keys []string, visit func(name string, value []byte) error) (any, error) {
 	if p.depth++; p.depth > p.maxDepth {
 		return nil, ErrSyntax
 	}
@@ -162,7 +165,7 @@ func (p *jsonParser) object() (any, error) {
 	if p.build {
 		m = make(map[string]any, 8)
 	}
-	first := len(p.keys)
+	first := len(keys)
 	var folded map[string]bool // for objects with many keys
 	p.space()
 	if p.i < len(p.b) && p.b[p.i] == '}' {
@@ -187,8 +190,8 @@ func (p *jsonParser) object() (any, error) {
 			}
 		}
 		if p.strict == nil {
-			folded = p.noteKey(key, first, folded)
-			if p.strict != nil && p.visit != nil {
+			keys, folded = p.noteKey(keys, key, first, folded)
+			if p.strict != nil && p.firstProblem {
 				return nil, p.strict
 			}
 		}
@@ -199,12 +202,12 @@ func (p *jsonParser) object() (any, error) {
 		p.i++
 		p.space()
 		vstart := p.i
-		v, err := p.value()
+		v, err := p.value(keys)
 		if err != nil {
 			return nil, err
 		}
-		if p.visit != nil && p.depth == 1 {
-			if err := p.visit(key, p.b[vstart:p.i]); err != nil {
+		if visit != nil {
+			if err := visit(key, p.b[vstart:p.i]); err != nil {
 				return nil, err
 			}
 		}
@@ -223,7 +226,6 @@ func (p *jsonParser) object() (any, error) {
 			p.i++
 		case '}':
 			p.i++
-			p.keys = p.keys[:first]
 			p.depth--
 			return m, nil
 		default:
@@ -233,24 +235,23 @@ func (p *jsonParser) object() (any, error) {
 }
 
 // noteKey records key among the keys of the object whose first key is at
-// p.keys[first], setting p.strict when an equal key (under Unicode case
+// keys[first], setting p.strict when an equal key (under Unicode case
 // folding) is there already. Beyond a few keys the folded spellings go in
 // a map, so an object with thousands of keys is not compared pairwise.
-func (p *jsonParser) noteKey(key string, first int, folded map[string]bool) map[string]bool {
+func (p *jsonParser) noteKey(keys []string, key string, first int, folded map[string]bool) ([]string, map[string]bool) {
 	const linear = 16
 	if folded == nil {
-		for _, k := range p.keys[first:] {
+		for _, k := range keys[first:] {
 			if strings.EqualFold(k, key) {
 				p.strict = ErrDuplicateKey
-				return nil
+				return keys, nil
 			}
 		}
-		if len(p.keys)-first < linear {
-			p.keys = append(p.keys, key)
-			return nil
+		if len(keys)-first < linear {
+			return append(keys, key), nil
 		}
 		folded = make(map[string]bool, 2*linear)
-		for _, k := range p.keys[first:] {
+		for _, k := range keys[first:] {
 			folded[foldKey(k)] = true
 		}
 	}
@@ -259,10 +260,10 @@ func (p *jsonParser) noteKey(key string, first int, folded map[string]bool) map[
 		p.strict = ErrDuplicateKey
 	}
 	folded[f] = true
-	return folded
+	return keys, folded
 }
 
-func (p *jsonParser) array() (any, error) {
+func (p *jsonParser) array(keys []string) (any, error) {
 	if p.depth++; p.depth > p.maxDepth {
 		return nil, ErrSyntax
 	}
@@ -279,7 +280,7 @@ func (p *jsonParser) array() (any, error) {
 	}
 	for {
 		p.space()
-		v, err := p.value()
+		v, err := p.value(keys)
 		if err != nil {
 			return nil, err
 		}
@@ -429,14 +430,13 @@ func VisitObject(b []byte, maxDepth int, visit func(name string, value []byte) e
 	if !utf8.Valid(b) {
 		return ErrNotUTF8
 	}
-	p := &jsonParser{b: b, maxDepth: maxDepth, visit: visit}
-	var kb [16]string
-	p.keys = kb[:0]
+	p := &jsonParser{b: b, maxDepth: maxDepth, firstProblem: true}
+	var kb [16]string // the first keys, on the stack (see object)
 	p.space()
 	if p.i >= len(b) || b[p.i] != '{' {
 		return ErrSyntax
 	}
-	if _, err := p.object(); err != nil {
+	if _, err := p.object(kb[:0], visit); err != nil {
 		return err
 	}
 	p.space()
@@ -452,7 +452,7 @@ func VisitObject(b []byte, maxDepth int, visit func(name string, value []byte) e
 // String returns the string the raw value v (as VisitObject passes it)
 // spells; ok is false when v is not a string. Without escapes the result
 // shares v's memory: v must not be written while it is in use.
-func String(v []byte) (s string, ok bool) {
+func String(v []byte) (string, bool) {
 	if len(v) < 2 || v[0] != '"' {
 		return "", false
 	}
@@ -462,6 +462,7 @@ func String(v []byte) (s string, ok bool) {
 		}
 		return unsafe.String(&v[1], len(v)-2), true
 	}
+	var s string
 	if err := json.Unmarshal(v, &s); err != nil {
 		return "", false
 	}
