@@ -20,6 +20,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tokengate/tokengate/internal/cputime"
 	"github.com/tokengate/tokengate/internal/tracing/otlptest"
 )
 
@@ -150,26 +151,6 @@ const (
 	uncachedCacheSize = 64
 )
 
-// cpuMeter reports the process's CPU time per operation as cpu-ns/op:
-// unlike ns/op (wall time) it does not count time the benchmark waited
-// for a core on a shared machine, and it does count the garbage
-// collector's work on other cores.
-type cpuMeter struct {
-	start time.Duration
-	ok    bool
-}
-
-func startCPU() cpuMeter {
-	d, ok := processCPU()
-	return cpuMeter{d, ok}
-}
-
-func (m cpuMeter) report(b *testing.B) {
-	if d, ok := processCPU(); ok && m.ok && b.N > 0 {
-		b.ReportMetric(float64(d-m.start)/float64(b.N), "cpu-ns/op")
-	}
-}
-
 // uncachedTokens signs uncachedPool tokens that differ in jti.
 func uncachedTokens(b *testing.B, k *testKey, now time.Time) []string {
 	toks := make([]string, uncachedPool)
@@ -206,13 +187,13 @@ func BenchmarkCheckUncached(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := startCPU()
+			cpu := cputime.Start()
 			i := 0
 			for b.Loop() {
 				h.srv.Check(ctx, reqs[i%len(reqs)])
 				i++
 			}
-			cpu.report(b)
+			cpu.Report(b)
 		})
 	}
 }
@@ -253,13 +234,13 @@ func BenchmarkRawVerify(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := startCPU()
+			cpu := cputime.Start()
 			i := 0
 			for b.Loop() {
 				verify(in[i%len(in)])
 				i++
 			}
-			cpu.report(b)
+			cpu.Report(b)
 		})
 	}
 }
