@@ -2,15 +2,10 @@ package extauthz
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,7 +15,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/tokengate/tokengate/internal/cputime"
+	"github.com/tokengate/tokengate/internal/benchkit"
 	"github.com/tokengate/tokengate/internal/tracing/otlptest"
 )
 
@@ -187,7 +182,7 @@ func BenchmarkCheckUncached(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := cputime.Start()
+			cpu := benchkit.StartCPU()
 			i := 0
 			for b.Loop() {
 				h.srv.Check(ctx, reqs[i%len(reqs)])
@@ -214,19 +209,7 @@ func BenchmarkRawVerify(b *testing.B) {
 				}
 				in[i] = signed{[]byte(tok[:j]), sig}
 			}
-			verify := func(s signed) bool {
-				switch alg {
-				case "ES256":
-					d := sha256.Sum256(s.input)
-					r, ss := new(big.Int).SetBytes(s.sig[:32]), new(big.Int).SetBytes(s.sig[32:])
-					return ecdsa.Verify(pub.(*ecdsa.PublicKey), d[:], r, ss)
-				case "RS256":
-					d := sha256.Sum256(s.input)
-					return rsa.VerifyPKCS1v15(pub.(*rsa.PublicKey), crypto.SHA256, d[:], s.sig) == nil
-				default:
-					return ed25519.Verify(pub.(ed25519.PublicKey), s.input, s.sig)
-				}
-			}
+			verify := func(s signed) bool { return benchkit.RawVerify(pub, s.input, s.sig) }
 			for _, s := range in {
 				if !verify(s) {
 					b.Fatal("raw verify failed")
@@ -234,7 +217,7 @@ func BenchmarkRawVerify(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := cputime.Start()
+			cpu := benchkit.StartCPU()
 			i := 0
 			for b.Loop() {
 				verify(in[i%len(in)])

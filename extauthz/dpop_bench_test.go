@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/tokengate/tokengate/internal/cputime"
+	"github.com/tokengate/tokengate/internal/benchkit"
 	"github.com/tokengate/tokengate/internal/dpop/dpoptest"
 )
 
@@ -41,7 +41,7 @@ func BenchmarkCheckDPoP(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := cputime.Start()
+			cpu := benchkit.StartCPU()
 			for i := 0; i < b.N; i++ {
 				if pool != nil {
 					headers["dpop"] = pool[i]

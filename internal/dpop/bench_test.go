@@ -1,18 +1,12 @@
 package dpop_test
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
-	"math/big"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/tokengate/tokengate/internal/cputime"
+	"github.com/tokengate/tokengate/internal/benchkit"
 	"github.com/tokengate/tokengate/internal/dpop"
 	"github.com/tokengate/tokengate/internal/dpop/dpoptest"
 	"github.com/tokengate/tokengate/internal/fakeclock"
@@ -48,7 +42,7 @@ func benchVerify(b *testing.B, alg string) {
 	v := newV()
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := cputime.Start()
+	cpu := benchkit.StartCPU()
 	defer cpu.Report(b)
 	for i := 0; i < b.N; i++ {
 		if i%benchProofs == 0 && i > 0 {
@@ -79,23 +73,10 @@ func benchRaw(b *testing.B, alg string) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := cputime.Start()
+	cpu := benchkit.StartCPU()
 	defer cpu.Report(b)
 	for i := 0; i < b.N; i++ {
-		in, sig := inputs[i%benchProofs], sigs[i%benchProofs]
-		var ok bool
-		switch pub := k.Public().(type) {
-		case *ecdsa.PublicKey:
-			h := sha256.Sum256(in)
-			r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-			ok = ecdsa.Verify(pub, h[:], r, s)
-		case *rsa.PublicKey:
-			h := sha256.Sum256(in)
-			ok = rsa.VerifyPKCS1v15(pub, crypto.SHA256, h[:], sig) == nil
-		case ed25519.PublicKey:
-			ok = ed25519.Verify(pub, in, sig)
-		}
-		if !ok {
+		if !benchkit.RawVerify(k.Public(), inputs[i%benchProofs], sigs[i%benchProofs]) {
 			b.Fatal("signature does not verify")
 		}
 	}
