@@ -157,22 +157,19 @@ func (p *jsonParser) literal(s string) error {
 // a parameter rather than a field so that the caller's closure does not
 // escape to the heap.
 func (p *jsonParser) object(keys []string, visit func(name string, value []byte) error) (any, error) {
-	if p.depth++; p.depth > p.maxDepth {
-		return nil, ErrSyntax
+	empty, err := p.open('}')
+	if err != nil {
+		return nil, err
 	}
-	p.i++
 	var m map[string]any
 	if p.build {
 		m = make(map[string]any, 8)
 	}
-	first := len(keys)
-	var folded map[string]bool // for objects with many keys
-	p.space()
-	if p.i < len(p.b) && p.b[p.i] == '}' {
-		p.i++
-		p.depth--
+	if empty {
 		return m, nil
 	}
+	first := len(keys)
+	var folded map[string]bool // for objects with many keys
 	for {
 		p.space()
 		if p.i >= len(p.b) || p.b[p.i] != '"' {
@@ -217,19 +214,12 @@ func (p *jsonParser) object(keys []string, visit func(name string, value []byte)
 			}
 			m[key] = v
 		}
-		p.space()
-		if p.i >= len(p.b) {
-			return nil, ErrSyntax
+		end, err := p.next('}')
+		if err != nil {
+			return nil, err
 		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-		case '}':
-			p.i++
-			p.depth--
+		if end {
 			return m, nil
-		default:
-			return nil, ErrSyntax
 		}
 	}
 }
@@ -264,18 +254,15 @@ func (p *jsonParser) noteKey(keys []string, key string, first int, folded map[st
 }
 
 func (p *jsonParser) array(keys []string) (any, error) {
-	if p.depth++; p.depth > p.maxDepth {
-		return nil, ErrSyntax
+	empty, err := p.open(']')
+	if err != nil {
+		return nil, err
 	}
-	p.i++
 	var a []any
 	if p.build {
 		a = []any{}
 	}
-	p.space()
-	if p.i < len(p.b) && p.b[p.i] == ']' {
-		p.i++
-		p.depth--
+	if empty {
 		return a, nil
 	}
 	for {
@@ -287,21 +274,50 @@ func (p *jsonParser) array(keys []string) (any, error) {
 		if p.build {
 			a = append(a, v)
 		}
-		p.space()
-		if p.i >= len(p.b) {
-			return nil, ErrSyntax
+		end, err := p.next(']')
+		if err != nil {
+			return nil, err
 		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-		case ']':
-			p.i++
-			p.depth--
+		if end {
 			return a, nil
-		default:
-			return nil, ErrSyntax
 		}
 	}
+}
+
+// open reads the '{' or '[' at p.b[p.i] and the whitespace after it,
+// entering one more level of nesting; empty is true when its closing
+// bracket follows at once (read too).
+func (p *jsonParser) open(closing byte) (empty bool, err error) {
+	if p.depth++; p.depth > p.maxDepth {
+		return false, ErrSyntax
+	}
+	p.i++
+	p.space()
+	if p.i < len(p.b) && p.b[p.i] == closing {
+		p.i++
+		p.depth--
+		return true, nil
+	}
+	return false, nil
+}
+
+// next reads what follows a member or an element: a ',' (more follow) or
+// the closing bracket, which ends the level (end).
+func (p *jsonParser) next(closing byte) (end bool, err error) {
+	p.space()
+	if p.i >= len(p.b) {
+		return false, ErrSyntax
+	}
+	switch p.b[p.i] {
+	case ',':
+		p.i++
+		return false, nil
+	case closing:
+		p.i++
+		p.depth--
+		return true, nil
+	}
+	return false, ErrSyntax
 }
 
 // str reads a string at p.b[p.i] == '"' and returns what is between the
