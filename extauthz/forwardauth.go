@@ -3,6 +3,7 @@ package extauthz
 import (
 	"encoding/json"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -14,9 +15,10 @@ import (
 // Routes is the HTTP side: forward-auth under /authz/ (any method),
 // /healthz, /readyz and /metrics.
 func (s *Server) Routes() http.Handler {
+	forward := refuseBody(s.handleForwardAuth)
 	mux := http.NewServeMux()
-	mux.Handle("/authz", refuseBody(s.handleForwardAuth))
-	mux.Handle("/authz/", refuseBody(s.handleForwardAuth))
+	mux.Handle("/authz", forward)
+	mux.Handle("/authz/", forward)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -24,7 +26,42 @@ func (s *Server) Routes() http.Handler {
 	if s.gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	}
-	return mux
+	return forwardFirst{forward: forward, mux: mux}
+}
+
+// forwardFirst sends a forward-auth request, the one every proxied request
+// makes, straight to its handler; the mux's pattern matching cost about as
+// much as the rest of a cached decision. Only a request the mux would hand
+// to the same handler unchanged takes the short cut: a path under /authz/
+// (or /authz itself) that is already clean, since the mux redirects an
+// unclean one (//, /./, /../) to its cleaned form. Everything else, CONNECT
+// and "*" included, goes through the mux as before.
+type forwardFirst struct {
+	forward http.Handler
+	mux     *http.ServeMux
+}
+
+func (f forwardFirst) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.Path; (p == "/authz" || strings.HasPrefix(p, "/authz/")) &&
+		r.Method != http.MethodConnect && cleanPath(p) == p {
+		f.forward.ServeHTTP(w, r)
+		return
+	}
+	f.mux.ServeHTTP(w, r)
+}
+
+// cleanPath is net/http's canonical form of a request path, the one the
+// mux redirects to: path.Clean, keeping a trailing slash. It allocates only
+// for a path that is not clean.
+func cleanPath(p string) string {
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		if len(p) == len(np)+1 && strings.HasPrefix(p, np) {
+			return p
+		}
+		return np + "/"
+	}
+	return np
 }
 
 func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
@@ -116,9 +153,20 @@ func (e *errForwardAuthHeaders) Error() string {
 // original reads the request the proxy asks about. The headers a decision
 // reads (token, Origin) are the client's own, forwarded by every proxy.
 func (f forwardAuth) original(r *http.Request) (request, error) {
-	in := request{headers: make(map[string]string, len(decisionHeaders))}
-	copyHeaders(r, &in, decisionHeaders[:])
-	copyHeaders(r, &in, f.extra)
+	in := request{forwarded: true}
+	for i, n := range decisionHeaders {
+		vs := r.Header[n.canonical]
+		switch {
+		case len(vs) == 1:
+			in.fwd[i] = vs[0]
+		case len(vs) > 1:
+			in.fwd[i] = joinValues(n.lower, vs)
+		}
+	}
+	if len(f.extra) > 0 {
+		in.headers = make(map[string]string, len(f.extra))
+		copyHeaders(r, &in, f.extra)
+	}
 	var missing string
 	switch f.family {
 	case familyNginx:
@@ -147,13 +195,18 @@ func copyHeaders(r *http.Request, in *request, names []decisionHeader) {
 		case len(vs) == 1:
 			in.headers[n.lower] = vs[0]
 		case len(vs) > 1:
-			sep := ","
-			if n.lower == "cookie" {
-				sep = "; "
-			}
-			in.headers[n.lower] = strings.Join(vs, sep)
+			in.headers[n.lower] = joinValues(n.lower, vs)
 		}
 	}
+}
+
+// joinValues joins a repeated header's values as Envoy does: cookies with
+// "; ", everything else with ",".
+func joinValues(lower string, vs []string) string {
+	if lower == "cookie" {
+		return strings.Join(vs, "; ")
+	}
+	return strings.Join(vs, ",")
 }
 
 // readEnvoy: Envoy's HTTP ext_authz (path_prefix: /authz) sends the

@@ -15,6 +15,12 @@ type request struct {
 	// headers has lower-case names; repeated headers are joined with ","
 	// (cookies with "; "), as Envoy does.
 	headers map[string]string
+	// forwarded says the request came over HTTP forward-auth: its decision
+	// headers are in fwd (by decisionHeaders' index), so reading them
+	// allocates nothing; headers then holds only the extra ones (the
+	// routes' bind_device headers), nil when there are none.
+	forwarded bool
+	fwd       [len(decisionHeaders)]string
 	// ext are the CheckRequest's context_extensions (nil for forward-auth).
 	ext map[string]string
 	// appName is forward_auth.app_header's value, when appNamed.
@@ -40,7 +46,16 @@ type request struct {
 	schemeMissing string
 }
 
-func (r *request) header(name string) string { return r.headers[name] }
+func (r *request) header(name string) string {
+	if r.forwarded {
+		for i := range decisionHeaders {
+			if decisionHeaders[i].lower == name {
+				return r.fwd[i]
+			}
+		}
+	}
+	return r.headers[name] // forward-auth: the routes' bind_device headers, when any
+}
 
 // tokenSource says where a token was found.
 type tokenSource int

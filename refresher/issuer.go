@@ -369,6 +369,23 @@ func (i *Issuer) replayRecent(ctx context.Context, token, hash string, now time.
 	return p, true, nil
 }
 
+// readParent reads the presented token's record and, on a backend that
+// reads both in one go (store.TokenSessionGetter), its session too (read
+// true; the zero Session when the session does not exist). Either way the
+// call is the store operation "get_token".
+func (i *Issuer) readParent(ctx context.Context, hash string) (parent store.Token, sess store.Session, read bool, err error) {
+	g, both := i.store.(store.TokenSessionGetter)
+	err = i.call(ctx, "get_token", func(ctx context.Context) (err error) {
+		if both {
+			parent, sess, err = g.GetTokenSession(ctx, hash)
+			return err
+		}
+		parent, err = i.store.GetToken(ctx, hash)
+		return err
+	})
+	return parent, sess, both && err == nil, err
+}
+
 // rotate runs once per token at a time (singleflight).
 func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issuedPair, error) {
 	now := i.now()
@@ -379,14 +396,15 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	}
 	// Over the IP limit, only a replay may pass: a parent rotated inside the
 	// grace window (by another replica, or before this replica's LRU
-	// evicted it). Telling one apart takes the token read below.
-	ipWait := i.ipLimit.wait(ctx, c.IP)
+	// evicted it). Telling one apart takes the token read below, which the
+	// budget's own store call overlaps.
+	ipWaitDone := i.ipLimit.waitAsync(ctx, c.IP)
+	parent, sess, read, err := i.readParent(ctx, hash)
+	ipWait := ipWaitDone()
 	limited := func() error {
 		i.metrics.rateLimited.WithLabelValues("ip").Inc()
 		return rateLimited("ip", ipWait)
 	}
-	var parent store.Token
-	err := i.call(ctx, "get_token", func(ctx context.Context) (err error) { parent, err = i.store.GetToken(ctx, hash); return })
 	switch {
 	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return issuedPair{}, unavailable("get_token", err)
@@ -395,8 +413,11 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	case err != nil:
 		return issuedPair{}, i.refused(ctx, c, "", "unknown")
 	}
-	var sess store.Session
-	err = i.call(ctx, "get_session", func(ctx context.Context) (err error) { sess, err = i.store.GetSession(ctx, parent.SessionID); return })
+	if read && sess.ID == "" {
+		err = store.ErrNotFound
+	} else if !read {
+		err = i.call(ctx, "get_session", func(ctx context.Context) (err error) { sess, err = i.store.GetSession(ctx, parent.SessionID); return })
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return issuedPair{}, i.refused(ctx, c, "", "unknown")
 	} else if err != nil {
@@ -459,8 +480,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	switch res.Outcome {
 	case store.Rotated:
 		childHash := req.Child.Hash
-		i.ipLimit.count(ctx, c.IP)
-		i.sidLim.count(ctx, res.Session.ID)
+		countBoth(ctx, i.ipLimit, c.IP, i.sidLim, res.Session.ID)
 		i.metrics.rotations.Inc()
 		i.recent.add(hash, recentEntry{sid: res.Session.ID, generation: res.Parent.Generation, childHash: childHash, rotatedAt: now, sealed: req.Sealed})
 		i.log.InfoContext(ctx, "refresh token rotated", "sid", res.Session.ID, "sub", res.Session.Subject,
@@ -542,8 +562,7 @@ func (i *Issuer) ProofRefused(ctx context.Context, c Client, e *Error) error {
 
 // refused counts a failed attempt against the limits and answers invalid_grant.
 func (i *Issuer) refused(ctx context.Context, c Client, sid, reason string) error {
-	i.ipLimit.count(ctx, c.IP)
-	i.sidLim.count(ctx, sid)
+	countBoth(ctx, i.ipLimit, c.IP, i.sidLim, sid)
 	i.metrics.failures.WithLabelValues(reason).Inc()
 	i.log.Debug("refresh refused", "reason", reason, "sid", sid, "client_ip", c.IP)
 	return invalidGrant(reason, grantDescriptions[reason])

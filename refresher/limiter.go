@@ -80,6 +80,41 @@ func (l *limit) wait(ctx context.Context, key string) time.Duration {
 	return d
 }
 
+// shared says the budget lives in the store (a round trip per call), not
+// in this process.
+func (l *limit) shared() bool {
+	_, local := l.l.(*keyedLimiter)
+	return !local
+}
+
+// waitAsync starts wait and returns the function that returns its result:
+// a shared budget's store call then overlaps the caller's own (the
+// returned function must be called exactly once). An in-process budget is
+// read at once, without a goroutine.
+func (l *limit) waitAsync(ctx context.Context, key string) func() time.Duration {
+	if l == nil || key == "" || !l.shared() {
+		d := l.wait(ctx, key)
+		return func() time.Duration { return d }
+	}
+	done := make(chan time.Duration, 1)
+	go func() { done <- l.wait(ctx, key) }()
+	return func() time.Duration { return <-done }
+}
+
+// countBoth spends one attempt of a's budget for aKey and of b's for bKey,
+// the two store calls at once when both budgets are shared.
+func countBoth(ctx context.Context, a *limit, aKey string, b *limit, bKey string) {
+	if a == nil || aKey == "" || b == nil || bKey == "" || !a.shared() || !b.shared() {
+		a.count(ctx, aKey)
+		b.count(ctx, bKey)
+		return
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); a.count(ctx, aKey) }()
+	b.count(ctx, bKey)
+	<-done
+}
+
 // count spends one attempt of key's budget.
 func (l *limit) count(ctx context.Context, key string) {
 	if l == nil || key == "" {

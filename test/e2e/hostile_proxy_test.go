@@ -356,6 +356,13 @@ var placeholder = regexp.MustCompile(`\$\{([A-Z_][A-Z0-9_]*)\}`)
 // the upstream receives ($host: without the port).
 func startNginx(t *testing.T, bin, authz string, ref replica, app *recordingApp) (string, string) {
 	t.Helper()
+	return startNginxOn(t, bin, proctest.FreePort(t), authz, ref, app)
+}
+
+// startNginxOn is startNginx on a port chosen beforehand (for services
+// that must know nginx's public origin when they start).
+func startNginxOn(t *testing.T, bin string, port int, authz string, ref replica, app *recordingApp) (string, string) {
+	t.Helper()
 	prefix := t.TempDir()
 	// nginx's workers run as an unprivileged user when the master is root.
 	for _, d := range []string{filepath.Dir(prefix), prefix} {
@@ -368,7 +375,6 @@ func startNginx(t *testing.T, bin, authz string, ref replica, app *recordingApp)
 			t.Fatal(err)
 		}
 	}
-	port := proctest.FreePort(t)
 	vars := map[string]string{
 		"TOKENGATE_EXTAUTHZ":  authz,
 		"TOKENGATE_REFRESHER": strings.TrimPrefix(ref.URL, "http://"),

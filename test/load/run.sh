@@ -10,7 +10,12 @@
 #
 # Tunables (environment): ROUNDS (5), REQUESTS per gRPC round (20000),
 # CONCURRENCY (32), CONNECTIONS (2), WARMUP requests (2000), HTTP (1: also
-# forward-auth with wrk), HTTP_DURATION per wrk round (10s), PIN (auto|0|1:
+# forward-auth with wrk), HTTP_DURATION per wrk round (10s), UNCACHED (1:
+# also the uncached Check, a distinct token per request), UNCACHED_REQUESTS
+# per uncached round (10000), RSS_TOKENS (0: off; N: afterwards send
+# tokengate N distinct tokens and report its RSS every RSS_EVERY, default
+# N/10), STORES (1: also the refresher's store benchmarks, bolt group
+# commits and Redis rotation, one run of each per round), PIN (auto|0|1:
 # servers on one CPU, load generator on another), PROFILE (0|1: CPU profile
 # of tokengate under gRPC and HTTP load after the rounds), OUT (result directory, default a new
 # temporary one), REV (build tokengate from this commit instead of the
@@ -36,11 +41,17 @@ CONNECTIONS=${CONNECTIONS:-2}
 WARMUP=${WARMUP:-2000}
 HTTP=${HTTP:-1}
 HTTP_DURATION=${HTTP_DURATION:-10s}
+UNCACHED=${UNCACHED:-1}
+UNCACHED_REQUESTS=${UNCACHED_REQUESTS:-10000}
+RSS_TOKENS=${RSS_TOKENS:-0}
+STORES=${STORES:-1}
+STORE_BENCHTIME=${STORE_BENCHTIME:-1s}
+RSS_EVERY=${RSS_EVERY:-$((RSS_TOKENS > 10 ? RSS_TOKENS / 10 : 1))}
 PIN=${PIN:-auto}
 PROFILE=${PROFILE:-0}
 AA=${AA:-0}
 if [[ $smoke == 1 ]]; then
-	ROUNDS=1 REQUESTS=300 WARMUP=50 HTTP_DURATION=1s PROFILE=0
+	ROUNDS=1 REQUESTS=300 WARMUP=50 HTTP_DURATION=1s PROFILE=0 UNCACHED_REQUESTS=300 STORE_BENCHTIME=20x
 fi
 # Bounds, so a hung server cannot hang the harness.
 readonly ROUND_TIMEOUT=300 START_TIMEOUT=30
@@ -92,11 +103,23 @@ if [[ -n ${REV:-} ]]; then
 	rm -rf "$OUT/src" && mkdir -p "$OUT/src"
 	git -C "$root" archive "$REV" | tar -x -C "$OUT/src"
 	tree="commit $(git -C "$root" rev-parse --short "$REV")"
+	src=$OUT/src
 	log "building tokengate from $tree"
-	(cd "$OUT/src" && go build -o "$OUT/bin/tokengate" ./cmd/tokengate)
 else
 	tree="working tree $(git -C "$root" describe --always --dirty 2>/dev/null || echo '(not a git checkout)')"
-	go build -o "$OUT/bin/tokengate" ./cmd/tokengate
+	src=$root
+fi
+(cd "$src" && go build -o "$OUT/bin/tokengate" ./cmd/tokengate)
+# The store benchmarks are test binaries of the same tree.
+if [[ $STORES == 1 ]]; then
+	if ! command -v redis-server >/dev/null; then
+		log "redis-server not found: skipping the store benchmarks"
+		STORES=0
+	else
+		for pkg in boltstore redisstore; do
+			(cd "$src" && go test -c -o "$OUT/bin/$pkg.test" "./refresher/store/$pkg")
+		done
+	fi
 fi
 log "building noopauthz and the harness into $OUT/bin"
 go build -o "$OUT/bin/noopauthz" ./test/load/noopauthz
@@ -105,6 +128,12 @@ harness=$OUT/bin/harness
 
 issuer=https://issuer.load.test audience=load-api
 "$harness" prep --dir "$OUT" --issuer "$issuer" --audience "$audience" --ttl 2h >&2
+if [[ $UNCACHED == 1 ]]; then
+	# One file of distinct tokens per round (and one for profiling): no token
+	# is sent to tokengate twice in the whole run, so every one is a cache miss.
+	"$harness" tokens --dir "$OUT" --issuer "$issuer" --audience "$audience" --ttl 2h \
+		--files $((ROUNDS + 1)) --per-file "$UNCACHED_REQUESTS" >&2
+fi
 mapfile -t ports < <("$harness" ports -n 4)
 noop_grpc=127.0.0.1:${ports[0]} noop_http=127.0.0.1:${ports[1]}
 ours_grpc=127.0.0.1:${ports[2]} ours_http=127.0.0.1:${ports[3]}
@@ -179,9 +208,9 @@ pid_of() { if [[ $1 == noop ]]; then echo "$noop_pid"; else echo "$ours_pid"; fi
 grpc_addr() { if [[ $1 == noop ]]; then echo "$noop_grpc"; else echo "$ours_grpc"; fi; }
 http_url() { if [[ $1 == noop ]]; then echo "http://$noop_http$authz_path"; else echo "http://$ours_http$authz_path"; fi; }
 
-ghz_run() { # target requests output
+ghz_run() { # target requests output [data file]
 	"${on_gen[@]}" timeout "$ROUND_TIMEOUT" "$GHZ" --insecure --protoset "$OUT/authz.protoset" \
-		--call envoy.service.auth.v3.Authorization.Check --data-file "$OUT/check.json" \
+		--call envoy.service.auth.v3.Authorization.Check --data-file "${4:-$OUT/check.json}" \
 		-n "$2" -c "$CONCURRENCY" --connections "$CONNECTIONS" -O json -o "$3" "$(grpc_addr "$1")"
 }
 wrk_run() { # target duration output
@@ -197,6 +226,10 @@ measure() {
 	before=$(cpu_ticks "$(pid_of "$target")")
 	if [[ $kind == grpc ]]; then
 		ghz_run "$target" "$REQUESTS" "$base.json"
+	elif [[ $kind == uncached ]]; then
+		# Both servers get the round's file; only tokengate caches, and it
+		# sees each of its tokens exactly once in the run.
+		ghz_run "$target" "$UNCACHED_REQUESTS" "$base.json" "$OUT/uncached-$round.json"
 	else
 		wrk_run "$target" "$HTTP_DURATION" "$base.json"
 	fi
@@ -215,8 +248,22 @@ fi
 for ((r = 1; r <= ROUNDS; r++)); do
 	if ((r % 2)); then order=(noop tokengate); else order=(tokengate noop); fi
 	for target in "${order[@]}"; do measure grpc "$r" "$target"; done
+	if [[ $UNCACHED == 1 ]]; then
+		for target in "${order[@]}"; do measure uncached "$r" "$target"; done
+	fi
 	if [[ $HTTP == 1 ]]; then
 		for target in "${order[@]}"; do measure http "$r" "$target"; done
+	fi
+	if [[ $STORES == 1 ]]; then
+		# Each benchmark runs both sides of its ratio in this round: bolt's
+		# one transaction per rotation and group commits with 64 sessions
+		# refreshing at once; Redis's rotation and its floor (one ES256
+		# signature plus one PING) on one redis-server the benchmark starts.
+		(cd "$src/refresher/store/boltstore" && timeout "$ROUND_TIMEOUT" "$OUT/bin/boltstore.test" \
+			-test.run '^$' -test.bench 'BoltRotateConcurrent/sessions=64/' -test.benchtime "$STORE_BENCHTIME") >>"$OUT/bench-bolt.txt"
+		(cd "$src/refresher/store/redisstore" && timeout "$ROUND_TIMEOUT" "$OUT/bin/redisstore.test" \
+			-test.run '^$' -test.bench 'BenchmarkRedis/(baseline|rotate)-serial$' -test.benchtime "$STORE_BENCHTIME") >>"$OUT/bench-redis.txt"
+		log "  store benchmarks round $r done"
 	fi
 done
 
@@ -226,6 +273,10 @@ load_for() {
 		"${on_gen[@]}" timeout "$ROUND_TIMEOUT" "$GHZ" --insecure --protoset "$OUT/authz.protoset" \
 			--call envoy.service.auth.v3.Authorization.Check --data-file "$OUT/check.json" \
 			-z "${3}s" -c "$CONCURRENCY" --connections "$CONNECTIONS" -O json -o /dev/null "$(grpc_addr "$1")"
+	elif [[ $2 == uncached ]]; then
+		# A count, not a duration: the profiling file's tokens, each once
+		# (the profile covers the part of the window the load lasts).
+		ghz_run "$1" "$UNCACHED_REQUESTS" /dev/null "$OUT/uncached-$((ROUNDS + 1)).json"
 	else
 		"${on_gen[@]}" timeout "$ROUND_TIMEOUT" wrk -t1 -c"$CONCURRENCY" -d"${3}s" \
 			-H "Authorization: Bearer $token" "$(http_url "$1")" >/dev/null
@@ -247,6 +298,9 @@ blocks=(
 	'net/http.serverHandler.ServeHTTP'                          # the HTTP handler
 	'runtime.gcBgMarkWorker'                                    # garbage collection
 	'runtime.mallocgc'                                          # allocation
+	'extauthz.(*Server).Check'                                  # tokengate's Check
+	'extauthz.(*state).verify'                                  # parsing and verifying a new token, the cache
+	'ecdsa.Verify'                                              # the ES256 signature verification
 )
 # profile TARGET KIND: a CPU profile of one server under KIND load, with perf
 # (both servers the same way), else from tokengate's /debug/pprof if it
@@ -293,10 +347,20 @@ profile() {
 }
 if [[ $PROFILE == 1 && $AA != 1 ]]; then
 	kinds=(grpc)
+	if [[ $UNCACHED == 1 ]]; then kinds+=(uncached); fi
 	if [[ $HTTP == 1 ]]; then kinds+=(http); fi
 	for kind in "${kinds[@]}"; do
 		for target in noop tokengate; do profile "$target" "$kind"; done
 	done
+fi
+
+# Memory: a stream of distinct tokens (each a cache miss once the cache is
+# full) must leave tokengate's RSS flat. Not pinned: the signing client is
+# the bottleneck and only the RSS is measured.
+if ((RSS_TOKENS > 0)) && [[ $AA != 1 ]]; then
+	log "rss: sending tokengate $RSS_TOKENS distinct tokens, RSS every $RSS_EVERY"
+	"$harness" rss --dir "$OUT" --addr "$ours_grpc" --pid "$ours_pid" --issuer "$issuer" --audience "$audience" \
+		--tokens "$RSS_TOKENS" --every "$RSS_EVERY" >"$OUT/rss.md"
 fi
 
 # What tokengate itself counted: every Check of the run must be an allow.
@@ -311,6 +375,7 @@ cpu_model=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown
 	if [[ $AA == 1 ]]; then echo "A/A calibration: the server labelled tokengate is a second noopauthz."; fi
 	echo
 	"$harness" report --dir "$OUT" --clk-tck "$(getconf CLK_TCK)"
+	if [[ -s $OUT/rss.md ]]; then cat "$OUT/rss.md"; fi
 	if [[ -s $OUT/metrics.txt ]]; then
 		echo "tokengate's own counters after the run:"
 		echo

@@ -8,6 +8,8 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
+import { ath, decodeJWT, newKey, proof, proofJKT, reasonOf } from './dpop-node.mjs';
+import { startHopProxy } from './hop-proxy.mjs';
 import { cleanup, repoRoot, startStack, waitFor } from './stack.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
@@ -450,3 +452,310 @@ async function startForeignSite(target) {
   const port = await new Promise((r) => server.listen(0, '127.0.0.1', () => r(server.address().port)));
   return { server, url: `http://127.0.0.1:${port}` };
 }
+
+/**
+ * record keeps every request the page sends with a DPoP header (method,
+ * URL, proof, Authorization) and every token answer it receives from
+ * /login or /v1/token — what an attacker reading the page's traffic would
+ * copy. settle() waits for the asynchronous header and body reads.
+ */
+function record(page) {
+  const rec = { proofs: [], tokens: [], pending: [] };
+  page.on('request', (r) => {
+    rec.pending.push(
+      r.allHeaders().then((h) => {
+        if (h.dpop !== undefined) rec.proofs.push({ method: r.method(), path: new URL(r.url()).pathname, url: r.url(), dpop: h.dpop, authorization: h.authorization });
+      }, () => {}),
+    );
+  });
+  page.on('response', (r) => {
+    const path = new URL(r.url()).pathname;
+    if (r.request().method() !== 'POST' || (path !== '/login' && path !== '/v1/token')) return;
+    rec.pending.push(
+      r.json().then((b) => {
+        if (b?.access_token) rec.tokens.push({ path, ...b });
+      }, () => {}),
+    );
+  });
+  rec.settle = () => Promise.all(rec.pending);
+  rec.last = (path) => rec.proofs.filter((p) => p.path === path).at(-1);
+  return rec;
+}
+
+/**
+ * fromNode sends GET path to the stack from Node (a thief's machine),
+ * connecting from the loopback address from: its status and denial reason.
+ */
+function fromNode(stack, path, headers = {}, from = '127.0.0.1') {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`${stack.base}${path}`, { headers, localAddress: from, agent: false }, (res) => {
+      res.resume();
+      const www = res.headers['www-authenticate'] ?? null;
+      res.on('end', () => resolve({ status: res.statusCode, reason: reasonOf(www), www }));
+    });
+    req.on('error', reject);
+  });
+}
+
+/** refreshFromNode presents a refresh token to /v1/token from Node, with the given extra headers. */
+async function refreshFromNode(stack, token, headers = {}) {
+  const r = await fetch(`${stack.base}/v1/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: token }),
+  });
+  return { status: r.status, body: await r.json().catch(() => null) };
+}
+
+const jktOf = (accessToken) => decodeJWT(accessToken).claims.cnf?.jkt;
+
+/** idbRecords counts the records of every IndexedDB object store of the page's origin. */
+const idbRecords = (page) =>
+  page.evaluate(async () => {
+    const out = {};
+    for (const { name } of await indexedDB.databases()) {
+      const db = await new Promise((res, rej) => {
+        const r = indexedDB.open(name);
+        r.onsuccess = () => res(r.result);
+        r.onerror = () => rej(r.error);
+      });
+      for (const store of db.objectStoreNames) {
+        out[`${name}/${store}`] = await new Promise((res, rej) => {
+          const r = db.transaction(store).objectStore(store).count();
+          r.onsuccess = () => res(r.result);
+          r.onerror = () => rej(r.error);
+        });
+      }
+      db.close();
+    }
+    return out;
+  });
+
+/** The demo page with the client's dpop option, no timers: the test decides when to refresh. */
+const DPOP = { dpop: true, autoRefresh: false, refreshAhead: 0 };
+
+describe('DPoP (sender-constrained tokens)', () => {
+  let stack;
+  before(async () => {
+    // A long access TTL: the tokens copied out below must still be valid when replayed.
+    stack = await startStack({ label: 'dpop', dpop: 'optional', accessTTL: '60s' });
+  });
+  after(async () => {
+    await stack?.stop();
+  });
+
+  test('D1. sign in with a proof, call, refresh; copied tokens and proofs are refused elsewhere while the page keeps working', async () => {
+    const context = await browser.newContext();
+    try {
+      const page = await openDemo(context, stack, DPOP);
+      const rec = record(page);
+
+      // Sign-in: the page signs a proof for /login; the login backend forwards it to the refresher.
+      await page.evaluate(() => window.tg.signIn('u-dpop'));
+      await rec.settle();
+      assert.equal(rec.tokens.find((t) => t.path === '/login')?.token_type, 'DPoP');
+      const loginProof = rec.last('/login');
+      assert.ok(loginProof, 'the sign-in request carried a DPoP proof');
+      assert.equal(decodeJWT(loginProof.dpop).claims.htu, `${stack.base}/login`);
+      const jkt = proofJKT(loginProof.dpop);
+      const access0 = await page.evaluate(() => window.tg.client.session.accessToken);
+      assert.equal(jktOf(access0), jkt, 'cnf.jkt of the first token is the page key');
+
+      // API calls: allowed, the upstream sees the identity; the DPoP-only route too.
+      const r1 = await page.evaluate(() => window.tg.call());
+      assert.equal(r1.status, 200, JSON.stringify(r1));
+      assert.equal(r1.body.user.id, 'u-dpop');
+      assert.equal(r1.body.user.name, '张伟');
+      const r2 = await page.evaluate(() => window.tg.call('/api/dpop/echo'));
+      assert.equal(r2.status, 200, JSON.stringify(r2));
+      assert.equal(r2.body.user.id, 'u-dpop');
+      await rec.settle();
+      const apiProof = rec.last('/api/echo');
+      assert.ok(apiProof, 'the API call carried a DPoP proof');
+      assert.match(apiProof.authorization, /^DPoP /);
+      assert.equal(decodeJWT(apiProof.dpop).claims.ath, ath(access0));
+
+      // Refresh: a proof on /v1/token, the new token bound to the same key.
+      const rotations0 = await stack.metric('tokengate_refresher_rotations_total');
+      await page.evaluate(() => window.tg.client.refresh());
+      const access1 = await page.evaluate(() => window.tg.client.session.accessToken);
+      assert.notEqual(access1, access0);
+      assert.equal(jktOf(access1), jkt, 'cnf.jkt after the refresh');
+      await rec.settle();
+      assert.equal(proofJKT(rec.last('/v1/token').dpop), jkt);
+      assert.equal(decodeJWT(rec.last('/v1/token').dpop).claims.htu, `${stack.base}/v1/token`);
+      const tokenAnswer = rec.tokens.filter((t) => t.path === '/v1/token').at(-1);
+      assert.equal(tokenAnswer.token_type, 'DPoP');
+      assert.equal((await stack.metric('tokengate_refresher_rotations_total')) - rotations0, 1);
+      assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
+
+      // --- the thief: the access token, the refresh token and one of the page's proofs, copied out ---
+      await rec.settle();
+      const stolenAccess = access1;
+      const stolenRefresh = tokenAnswer.refresh_token;
+      assert.ok(stolenRefresh, 'the refresh token was read from the page traffic');
+      const captured = rec.last('/api/echo');
+      assert.equal(captured.authorization, `DPoP ${stolenAccess}`);
+      const thief = await newKey();
+      const url = `${stack.base}/api/echo`;
+      const api0 = stack.app.seen.length;
+
+      const asBearer = await fromNode(stack, '/api/echo', { authorization: `Bearer ${stolenAccess}` });
+      assert.deepEqual([asBearer.status, asBearer.reason], [401, 'invalid_dpop_proof'], `as Bearer: ${asBearer.www}`);
+      assert.match(asBearer.www, /^DPoP /);
+      const noProof = await fromNode(stack, '/api/echo', { authorization: `DPoP ${stolenAccess}` });
+      assert.deepEqual([noProof.status, noProof.reason], [401, 'invalid_dpop_proof'], `DPoP without a proof: ${noProof.www}`);
+      const otherKey = await fromNode(stack, '/api/echo', {
+        authorization: `DPoP ${stolenAccess}`,
+        dpop: await proof(thief, 'GET', url, { ath: ath(stolenAccess) }),
+      });
+      assert.deepEqual([otherKey.status, otherKey.reason], [401, 'invalid_dpop_proof'], `another key's proof: ${otherKey.www}`);
+      const replayed = await fromNode(stack, '/api/echo', { authorization: captured.authorization, dpop: captured.dpop });
+      assert.deepEqual([replayed.status, replayed.reason], [401, 'invalid_dpop_proof'], `a replayed proof of the page: ${replayed.www}`);
+      assert.equal(stack.app.seen.length, api0, 'a stolen token reached the app');
+
+      const rotations1 = await stack.metric('tokengate_refresher_rotations_total');
+      const refreshNoProof = await refreshFromNode(stack, stolenRefresh);
+      assert.deepEqual([refreshNoProof.status, refreshNoProof.body?.error], [400, 'invalid_grant'], JSON.stringify(refreshNoProof));
+      const refreshOtherKey = await refreshFromNode(stack, stolenRefresh, { dpop: await proof(thief, 'POST', `${stack.base}/v1/token`) });
+      assert.deepEqual([refreshOtherKey.status, refreshOtherKey.body?.error], [400, 'invalid_grant'], JSON.stringify(refreshOtherKey));
+      assert.equal((await stack.metric('tokengate_refresher_rotations_total')) - rotations1, 0, 'rotations caused by the thief');
+
+      // The page is unaffected: calls and a refresh still work, nobody was signed out.
+      assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
+      await page.evaluate(() => window.tg.client.refresh());
+      const access2 = await page.evaluate(() => window.tg.client.session.accessToken);
+      assert.notEqual(access2, access1);
+      assert.equal(jktOf(access2), jkt);
+      const after = await page.evaluate(() => window.tg.call('/api/dpop/echo'));
+      assert.equal(after.status, 200, JSON.stringify(after));
+      assert.deepEqual(await page.evaluate(() => window.tg.state.signOuts), []);
+      assert.deepEqual(page.errors, []);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('D2. the key survives a reload; sign-out deletes it and the next sign-in gets a new one', async () => {
+    const context = await browser.newContext();
+    try {
+      const page = await openDemo(context, stack, { ...DPOP, storage: 'localStorage' });
+      const rec = record(page);
+      await page.evaluate(() => window.tg.signIn('u-dpop-reload'));
+      assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
+      await rec.settle();
+      const jkt = proofJKT(rec.last('/api/echo').dpop);
+      assert.ok(Object.values(await idbRecords(page)).some((n) => n > 0), 'the key is in IndexedDB');
+
+      await page.reload();
+      await page.waitForFunction(() => window.tg?.ready === true);
+      const resumed = await page.evaluate(() => window.tg.call());
+      assert.equal(resumed.status, 200, JSON.stringify(resumed));
+      assert.equal(resumed.body.user.id, 'u-dpop-reload');
+      await rec.settle();
+      assert.equal(proofJKT(rec.last('/api/echo').dpop), jkt, 'the same key signs after the reload');
+
+      await page.evaluate(() => window.tg.client.signOut());
+      const stores = await idbRecords(page);
+      assert.deepEqual(Object.entries(stores).filter(([, n]) => n > 0), [], `IndexedDB after sign-out: ${JSON.stringify(stores)}`);
+
+      await page.evaluate(() => window.tg.signIn('u-dpop-reload'));
+      const access = await page.evaluate(() => window.tg.client.session.accessToken);
+      assert.ok(jktOf(access), 'the new session is bound');
+      assert.notEqual(jktOf(access), jkt, 'a new key after sign-out');
+      assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
+      assert.deepEqual(page.errors, []);
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('D3. rollout: with dpop optional a Bearer client still works, except on a route that requires DPoP', async () => {
+    const context = await browser.newContext();
+    try {
+      const page = await openDemo(context, stack, { autoRefresh: false });
+      await page.evaluate(() => window.tg.signIn('u-bearer'));
+      const token = await page.evaluate(() => window.tg.client.session.accessToken);
+      assert.equal(jktOf(token), undefined, 'a sign-in without a proof is not bound');
+      assert.equal((await page.evaluate(() => window.tg.call())).status, 200);
+      const required = await fromNode(stack, '/api/dpop/echo', { authorization: `Bearer ${token}` });
+      assert.equal(required.status, 401, `Bearer on a dpop: required route: ${required.www}`);
+      // An unbound token where DPoP is required: invalid_token with a DPoP challenge.
+      assert.equal(required.reason, 'invalid_token', required.www);
+      assert.match(required.www, /^DPoP /);
+    } finally {
+      await context.close();
+    }
+  });
+});
+
+describe('network binding', () => {
+  let stack;
+  let hop;
+  let proxied;
+  before(async () => {
+    stack = await startStack({ label: 'network', bindNetwork: true, dpop: 'optional', accessTTL: '60s' });
+    // The browser reaches nginx through a proxy whose onward source address the test changes.
+    hop = await startHopProxy('127.0.0.2');
+    proxied = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true, proxy: { server: hop.url, bypass: '<-loopback>' } });
+  });
+  after(async () => {
+    await proxied?.close();
+    await hop?.close();
+    await stack?.stop();
+  });
+
+  for (const [scheme, params] of [['Bearer', {}], ['DPoP', { dpop: true }]]) {
+    test(`N1. (${scheme}) the network changes: one token_unbound, one refresh, then success; the old token stays refused`, async () => {
+      hop.from = '127.0.0.2';
+      const context = await proxied.newContext();
+      try {
+        const page = await openDemo(context, stack, { ...params, autoRefresh: false, refreshAhead: 0 });
+        await page.evaluate(() => window.tg.signIn('u-moving'));
+        const first = await page.evaluate(() => window.tg.call('/api/net/echo'));
+        assert.equal(first.status, 200, JSON.stringify(first));
+        assert.equal(first.body.user.id, 'u-moving');
+        const token0 = await page.evaluate(() => window.tg.client.session.accessToken);
+        assert.equal(decodeJWT(token0).claims.cnf?.ip, '127.0.0.2');
+
+        // The laptop moves to another network.
+        hop.from = '127.0.0.3';
+        const tokens0 = stack.count('POST', '/v1/token');
+        const refused0 = stack.count('GET', '/api/net/echo', 401);
+        const moved = await page.evaluate(() => window.tg.call('/api/net/echo'));
+        assert.equal(moved.status, 200, JSON.stringify(moved));
+        assert.equal(stack.count('GET', '/api/net/echo', 401) - refused0, 1, 'token_unbound answers at nginx');
+        assert.equal(stack.count('POST', '/v1/token') - tokens0, 1, 'refreshes');
+        const token1 = await page.evaluate(() => window.tg.client.session.accessToken);
+        assert.equal(decodeJWT(token1).claims.cnf?.ip, '127.0.0.3');
+        assert.deepEqual(await page.evaluate(() => window.tg.state.signOuts), []);
+        assert.equal((await page.evaluate(() => window.tg.call('/api/net/echo'))).status, 200);
+
+        // Someone holding only an access token: the old one from the new network,
+        // either from a third address, with or without forwarding headers
+        // naming the token's own address.
+        const thefts = [
+          { token: token0, from: '127.0.0.3' },
+          { token: token0, from: '127.0.0.4' },
+          { token: token1, from: '127.0.0.4' },
+        ];
+        for (const { token, from } of thefts) {
+          const own = decodeJWT(token).claims.cnf.ip;
+          for (const forged of [{}, { 'x-real-ip': own, 'x-forwarded-for': own }]) {
+            const r = await fromNode(stack, '/api/net/echo', { authorization: `Bearer ${token}`, ...forged }, from);
+            // A DPoP-bound token without its proof is refused before its network is looked at.
+            const want = scheme === 'Bearer' ? 'token_unbound' : 'invalid_dpop_proof';
+            assert.deepEqual([r.status, r.reason], [401, want], `token of ${own} from ${from} ${JSON.stringify(forged)}: ${r.www}`);
+          }
+        }
+        if (scheme === 'Bearer') {
+          // The genuine holder's current token from its own network still works.
+          assert.equal((await fromNode(stack, '/api/net/echo', { authorization: `Bearer ${token1}` }, '127.0.0.3')).status, 200);
+        }
+        assert.deepEqual(page.errors, []);
+      } finally {
+        await context.close();
+      }
+    });
+  }
+});

@@ -82,9 +82,19 @@ export function renderTemplate(text, vars) {
 /**
  * startStack starts one complete stack. transport is the refresher's
  * --refresh-token-transport. accessTTL is short so tests can wait past it.
+ * label names the stack's log folder (default: the transport).
+ *
+ * dpop (a --dpop mode: 'optional' or 'required') turns on sender-constrained
+ * tokens: the refresher accepts the browser's sign-in proof for the demo's
+ * /login URL (--dpop-signin-urls) and knows its public origin
+ * (--external-url, since nginx passes $host without the port), extauthz pins
+ * the same origin, and routes under /api/dpop/ require DPoP. bindNetwork
+ * puts the client's address into every token (--bind-network; the login
+ * backend passes nginx's X-Real-IP as client_ip) and routes under /api/net/
+ * require it.
  */
-export async function startStack({ transport = 'body', accessTTL = '4s', reuseGrace = '2s' } = {}) {
-  const dir = mkdtempSync(join(tmpdir(), `tokengate-e2e-${transport}-`));
+export async function startStack({ transport = 'body', accessTTL = '4s', reuseGrace = '2s', label = transport, dpop, bindNetwork = false } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), `tokengate-e2e-${label}-`));
   chmodSync(dir, 0o755);
   const procs = [];
   const bin = tokengateBinary();
@@ -115,6 +125,13 @@ export async function startStack({ transport = 'body', accessTTL = '4s', reuseGr
   const issuer = 'http://tokengate.e2e.test';
   const audience = 'e2e-api';
 
+  // nginx's port first: the DPoP settings name the public origin.
+  const nginxPort = await freePort();
+  const base = `http://127.0.0.1:${nginxPort}`;
+  const refresherDPoP = [];
+  if (dpop) refresherDPoP.push('--dpop', dpop, '--dpop-signin-urls', `${base}/login`, '--external-url', base);
+  if (bindNetwork) refresherDPoP.push('--bind-network');
+
   // refresher
   const refresherPort = await freePort();
   const refresher = spawnLogged('refresher', bin, [
@@ -129,6 +146,7 @@ export async function startStack({ transport = 'body', accessTTL = '4s', reuseGr
     '--admin-token-file', adminTokenFile,
     '--refresh-token-transport', transport,
     '--client-ip-header', 'X-Forwarded-For',
+    ...refresherDPoP,
   ]);
   const refresherURL = `http://127.0.0.1:${refresherPort}`;
   await waitFor('refresher /readyz', async () => mustRun(refresher)() && (await httpOk(`${refresherURL}/readyz`)));
@@ -149,6 +167,11 @@ export async function startStack({ transport = 'body', accessTTL = '4s', reuseGr
       // examples/nginx/tokengate.conf sets X-Original-URI/-Method and Host.
       'forward_auth:',
       '  proxy: nginx',
+      ...(dpop ? ['dpop:', `  external_origin: ${base}`] : []),
+      ...(dpop || bindNetwork ? ['routes:'] : []),
+      ...(dpop ? ['  - {path_prefix: /api/dpop/, action: required, dpop: required}'] : []),
+      ...(bindNetwork ? ['  - {path_prefix: /api/net/, action: required, bind_network: {ipv4_prefix: 32}}'] : []),
+      ...(dpop || bindNetwork ? ['default_action: required'] : []),
       '',
     ].join('\n'),
   );
@@ -161,7 +184,7 @@ export async function startStack({ transport = 'body', accessTTL = '4s', reuseGr
   await waitFor('extauthz /readyz', async () => mustRun(extauthz)() && (await httpOk(`http://127.0.0.1:${authzHttpPort}/readyz`)));
 
   // The upstream app: echoes identity headers, and is the demo's login backend.
-  const app = startApp({ refresherURL, adminToken, transport });
+  const app = startApp({ refresherURL, adminToken, transport, bindNetwork });
   const appPort = await new Promise((r) => app.server.listen(0, '127.0.0.1', () => r(app.server.address().port)));
 
   // Static files: the demo page, the built client, axios' ESM build.
@@ -172,7 +195,6 @@ export async function startStack({ transport = 'body', accessTTL = '4s', reuseGr
   chmodTree(www);
 
   // nginx, configured by the shipped example.
-  const nginxPort = await freePort();
   const prefix = join(dir, 'nginx');
   for (const d of ['', 'tmp', 'tmp/body', 'tmp/proxy', 'tmp/fastcgi', 'tmp/uwsgi', 'tmp/scgi']) mkdirSync(join(prefix, d), { recursive: true, mode: 0o777 });
   for (const d of ['tmp', 'tmp/body', 'tmp/proxy', 'tmp/fastcgi', 'tmp/uwsgi', 'tmp/scgi']) chmodSync(join(prefix, d), 0o777);
@@ -211,7 +233,6 @@ http {
   );
   execFileSync(nginxBinary(), ['-t', '-q', '-p', prefix, '-c', join(prefix, 'nginx.conf')], { stdio: 'inherit' });
   const nginx = spawnLogged('nginx', nginxBinary(), ['-p', prefix, '-c', join(prefix, 'nginx.conf')]);
-  const base = `http://127.0.0.1:${nginxPort}`;
   await waitFor('nginx', async () => mustRun(nginx)() && (await httpOk(`${base}/index.html`)));
 
   return {
@@ -257,7 +278,7 @@ http {
         clearTimeout(t);
       }
       // Keep the processes' logs with the test output (a CI artifact), drop the rest.
-      const keep = join(repoRoot, 'test-output', 'e2e-logs', transport);
+      const keep = join(repoRoot, 'test-output', 'e2e-logs', label);
       mkdirSync(keep, { recursive: true });
       cpSync(logs, keep, { recursive: true });
       for (const f of ['error.log', 'access.log']) if (existsSync(join(prefix, f))) cpSync(join(prefix, f), join(keep, `nginx-${f}`));
@@ -282,15 +303,19 @@ function chmodTree(p) {
  * says). /login is the app's login backend: it calls the refresher's
  * POST /v1/sessions with the admin token server-side and hands the browser
  * the token response — with the cookie transport it passes the refresher's
- * Set-Cookie on and leaves the refresh token out of the body.
+ * Set-Cookie on and leaves the refresh token out of the body. A browser's
+ * DPoP proof (signed for this /login URL) is forwarded to the refresher in
+ * the DPoP header, which binds the new session to the browser's key; with
+ * network binding the client's address (nginx's X-Real-IP) goes along as
+ * client_ip.
  */
-function startApp({ refresherURL, adminToken, transport }) {
+function startApp({ refresherURL, adminToken, transport, bindNetwork }) {
   const seen = [];
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://app');
     if (url.pathname.startsWith('/api/')) {
       const h = req.headers;
-      seen.push({ path: url.pathname, userId: h['x-user-id'], rawName: h['x-user-name'], authorization: h.authorization !== undefined });
+      seen.push({ path: url.pathname, userId: h['x-user-id'], rawName: h['x-user-name'], authorization: h.authorization !== undefined, dpop: h.dpop !== undefined, realIP: h['x-real-ip'] });
       const body = {
         path: url.pathname,
         user: {
@@ -309,19 +334,19 @@ function startApp({ refresherURL, adminToken, transport }) {
       let raw = '';
       for await (const chunk of req) raw += chunk;
       const input = raw ? JSON.parse(raw) : {};
-      const r = await fetch(`${refresherURL}/v1/sessions`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ sub: input.sub ?? 'u-1001', claims: { name: '张伟', roles: ['reader', 'writer'] } }),
-      });
+      const headers = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
+      if (req.headers.dpop !== undefined) headers.dpop = req.headers.dpop;
+      const session = { sub: input.sub ?? 'u-1001', claims: { name: '张伟', roles: ['reader', 'writer'] } };
+      if (bindNetwork) session.client_ip = req.headers['x-real-ip'];
+      const r = await fetch(`${refresherURL}/v1/sessions`, { method: 'POST', headers, body: JSON.stringify(session) });
       const body = await r.json();
-      const headers = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+      const answer = { 'content-type': 'application/json', 'cache-control': 'no-store' };
       const cookie = r.headers.getSetCookie?.() ?? [];
       if (transport === 'cookie') {
         delete body.refresh_token;
-        if (cookie.length) headers['set-cookie'] = cookie;
+        if (cookie.length) answer['set-cookie'] = cookie;
       }
-      res.writeHead(r.status === 201 ? 200 : r.status, headers);
+      res.writeHead(r.status === 201 ? 200 : r.status, answer);
       res.end(JSON.stringify(body));
       return;
     }

@@ -4,6 +4,10 @@
 //
 //   - prep: make a signing key, its JWKS, a real access token, the ghz request
 //     (a CheckRequest as JSON) and a protoset of the ext_authz API;
+//   - tokens: write ghz data files of CheckRequests that each carry a distinct,
+//     freshly signed token (the uncached path: no token is sent twice);
+//   - rss: send a server many distinct tokens and print its resident set
+//     size as it goes (the cache's memory bound under a stream of new tokens);
 //   - ports: print free loopback ports;
 //   - preflight: send that CheckRequest once and insist on the expected answer,
 //     so a harness that would measure denials (or errors) stops before it
@@ -29,11 +33,15 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: harness prep|ports|preflight|report [flags]")
+		return errors.New("usage: harness prep|tokens|rss|ports|preflight|report [flags]")
 	}
 	switch args[0] {
 	case "prep":
 		return runPrep(args[1:], stdout)
+	case "tokens":
+		return runTokens(args[1:], stdout)
+	case "rss":
+		return runRSS(ctx, args[1:], stdout)
 	case "ports":
 		return runPorts(args[1:], stdout)
 	case "preflight":
@@ -41,5 +49,5 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "report":
 		return runReport(args[1:], stdout)
 	}
-	return fmt.Errorf("unknown subcommand %q (want prep, ports, preflight or report)", args[0])
+	return fmt.Errorf("unknown subcommand %q (want prep, tokens, rss, ports, preflight or report)", args[0])
 }

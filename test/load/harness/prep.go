@@ -94,9 +94,14 @@ func runPrep(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("prep: %w", err)
 	}
+	private, err := json.Marshal(key)
+	if err != nil {
+		return fmt.Errorf("prep: signing key: %w", err)
+	}
 
 	for name, data := range map[string][]byte{
 		fileJWKS: jwks, fileToken: []byte(token), fileCheck: check, fileProtoset: protoset,
+		fileSigningKey: private,
 	} {
 		if err := keyset.WriteFileAtomic(filepath.Join(*dir, name), data, 0o600); err != nil {
 			return fmt.Errorf("prep: %w", err)

@@ -194,8 +194,8 @@ func runReport(args []string, stdout io.Writer) error {
 	}
 	var b strings.Builder
 	var errs []error
-	found := false
-	for _, kind := range []string{"grpc", "http"} {
+	var all []series
+	for _, kind := range kinds {
 		s, err := loadSeries(*dir, kind, *clkTck)
 		if err != nil {
 			return fmt.Errorf("report: %w", err)
@@ -203,21 +203,36 @@ func runReport(args []string, stdout io.Writer) error {
 		if len(s.rounds) == 0 {
 			continue
 		}
-		found = true
+		all = append(all, s)
 		errs = append(errs, s.write(&b))
 	}
-	if !found {
+	var stores []storeResult
+	for _, sr := range storeRatios {
+		r, ok, err := loadStore(*dir, sr)
+		if err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		if ok {
+			stores = append(stores, r)
+			r.write(&b)
+		}
+	}
+	if len(all) == 0 && len(stores) == 0 {
 		return fmt.Errorf("report: no results in %s", *dir)
 	}
-	if _, err := io.WriteString(stdout, b.String()); err != nil {
+	if _, err := io.WriteString(stdout, summary(all, stores)+b.String()); err != nil {
 		return err
 	}
 	return errors.Join(errs...)
 }
 
+// kinds are the series run.sh measures, in the report's order.
+var kinds = []string{"grpc", "uncached", "http"}
+
 var kindTitle = map[string]string{
-	"grpc": "gRPC `envoy.service.auth.v3.Authorization/Check` (ghz)",
-	"http": "HTTP forward-auth `/authz/` (wrk)",
+	"grpc":     "gRPC `envoy.service.auth.v3.Authorization/Check`, cached token (ghz)",
+	"uncached": "gRPC `Check`, uncached: a distinct token per request, none sent twice in the run (ghz)",
+	"http":     "HTTP forward-auth `/authz/` (wrk)",
 }
 
 // write renders one series as Markdown: every round, then medians and ratios.
@@ -273,6 +288,44 @@ func (s series) write(b *strings.Builder) error {
 		return errors.New(strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// summaryRows are the ratios the summary leads with: the paths furthest
+// from their floor.
+var summaryRows = []struct{ kind, title, target string }{
+	{"uncached", "uncached Check ÷ no-op gRPC server (distinct tokens)", "≥ 0.5×"},
+	{"http", "forward-auth ÷ no-op HTTP server (cached token)", "≥ 0.85×"},
+	{"grpc", "cached Check ÷ no-op gRPC server", "≥ 0.85×"},
+}
+
+// summary is the table of the run's ratios, one line each: the throughput
+// ratio (median of the per-round ratios, and the ratio of the medians), the
+// capacity ratio (server CPU per request), and tokengate's p50/p99; then the
+// store benchmarks' ratios.
+func summary(all []series, stores []storeResult) string {
+	var b strings.Builder
+	b.WriteString("#### Summary: the ratios of this run\n\n")
+	b.WriteString("| ratio | target | throughput, median of rounds (ratio of medians) | capacity (CPU per request) | tokengate p50 / p99 |\n")
+	b.WriteString("| --- | --- | ---: | ---: | ---: |\n")
+	for _, row := range summaryRows {
+		for _, s := range all {
+			if s.kind != row.kind {
+				continue
+			}
+			noop, ours := s.median("noop"), s.median("tokengate")
+			paired := make([]float64, 0, len(s.rounds))
+			for _, r := range s.rounds {
+				paired = append(paired, r["tokengate"].RPS/r["noop"].RPS)
+			}
+			fmt.Fprintf(&b, "| %s | %s | **%.2f×** (%s) | %s | %s / %s |\n", row.title, row.target, median(paired),
+				ratio(ours.RPS, noop.RPS), ratio(float64(noop.cpuPerRequest()), float64(ours.cpuPerRequest())), ms(ours.P50), ms(ours.P99))
+		}
+	}
+	for _, r := range stores {
+		fmt.Fprintf(&b, "| %s | %s | **%.2f×** (%s) | | |\n", r.title, r.target, median(r.perRound), ratio(median(r.numNS), median(r.denNS)))
+	}
+	b.WriteString("\n")
+	return b.String()
 }
 
 // median returns, per field, the median over the rounds of one target (so the

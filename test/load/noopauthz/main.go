@@ -80,7 +80,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			srv.Stop()
 			return fmt.Errorf("listen http: %w", err)
 		}
-		httpSrv = &http.Server{Handler: http.HandlerFunc(allowHTTP), ReadHeaderTimeout: 10 * time.Second}
+		// The same http.Server settings (timeouts, header bound, keep-alive)
+		// and connection bound as `tokengate extauthz`'s HTTP listener.
+		lim := serve.DefaultHTTPLimits
+		httpSrv = lim.Server(http.HandlerFunc(allowHTTP))
+		httpLn = lim.Listener(httpLn)
 		addrs.HTTP = httpLn.Addr().String()
 		go func() {
 			if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
