@@ -116,10 +116,19 @@ func (a answer) String() string {
 func createSession(t *testing.T, r replica, sub string) tokenResponse {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"sub": sub, "claims": map[string]any{"name": "E2E " + sub, "roles": []string{"user"}}})
-	req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/sessions", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("Content-Type", "application/json")
-	a := do(req)
+	var a answer
+	// A login backend retries a 503 (the store did not answer in time,
+	// e.g. a Redis with appendfsync always on a busy disk); so does the
+	// setup of these tests, a few times.
+	for attempt := 0; attempt < 10; attempt++ {
+		req, _ := http.NewRequest(http.MethodPost, r.URL+"/v1/sessions", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Content-Type", "application/json")
+		if a = do(req); a.Err != nil || a.Status != http.StatusServiceUnavailable {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	if a.Err != nil || a.Status != http.StatusCreated || a.Body.RefreshToken == "" {
 		t.Fatalf("POST %s/v1/sessions: %v", r.URL, a)
 	}
