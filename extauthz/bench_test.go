@@ -2,15 +2,10 @@ package extauthz
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,6 +15,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tokengate/tokengate/internal/benchkit"
 	"github.com/tokengate/tokengate/internal/tracing/otlptest"
 )
 
@@ -150,26 +146,6 @@ const (
 	uncachedCacheSize = 64
 )
 
-// cpuMeter reports the process's CPU time per operation as cpu-ns/op:
-// unlike ns/op (wall time) it does not count time the benchmark waited
-// for a core on a shared machine, and it does count the garbage
-// collector's work on other cores.
-type cpuMeter struct {
-	start time.Duration
-	ok    bool
-}
-
-func startCPU() cpuMeter {
-	d, ok := processCPU()
-	return cpuMeter{d, ok}
-}
-
-func (m cpuMeter) report(b *testing.B) {
-	if d, ok := processCPU(); ok && m.ok && b.N > 0 {
-		b.ReportMetric(float64(d-m.start)/float64(b.N), "cpu-ns/op")
-	}
-}
-
 // uncachedTokens signs uncachedPool tokens that differ in jti.
 func uncachedTokens(b *testing.B, k *testKey, now time.Time) []string {
 	toks := make([]string, uncachedPool)
@@ -206,13 +182,13 @@ func BenchmarkCheckUncached(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := startCPU()
+			cpu := benchkit.StartCPU()
 			i := 0
 			for b.Loop() {
 				h.srv.Check(ctx, reqs[i%len(reqs)])
 				i++
 			}
-			cpu.report(b)
+			cpu.Report(b)
 		})
 	}
 }
@@ -233,19 +209,7 @@ func BenchmarkRawVerify(b *testing.B) {
 				}
 				in[i] = signed{[]byte(tok[:j]), sig}
 			}
-			verify := func(s signed) bool {
-				switch alg {
-				case "ES256":
-					d := sha256.Sum256(s.input)
-					r, ss := new(big.Int).SetBytes(s.sig[:32]), new(big.Int).SetBytes(s.sig[32:])
-					return ecdsa.Verify(pub.(*ecdsa.PublicKey), d[:], r, ss)
-				case "RS256":
-					d := sha256.Sum256(s.input)
-					return rsa.VerifyPKCS1v15(pub.(*rsa.PublicKey), crypto.SHA256, d[:], s.sig) == nil
-				default:
-					return ed25519.Verify(pub.(ed25519.PublicKey), s.input, s.sig)
-				}
-			}
+			verify := func(s signed) bool { return benchkit.RawVerify(pub, s.input, s.sig) }
 			for _, s := range in {
 				if !verify(s) {
 					b.Fatal("raw verify failed")
@@ -253,13 +217,13 @@ func BenchmarkRawVerify(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := startCPU()
+			cpu := benchkit.StartCPU()
 			i := 0
 			for b.Loop() {
 				verify(in[i%len(in)])
 				i++
 			}
-			cpu.report(b)
+			cpu.Report(b)
 		})
 	}
 }

@@ -9,9 +9,10 @@ import (
 	"math/big"
 	"slices"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/tokengate/tokengate/internal/jsonscan"
 )
 
 // compactToken is a token whose three segments have been checked to be
@@ -108,7 +109,7 @@ func decodeHeader(b []byte) (jwsHeader, error) {
 	if !utf8.Valid(b) {
 		return h, errors.New("not UTF-8")
 	}
-	m, strict, err := parseJSONObject(b, true)
+	m, strict, err := jsonscan.ParseObject(b, true)
 	if err != nil {
 		return h, err
 	}
@@ -243,29 +244,4 @@ func twinKey(buf []byte, token string) ([]byte, *ecdsaCurve) {
 	copy(buf, token[:i+1])
 	base64.RawURLEncoding.Encode(buf[i+1:], sig[:n])
 	return buf, c
-}
-
-// foldKey maps every rune to the smallest rune of its Unicode case-folding
-// orbit, so keys equal under case folding (encoding/json's matching, "K"
-// and the Kelvin sign included) fold to the same string.
-func foldKey(s string) string {
-	ascii := true
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
-		return strings.ToUpper(s) // the smallest of {A, a} is A
-	}
-	return strings.Map(func(r rune) rune {
-		m := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			if f < m {
-				m = f
-			}
-		}
-		return m
-	}, s)
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/tokengate/tokengate/internal/benchkit"
 	"github.com/tokengate/tokengate/internal/dpop/dpoptest"
 )
 
@@ -21,42 +22,35 @@ func BenchmarkCheckDPoP(b *testing.B) {
 			k := newTestKey(b, "ES256", "bench")
 			h := newHarness(b, baseConfig(b, k), func(o *Options) { o.Logger = slog.New(slog.NewJSONHandler(io.Discard, nil)) })
 			now := h.clock.Now()
-			if mode == "bearer" {
-				req := bearerReq(k.token(b, claimsAt(now)))
-				if resp, err := h.srv.Check(b.Context(), req); err != nil || resp.GetOkResponse() == nil {
-					b.Fatalf("check: %v %v", resp, err)
+			tok := k.token(b, claimsAt(now))
+			headers := map[string]string{"authorization": "Bearer " + tok}
+			var pool []string
+			if mode == "dpop" {
+				key := dpoptest.NewKey(b, "ES256")
+				tok = k.token(b, with(claimsAt(now), "cnf", map[string]any{"jkt": key.JKT()}))
+				// One distinct proof per check, signed before the timer starts.
+				pool = make([]string, b.N+1)
+				for i := range pool {
+					pool[i] = key.Proof("GET", "https://app.test/api/things", dpoptest.WithATH(tok), dpoptest.WithIAT(now))
 				}
-				b.ReportAllocs()
-				b.ResetTimer()
-				cpu := startCPU()
-				for i := 0; i < b.N; i++ {
-					h.srv.Check(b.Context(), req)
-				}
-				cpu.report(b)
-				return
+				headers = map[string]string{"authorization": "DPoP " + tok, "dpop": pool[b.N]}
 			}
-			key := dpoptest.NewKey(b, "ES256")
-			tok := k.token(b, with(claimsAt(now), "cnf", map[string]any{"jkt": key.JKT()}))
-			// One distinct proof per check, signed before the timer starts.
-			pool := make([]string, b.N+1)
-			for i := range pool {
-				pool[i] = key.Proof("GET", "https://app.test/api/things", dpoptest.WithATH(tok), dpoptest.WithIAT(now))
-			}
-			headers := map[string]string{"authorization": "DPoP " + tok, "dpop": pool[b.N]}
 			req := checkReq("GET", "app.test", "/api/things", headers)
 			if resp, err := h.srv.Check(b.Context(), req); err != nil || resp.GetOkResponse() == nil {
 				b.Fatalf("check: %v %v", resp, err)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := startCPU()
+			cpu := benchkit.StartCPU()
 			for i := 0; i < b.N; i++ {
-				headers["dpop"] = pool[i]
+				if pool != nil {
+					headers["dpop"] = pool[i]
+				}
 				if resp, _ := h.srv.Check(b.Context(), req); resp.GetOkResponse() == nil {
 					b.Fatalf("refused: %v", resp)
 				}
 			}
-			cpu.report(b)
+			cpu.Report(b)
 		})
 	}
 }

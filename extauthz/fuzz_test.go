@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokengate/tokengate/internal/jsonscan"
 )
 
 // FuzzFindToken: token extraction never panics, never returns more than
@@ -192,7 +194,7 @@ func FuzzCompactToken(f *testing.F) {
 			}
 			decoded[i] = b
 		}
-		if err := checkJSONObject(decoded[0]); err != nil {
+		if err := jsonscan.CheckObject(decoded[0]); err != nil {
 			t.Fatalf("header accepted: %v", err)
 		}
 		if string(ct.payload) != string(decoded[1]) {
@@ -212,7 +214,7 @@ func FuzzCompactToken(f *testing.F) {
 		} else if twin != nil && curve.alg == ct.header.Alg {
 			t.Fatalf("twinKey respelled a canonical %s token", curve.alg)
 		}
-		if checkJSONObject(ct.payload) == nil {
+		if jsonscan.CheckObject(ct.payload) == nil {
 			if _, err := decodeClaims(ct.payload); err != nil {
 				t.Fatalf("a payload with unique keys does not decode: %v", err)
 			}

@@ -15,9 +15,12 @@ import (
 	"math/big"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jws"
+
+	"github.com/tokengate/tokengate/internal/jsonscan"
 )
 
 // supportedAlgs are the signature algorithms a provider may allow.
@@ -154,6 +157,20 @@ func (v *verifier) verify(ctx context.Context, ct *compactToken, audiences []str
 	}
 	out.cnf = cnf
 	return out, nil
+}
+
+// parseClaims decodes the payload as decodeClaims does, in the same pass
+// finding what jsonscan.CheckObject refuses (strict), to be acted on after
+// the signature.
+func parseClaims(payload []byte) (claims map[string]any, strict, err error) {
+	if !utf8.Valid(payload) {
+		// encoding/json decodes invalid UTF-8 (as U+FFFD); such a payload
+		// is refused after the signature, so its decoding is not worth a
+		// fast path.
+		claims, err = decodeClaims(payload)
+		return claims, jsonscan.ErrNotUTF8, err
+	}
+	return jsonscan.ParseObject(payload, true)
 }
 
 // decodeClaims decodes the payload keeping numbers exact (json.Number).

@@ -1,18 +1,12 @@
 package dpop_test
 
 import (
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
-	"math/big"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/tokengate/tokengate/internal/benchkit"
 	"github.com/tokengate/tokengate/internal/dpop"
 	"github.com/tokengate/tokengate/internal/dpop/dpoptest"
 	"github.com/tokengate/tokengate/internal/fakeclock"
@@ -48,8 +42,8 @@ func benchVerify(b *testing.B, alg string) {
 	v := newV()
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := startCPU()
-	defer cpu.report(b)
+	cpu := benchkit.StartCPU()
+	defer cpu.Report(b)
 	for i := 0; i < b.N; i++ {
 		if i%benchProofs == 0 && i > 0 {
 			b.StopTimer()
@@ -79,23 +73,10 @@ func benchRaw(b *testing.B, alg string) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := startCPU()
-	defer cpu.report(b)
+	cpu := benchkit.StartCPU()
+	defer cpu.Report(b)
 	for i := 0; i < b.N; i++ {
-		in, sig := inputs[i%benchProofs], sigs[i%benchProofs]
-		var ok bool
-		switch pub := k.Public().(type) {
-		case *ecdsa.PublicKey:
-			h := sha256.Sum256(in)
-			r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-			ok = ecdsa.Verify(pub, h[:], r, s)
-		case *rsa.PublicKey:
-			h := sha256.Sum256(in)
-			ok = rsa.VerifyPKCS1v15(pub, crypto.SHA256, h[:], sig) == nil
-		case ed25519.PublicKey:
-			ok = ed25519.Verify(pub, in, sig)
-		}
-		if !ok {
+		if !benchkit.RawVerify(k.Public(), inputs[i%benchProofs], sigs[i%benchProofs]) {
 			b.Fatal("signature does not verify")
 		}
 	}
@@ -107,23 +88,3 @@ func BenchmarkVerifyEdDSA(b *testing.B) { benchVerify(b, "EdDSA") }
 func BenchmarkRawES256(b *testing.B)    { benchRaw(b, "ES256") }
 func BenchmarkRawRS256(b *testing.B)    { benchRaw(b, "RS256") }
 func BenchmarkRawEdDSA(b *testing.B)    { benchRaw(b, "EdDSA") }
-
-// cpuMeter reports the process's CPU time per operation as cpu-ns/op (as
-// extauthz's benchmarks do): unlike ns/op (wall time) it does not count
-// time the benchmark waited for a core on a shared machine, and it does
-// count the garbage collector's work on other cores.
-type cpuMeter struct {
-	start time.Duration
-	ok    bool
-}
-
-func startCPU() cpuMeter {
-	d, ok := processCPU()
-	return cpuMeter{d, ok}
-}
-
-func (m cpuMeter) report(b *testing.B) {
-	if d, ok := processCPU(); ok && m.ok && b.N > 0 {
-		b.ReportMetric(float64(d-m.start)/float64(b.N), "cpu-ns/op")
-	}
-}

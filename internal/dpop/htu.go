@@ -204,3 +204,7 @@ func unhex(c byte) byte {
 	}
 	return c - 'A' + 10
 }
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}

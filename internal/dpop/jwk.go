@@ -11,6 +11,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"math/big"
+
+	"github.com/tokengate/tokengate/internal/jsonscan"
 )
 
 // family is a JWS algorithm's kind of key and signature.
@@ -108,9 +110,9 @@ func parseJWK(raw []byte, a *algorithm) (publicKey, error) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return k, keyError("jwk is not an object")
 	}
-	err := jsonObject(raw, func(name, value []byte) error {
+	err := jsonscan.VisitObject(raw, maxJSONDepth, func(name string, value []byte) error {
 		var dst *string
-		switch string(name) {
+		switch name {
 		case "kty":
 			dst = &k.kty
 		case "crv":
@@ -124,15 +126,15 @@ func parseJWK(raw []byte, a *algorithm) (publicKey, error) {
 		case "e":
 			dst = &k.e
 		default:
-			if jwkPrivateMembers[string(name)] {
+			if jwkPrivateMembers[name] {
 				bad = keyError("jwk contains private key members")
 				return bad
 			}
 			return nil
 		}
-		s, err := jsonString(value)
-		if err != nil {
-			bad = keyError("jwk member " + string(name) + " is not a string")
+		s, ok := jsonscan.String(value)
+		if !ok {
+			bad = keyError("jwk member " + name + " is not a string")
 			return bad
 		}
 		*dst = s

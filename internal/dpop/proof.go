@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unsafe"
+
+	"github.com/tokengate/tokengate/internal/jsonscan"
 )
 
 // maxJTIBytes bounds `jti`: enough for any random identifier, small enough
@@ -68,7 +70,7 @@ func (v *Verifier) verify(proof string, r Request) (Proof, error) {
 		return Proof{}, invalid("proof segments are not base64url without padding")
 	}
 	// One buffer for the three decoded segments. It is never written once
-	// decoded: strings read from it are views (see jsonString).
+	// decoded: strings read from it are views (see jsonscan.String).
 	hLen, pLen, sLen := strictB64.DecodedLen(len(hSeg)), strictB64.DecodedLen(len(pSeg)), strictB64.DecodedLen(len(sSeg))
 	buf := make([]byte, hLen+pLen+sLen)
 	hb, ok1 := decodeSegment(buf[:hLen], hSeg)
@@ -254,20 +256,28 @@ func isPlainURL(u string) bool {
 	return true
 }
 
+// maxJSONDepth bounds the nesting of a proof's header, claims and jwk: a
+// proof has no reason to nest deeper than the jwk object.
+const maxJSONDepth = 32
+
+// parseHeader reads the header by one pass (jsonscan.VisitObject): the
+// JSON grammar, no member names at any depth equal or equal but for case
+// (after unescaping), and the members read by their exact names
+// (encoding/json would also fill a field "typ" from a member "TYP").
 func parseHeader(b []byte) (header, error) {
 	var h header
 	var bad error
-	err := jsonObject(b, func(name, value []byte) error {
-		var err error
-		switch string(name) {
+	err := jsonscan.VisitObject(b, maxJSONDepth, func(name string, value []byte) error {
+		var ok bool
+		switch name {
 		case "typ":
 			h.hasTyp = true
-			if h.typ, err = jsonString(value); err != nil {
+			if h.typ, ok = jsonscan.String(value); !ok {
 				bad = invalid("header typ is not a string")
 			}
 		case "alg":
 			h.hasAlg = true
-			if h.alg, err = jsonString(value); err != nil {
+			if h.alg, ok = jsonscan.String(value); !ok {
 				bad = invalid("header alg is not a string")
 			}
 		case "jwk":
@@ -284,7 +294,7 @@ func parseHeader(b []byte) (header, error) {
 	if bad != nil {
 		return h, bad
 	}
-	if err == errDuplicate {
+	if err == jsonscan.ErrDuplicateKey {
 		return h, invalid("header has duplicate member names")
 	}
 	if err != nil {
@@ -298,13 +308,13 @@ func parseClaims(b []byte) (claims, error) {
 	var bad error
 	str := func(dst *string, has *bool, value []byte, name string) {
 		*has = true
-		var err error
-		if *dst, err = jsonString(value); err != nil {
+		var ok bool
+		if *dst, ok = jsonscan.String(value); !ok {
 			bad = invalid("claim " + name + " is not a string")
 		}
 	}
-	err := jsonObject(b, func(name, value []byte) error {
-		switch string(name) {
+	err := jsonscan.VisitObject(b, maxJSONDepth, func(name string, value []byte) error {
+		switch name {
 		case "jti":
 			str(&c.jti, &c.hasJTI, value, "jti")
 		case "htm":
@@ -328,7 +338,7 @@ func parseClaims(b []byte) (claims, error) {
 	if bad != nil {
 		return c, bad
 	}
-	if err == errDuplicate {
+	if err == jsonscan.ErrDuplicateKey {
 		return c, invalid("claims have duplicate member names")
 	}
 	if err != nil {

@@ -232,6 +232,12 @@ func TestVerifyRules(t *testing.T) {
 		{"claim name case", func() string {
 			return raw(hdr, `{"JTI":"j1","htm":"GET","htu":"`+testURL+`","iat":`+itoa(now.Unix())+`}`)
 		}, req, dpop.CodeInvalidProof, "jti is missing"},
+		{"claim names equal but for case", func() string {
+			return raw(hdr, `{"jti":"j1","htm":"GET","HTM":"POST","htu":"`+testURL+`","iat":`+itoa(now.Unix())+`}`)
+		}, req, dpop.CodeInvalidProof, "claims have duplicate member names"},
+		{"header names equal but for case", func() string {
+			return raw(`{"typ":"dpop+jwt","alg":"ES256","ALG":"none","jwk":`+jwkJSON(es)+`}`, claimsJSON(""))
+		}, req, dpop.CodeInvalidProof, "header has duplicate member names"},
 
 		// signature
 		{"bad signature", func() string { return flip(valid()) }, req, dpop.CodeInvalidProof, "signature does not verify"},

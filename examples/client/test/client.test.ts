@@ -1,8 +1,8 @@
-import axios, { type AxiosAdapter, type AxiosInstance } from 'axios';
+import axios, { type AxiosInstance } from 'axios';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { attachTokenRefresh } from '../src/axios.js';
 import { TokenClient, TokenGateError, createFetch, retryAfter, type SignOutReason, type TokenClientOptions } from '../src/index.js';
-import { ChannelHub, FakeLocks, FakeTokengate, Visibility, denials } from './harness.js';
+import { ChannelHub, FakeLocks, FakeTokengate, Visibility, axiosAdapter, denials } from './harness.js';
 
 const API = 'http://app.test/api/items';
 
@@ -15,25 +15,6 @@ async function settle<T>(p: Promise<T>): Promise<T> {
   for (let i = 0; i < 1000 && !done; i++) await vi.advanceTimersByTimeAsync(1);
   if (!done) throw new Error('did not settle');
   return q;
-}
-
-/** axiosAdapter sends axios requests through the fake server's fetch: the process edge. */
-function axiosAdapter(fake: FakeTokengate): AxiosAdapter {
-  return async (config) => {
-    const headers = new Headers();
-    for (const [k, v] of Object.entries(config.headers.toJSON())) if (v != null) headers.set(k, String(v));
-    const res = await fake.fetch(new URL(config.url!, config.baseURL).toString(), { method: config.method?.toUpperCase(), headers, body: config.data });
-    const text = await res.text();
-    let data: unknown = text;
-    try {
-      data = JSON.parse(text);
-    } catch {
-      /* keep text */
-    }
-    const response = { data, status: res.status, statusText: res.statusText, headers: Object.fromEntries(res.headers), config, request: {} };
-    if (config.validateStatus ? config.validateStatus(res.status) : res.status >= 200 && res.status < 300) return response;
-    throw new axios.AxiosError(`Request failed with status code ${res.status}`, 'ERR_BAD_REQUEST', config, {}, response);
-  };
 }
 
 interface Api {

@@ -5,6 +5,7 @@
 // test in test/dpop.test.ts another copy of the module than the test's.
 import 'fake-indexeddb/auto';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { storedKeys } from './harness.js';
 
 type DpopModule = typeof import('../src/dpop.js');
 
@@ -15,24 +16,6 @@ async function page(): Promise<DpopModule> {
 }
 
 const jwkOf = (proof: string): unknown => JSON.parse(Buffer.from(proof.split('.')[0], 'base64url').toString()).jwk;
-
-/** storedKeys lists the names that have a key in the client's IndexedDB database. */
-function storedKeys(): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const r = indexedDB.open('tokengate-dpop', 1);
-    r.onupgradeneeded = () => r.result.createObjectStore('keys');
-    r.onerror = () => reject(r.error);
-    r.onsuccess = () => {
-      const db = r.result;
-      const g = db.transaction('keys', 'readonly').objectStore('keys').getAllKeys();
-      g.onsuccess = () => {
-        db.close();
-        resolve(g.result.map(String).sort());
-      };
-      g.onerror = () => reject(g.error);
-    };
-  });
-}
 
 afterEach(() => {
   vi.restoreAllMocks();

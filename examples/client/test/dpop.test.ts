@@ -3,13 +3,13 @@
 // the fetch wrapper and the axios interceptor do with nonces, bound tokens
 // and token_unbound. Proofs are checked with Node's WebCrypto, as a server would.
 import { createHash, webcrypto } from 'node:crypto';
-import axios, { type AxiosAdapter } from 'axios';
+import axios from 'axios';
 import { IDBFactory } from 'fake-indexeddb';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { attachTokenRefresh } from '../src/axios.js';
 import { deleteDpopKey, dpopKey, dpopProof, dpopThumbprint, rememberClock, storedDpopKey } from '../src/dpop.js';
 import { TokenGateError, createFetch, type SignOutReason, type TokenClient, type TokenClientOptions } from '../src/index.js';
-import { ChannelHub, FakeTokengate } from './harness.js';
+import { ChannelHub, FakeTokengate, axiosAdapter, storedKeys } from './harness.js';
 
 const subtle = webcrypto.subtle;
 
@@ -35,24 +35,6 @@ async function readProof(proof: string): Promise<Proof> {
   const verified = await subtle.verify({ name: 'ECDSA', hash: 'SHA-256' }, key, Buffer.from(sig, 'base64url'), Buffer.from(`${h}.${c}`));
   const jkt = sha256(JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }));
   return { header, claims, verified, jkt };
-}
-
-/** storedKeys lists the names that have a key in the IndexedDB database the client uses. */
-function storedKeys(): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const r = indexedDB.open('tokengate-dpop', 1);
-    r.onupgradeneeded = () => r.result.createObjectStore('keys');
-    r.onerror = () => reject(r.error);
-    r.onsuccess = () => {
-      const db = r.result;
-      const g = db.transaction('keys', 'readonly').objectStore('keys').getAllKeys();
-      g.onsuccess = () => {
-        db.close();
-        resolve(g.result.map(String).sort());
-      };
-      g.onerror = () => reject(g.error);
-    };
-  });
 }
 
 interface Seen {
@@ -119,25 +101,6 @@ class DpopServer {
 
 function json(status: number, body: unknown, headers: Record<string, string>): Response {
   return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', ...headers } });
-}
-
-/** axiosAdapter sends axios requests through the fake server's fetch. */
-function axiosAdapter(server: DpopServer): AxiosAdapter {
-  return async (config) => {
-    const headers = new Headers();
-    for (const [k, v] of Object.entries(config.headers.toJSON())) if (v != null) headers.set(k, String(v));
-    const res = await server.fetch(new URL(config.url!, config.baseURL).toString(), { method: config.method?.toUpperCase(), headers, body: config.data });
-    const text = await res.text();
-    let data: unknown = text;
-    try {
-      data = JSON.parse(text);
-    } catch {
-      /* keep text */
-    }
-    const response = { data, status: res.status, statusText: res.statusText, headers: Object.fromEntries(res.headers), config, request: {} };
-    if (res.status >= 200 && res.status < 300) return response;
-    throw new axios.AxiosError(`Request failed with status code ${res.status}`, 'ERR_BAD_REQUEST', config, {}, response);
-  };
 }
 
 interface Api {

@@ -2,6 +2,7 @@
 // fetch function, an in-process Web Locks manager and BroadcastChannel hub.
 // Everything inside the client runs for real.
 import { readFileSync } from 'node:fs';
+import axios, { type AxiosAdapter } from 'axios';
 import type { ChannelLike, LockManagerLike, TokenResponse } from '../src/index.js';
 
 /** One refusal as extauthz answers it (see fixtures/denials.json). */
@@ -257,4 +258,41 @@ export class Visibility {
     this.v = v;
     this.subs.forEach((cb) => cb());
   }
+}
+
+/** axiosAdapter sends axios requests through a fake server's fetch: the process edge. */
+export function axiosAdapter(server: { fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> }): AxiosAdapter {
+  return async (config) => {
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(config.headers.toJSON())) if (v != null) headers.set(k, String(v));
+    const res = await server.fetch(new URL(config.url!, config.baseURL).toString(), { method: config.method?.toUpperCase(), headers, body: config.data });
+    const text = await res.text();
+    let data: unknown = text;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      /* keep text */
+    }
+    const response = { data, status: res.status, statusText: res.statusText, headers: Object.fromEntries(res.headers), config, request: {} };
+    if (config.validateStatus ? config.validateStatus(res.status) : res.status >= 200 && res.status < 300) return response;
+    throw new axios.AxiosError(`Request failed with status code ${res.status}`, 'ERR_BAD_REQUEST', config, {}, response);
+  };
+}
+
+/** storedKeys lists the names that have a key in the IndexedDB database the client's DPoP keys live in. */
+export function storedKeys(): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const r = indexedDB.open('tokengate-dpop', 1);
+    r.onupgradeneeded = () => r.result.createObjectStore('keys');
+    r.onerror = () => reject(r.error);
+    r.onsuccess = () => {
+      const db = r.result;
+      const g = db.transaction('keys', 'readonly').objectStore('keys').getAllKeys();
+      g.onsuccess = () => {
+        db.close();
+        resolve(g.result.map(String).sort());
+      };
+      g.onerror = () => reject(g.error);
+    };
+  });
 }

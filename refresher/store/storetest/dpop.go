@@ -3,9 +3,7 @@ package storetest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -231,55 +229,13 @@ func testConcurrentBoundRotate(t *testing.T, s store.Store) {
 		}
 		reqs[i] = rotateKey(t, f.first.Hash, now, jkt)
 	}
-	results := make([]store.RotateResult, callers)
-	errs := make([]error, callers)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range reqs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			results[i], errs[i] = s.Rotate(context.Background(), reqs[i])
-		}()
-	}
-	close(start)
-	wg.Wait()
-	winner := -1
-	for i, res := range results {
-		if errs[i] != nil {
-			t.Fatalf("caller %d: %v", i, errs[i])
-		}
-		if i%2 == 1 {
-			if res.Outcome != store.KeyMismatch || res.Sealed != nil {
-				t.Fatalf("thief %d: outcome %v, sealed %q; want key_mismatch and no pair", i, res.Outcome, res.Sealed)
-			}
-			continue
-		}
-		switch res.Outcome {
-		case store.Rotated:
-			if winner >= 0 {
-				t.Fatalf("callers %d and %d both rotated", winner, i)
-			}
-			winner = i
-		case store.Replayed:
-		default:
-			t.Fatalf("owner %d: outcome %v, want rotated or replayed", i, res.Outcome)
+	results := rotateAll(t, s, reqs)
+	for i := 1; i < callers; i += 2 {
+		if res := results[i]; res.Outcome != store.KeyMismatch || res.Sealed != nil {
+			t.Fatalf("thief %d: outcome %v, sealed %q; want key_mismatch and no pair", i, res.Outcome, res.Sealed)
 		}
 	}
-	if winner < 0 {
-		t.Fatal("no caller rotated")
-	}
-	for i := 0; i < callers; i += 2 {
-		if i != winner && !bytes.Equal(results[i].Sealed, reqs[winner].Sealed) {
-			t.Errorf("owner %d replayed %q, want the winner's %q", i, results[i].Sealed, reqs[winner].Sealed)
-		}
-	}
-	for i, req := range reqs {
-		if _, err := s.GetToken(context.Background(), req.Child.Hash); i != winner && !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("caller %d's child: error %v, want store.ErrNotFound", i, err)
-		}
-	}
+	oneRotated(t, s, reqs, results, func(i int) bool { return i%2 == 0 })
 	if got := getSession(t, s, f.session.ID); got.Generation != 1 || got.JKT != jktA || !got.RevokedAt.IsZero() {
 		t.Errorf("session = generation %d, jkt %q, revoked %v; want 1, the bound key, active", got.Generation, got.JKT, got.RevokedAt)
 	}
