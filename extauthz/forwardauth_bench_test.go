@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/tokengate/tokengate/internal/benchkit"
 	"github.com/tokengate/tokengate/internal/serve"
 )
 
@@ -77,11 +78,11 @@ func BenchmarkForwardAuthLoopback(b *testing.B) {
 			}
 			do()
 			b.ReportAllocs()
-			cpu := startCPU()
+			cpu := benchkit.StartCPU()
 			for b.Loop() {
 				do()
 			}
-			cpu.report(b)
+			cpu.Report(b)
 		})
 	}
 }
