@@ -79,6 +79,10 @@ type Issuer struct {
 	now     func() time.Time
 	recent  *recent
 	unacked *unacked
+	// snaps: nil unless the store has the one-step rotation
+	// (store.SnapshotRotator).
+	snaps   *snapshots
+	fast    store.SnapshotRotator
 	flight  singleflight.Group
 	ipLimit *limit
 	sidLim  *limit
@@ -88,7 +92,14 @@ type Issuer struct {
 }
 
 func newIssuer(cfg Config, st store.Store, keys *signingKeys, m *metrics, log *slog.Logger, now func() time.Time) *Issuer {
+	var snaps *snapshots
+	fast, ok := st.(store.SnapshotRotator)
+	if ok {
+		snaps = newSnapshots(cfg.RecentSize)
+	}
 	return &Issuer{
+		snaps:   snaps,
+		fast:    fast,
 		cfg:     cfg,
 		store:   st,
 		keys:    keys,
@@ -184,6 +195,7 @@ func (i *Issuer) StartSession(ctx context.Context, req SessionRequest) (Pair, er
 		return Pair{}, unavailable("create_session", err)
 	}
 	i.metrics.sessions.Inc()
+	i.snaps.add(hash, sess)
 	i.log.InfoContext(ctx, "session started", "sid", sess.ID, "sub", sess.Subject, "jti", p.JTI, "dpop", sess.JKT != "")
 	return i.answer(p, now), nil
 }
@@ -394,6 +406,11 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	if p, ok, err := i.replayRecent(ctx, token, hash, now, c); err != nil || ok {
 		return p, err
 	}
+	// A token this replica issued: minted from the session as it was then,
+	// decided and checked current in one store call.
+	if p, ok, err := i.rotateFromSnapshot(ctx, token, hash, now, c); err != nil || ok {
+		return p, err
+	}
 	// Over the IP limit, only a replay may pass: a parent rotated inside the
 	// grace window (by another replica, or before this replica's LRU
 	// evicted it). Telling one apart takes the token read below, which the
@@ -463,6 +480,61 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 	}
 	var res store.RotateResult
 	err = i.call(ctx, "rotate", func(ctx context.Context) (err error) { res, err = i.store.Rotate(ctx, req); return })
+	return i.settle(ctx, token, hash, c, now, req, res, err, issued, mayRotate, own, ownSealed)
+}
+
+// rotateFromSnapshot rotates a token this replica issued and still has the
+// session snapshot of (snapshots.go) with one store call: the child is
+// minted from the snapshot, and the store's decision checks in the same
+// step that the session is still at the snapshot's generation with the
+// same claims (store.SnapshotRotator). ok is false, and the caller rotates
+// the ordinary way, whenever anything needs the records first: no
+// snapshot, a request without the session's key, a lost earlier attempt
+// (unacked), a rate limit that would refuse, or a stale snapshot (claims
+// patched or the session moved on, possibly on another replica). Every
+// other outcome is the store's, handled exactly as after Rotate.
+func (i *Issuer) rotateFromSnapshot(ctx context.Context, token, hash string, now time.Time, c Client) (issuedPair, bool, error) {
+	snap, ok := i.snaps.peek(hash)
+	if !ok || (snap.jkt != "" && snap.jkt != c.JKT) || i.unacked.lru.Contains(hash) {
+		return issuedPair{}, false, nil
+	}
+	// The limits as the ordinary path applies them to a rotation; one that
+	// would refuse is left to it (a rotated parent, which only the records
+	// show, passes the IP limit as a replay).
+	ipWaitDone := i.ipLimit.waitAsync(ctx, c.IP)
+	sidWait := i.sidLim.wait(ctx, snap.sid)
+	if ipWaitDone() > 0 || sidWait > 0 {
+		return issuedPair{}, false, nil
+	}
+	i.snaps.remove(hash)
+	sess := snap.session()
+	child, childHash := newRefreshToken()
+	childExp := minTime(now.Add(sess.IdleTTL), sess.ExpiresAt)
+	issued, err := i.mint(sess, child, childExp, now, binding{jkt: c.JKT, ip: i.boundIP(c.IP)})
+	if err != nil {
+		return issuedPair{}, false, err
+	}
+	req := store.RotateRequest{ParentHash: hash, Now: now, Grace: i.cfg.ReuseGrace, RevokeUntil: i.revokeUntil(now), JKT: c.JKT,
+		Child: store.Token{Hash: childHash, IssuedAt: now, ExpiresAt: childExp}}
+	if req.Sealed, err = seal(token, hash, issued); err != nil {
+		return issuedPair{}, false, err
+	}
+	want := store.Snapshot{Session: sess}
+	var res store.RotateResult
+	err = i.call(ctx, "rotate", func(ctx context.Context) (err error) { res, err = i.fast.RotateIfCurrent(ctx, req, want); return })
+	if errors.Is(err, store.ErrStale) {
+		return issuedPair{}, false, nil
+	}
+	p, err := i.settle(ctx, token, hash, c, now, req, res, err, issued, true, false, nil)
+	return p, true, err
+}
+
+// settle answers the store's rotation decision res (or its failure err)
+// for req, made at now; issued is the pair minted for it when mayRotate,
+// and own says req is the retry of this replica's lost attempt, whose
+// pair is ownSealed.
+func (i *Issuer) settle(ctx context.Context, token, hash string, c Client, now time.Time, req store.RotateRequest,
+	res store.RotateResult, err error, issued issuedPair, mayRotate, own bool, ownSealed []byte) (issuedPair, error) {
 	if err != nil {
 		if mayRotate {
 			i.unacked.add(hash, req.Child.Hash, req.Sealed)
@@ -483,6 +555,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		countBoth(ctx, i.ipLimit, c.IP, i.sidLim, res.Session.ID)
 		i.metrics.rotations.Inc()
 		i.recent.add(hash, recentEntry{sid: res.Session.ID, generation: res.Parent.Generation, childHash: childHash, rotatedAt: now, sealed: req.Sealed})
+		i.snaps.add(childHash, res.Session)
 		i.log.InfoContext(ctx, "refresh token rotated", "sid", res.Session.ID, "sub", res.Session.Subject,
 			"generation", res.Parent.Generation+1, "jti", issued.JTI)
 		traceAttr(ctx, i.tracer != nil, attrOutcome, "rotated")
@@ -506,6 +579,7 @@ func (i *Issuer) rotate(ctx context.Context, token, hash string, c Client) (issu
 		return p, nil
 	case store.ReuseDetected:
 		i.recent.forgetSession(res.Session.ID)
+		i.snaps.forgetSession(res.Session.ID)
 		i.metrics.reuse.Inc()
 		i.metrics.revocations.WithLabelValues("reuse_detected").Inc()
 		i.log.WarnContext(ctx, "refresh token reuse detected", "sid", res.Session.ID, "sub", res.Session.Subject,
@@ -622,6 +696,7 @@ func (i *Issuer) revokeSession(ctx context.Context, sid, reason string) (bool, e
 		return false, unavailable("revoke_session", err)
 	}
 	i.recent.forgetSession(sid)
+	i.snaps.forgetSession(sid)
 	if revoked {
 		i.metrics.revocations.WithLabelValues(reason).Inc()
 		i.log.InfoContext(ctx, "session revoked", "sid", sid, "reason", reason)
@@ -642,6 +717,7 @@ func (i *Issuer) RevokeSubject(ctx context.Context, sub string) ([]string, error
 	}
 	for _, sid := range ids {
 		i.recent.forgetSession(sid)
+		i.snaps.forgetSession(sid)
 	}
 	i.metrics.revocations.WithLabelValues("subject").Add(float64(len(ids)))
 	i.log.InfoContext(ctx, "subject revoked", "sub", sub, "sessions", len(ids))

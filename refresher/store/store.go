@@ -192,6 +192,43 @@ type TokenSessionGetter interface {
 	GetTokenSession(ctx context.Context, hash string) (Token, Session, error)
 }
 
+// ErrStale is returned by a SnapshotRotator when the rotation would have
+// taken place but the session is no longer what the caller's snapshot
+// says: nothing was written, and the caller rotates the ordinary way
+// (read, mint, Rotate).
+var ErrStale = errors.New("session changed since the snapshot")
+
+// Snapshot is what an issuer remembers of a session from the moment it
+// issued a refresh token: what the next access token of the session is
+// minted from, and what a speculative rotation checks is still current.
+type Snapshot struct {
+	// Session is the session the presented token belongs to, as it was
+	// when the token was issued. Its Generation (the token's own) and
+	// Claims (what the child was minted with, compared byte for byte) are
+	// what must still be current; the rest does not change while a
+	// session lives, except JKT, which only a rotation sets (and so moves
+	// the generation on).
+	Session Session
+}
+
+// SnapshotRotator is the optional interface of a backend that can decide
+// a rotation whose child was minted from a snapshot of the session in the
+// same step that checks the snapshot is current (Redis: one script call,
+// one round trip, instead of a read before the mint). The issuer uses it
+// for a token it issued itself and still remembers.
+type SnapshotRotator interface {
+	// RotateIfCurrent is Rotate of req for a parent of session
+	// want.Session.ID (a parent of no such session is Unknown), except
+	// that where Rotate would rotate, it first checks the session's
+	// generation and claims are want's: if not, it writes nothing and
+	// returns ErrStale. Every other outcome (replay, reuse, revoked,
+	// expired, key mismatch, unknown) is exactly Rotate's, with the same
+	// writes and answer. For Rotated the answer's Session is want.Session
+	// as the rotation left it (one generation on, bound to req.JKT if it
+	// was unbound), which the store need not read back.
+	RotateIfCurrent(ctx context.Context, req RotateRequest, want Snapshot) (RotateResult, error)
+}
+
 // RateLimiterProvider is the optional interface of a backend shared by
 // several replicas (Redis): rate limits kept in it hold across them, so N
 // replicas allow the limit once, not N times. Backends of one process

@@ -10,7 +10,8 @@
 #
 # Tunables (environment): ROUNDS (5), REQUESTS per gRPC round (20000),
 # CONCURRENCY (32), CONNECTIONS (2), WARMUP requests (2000), HTTP (1: also
-# forward-auth with wrk), HTTP_DURATION per wrk round (10s), UNCACHED (1:
+# forward-auth with wrk), HTTP_DURATION per wrk round (10s), NOOP_HEADERS (1:
+# noop's HTTP answer carries tokengate's response headers; 0: a bare 200), UNCACHED (1:
 # also the uncached Check, a distinct token per request), UNCACHED_REQUESTS
 # per uncached round (10000), RSS_TOKENS (0: off; N: afterwards send
 # tokengate N distinct tokens and report its RSS every RSS_EVERY, default
@@ -41,6 +42,7 @@ CONNECTIONS=${CONNECTIONS:-2}
 WARMUP=${WARMUP:-2000}
 HTTP=${HTTP:-1}
 HTTP_DURATION=${HTTP_DURATION:-10s}
+NOOP_HEADERS=${NOOP_HEADERS:-1}
 UNCACHED=${UNCACHED:-1}
 UNCACHED_REQUESTS=${UNCACHED_REQUESTS:-10000}
 RSS_TOKENS=${RSS_TOKENS:-0}
@@ -145,9 +147,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"${on_server[@]}" "$OUT/bin/noopauthz" --grpc-listen "$noop_grpc" --http-listen "$noop_http" >"$OUT/noopauthz.log" 2>&1 &
-noop_pid=$!
-pids+=("$noop_pid")
 if [[ $AA == 1 ]]; then
 	"${on_server[@]}" "$OUT/bin/noopauthz" --grpc-listen "$ours_grpc" --http-listen "$ours_http" >"$OUT/tokengate.log" 2>&1 &
 else
@@ -165,6 +164,34 @@ ours_ready() {
 		curl -fsS -o /dev/null "http://$ours_http/readyz" 2>/dev/null
 	fi
 }
+# tokengate first: with NOOP_HEADERS=1 noop's HTTP answer is tokengate's own
+# (its response headers, taken from the forward-auth preflight below), so
+# that both write the same headers and the ratio isolates the decision.
+deadline=$((SECONDS + START_TIMEOUT))
+until ours_ready; do
+	if ! kill -0 "$ours_pid" 2>/dev/null; then
+		log "tokengate exited during start-up:"; tail -n 20 "$OUT/tokengate.log" >&2; exit 1
+	fi
+	if ((SECONDS > deadline)); then
+		log "tokengate not ready within ${START_TIMEOUT}s:"; tail -n 20 "$OUT/tokengate.log" >&2; exit 1
+	fi
+	sleep 0.2
+done
+token=$(<"$OUT/token")
+authz_path=/authz/api/orders/42
+noop_http_args=()
+if [[ $HTTP == 1 && $AA != 1 ]]; then
+	code=$(curl -sS -o /dev/null -D "$OUT/http-preflight.headers" -w '%{http_code}' \
+		-H "Authorization: Bearer $token" "http://$ours_http$authz_path")
+	if [[ $code != 200 ]] || ! grep -qi '^x-user-id: user-4711' "$OUT/http-preflight.headers"; then
+		log "HTTP forward-auth preflight: status $code, want 200 with x-user-id"; exit 1
+	fi
+	if [[ $NOOP_HEADERS == 1 ]]; then noop_http_args=(--http-headers-file "$OUT/http-preflight.headers"); fi
+fi
+"${on_server[@]}" "$OUT/bin/noopauthz" --grpc-listen "$noop_grpc" --http-listen "$noop_http" "${noop_http_args[@]}" \
+	>"$OUT/noopauthz.log" 2>&1 &
+noop_pid=$!
+pids+=("$noop_pid")
 # Start-up polling only; every measurement below waits on the generator.
 deadline=$((SECONDS + START_TIMEOUT))
 until ours_ready && "$harness" preflight --addr "$noop_grpc" --data "$OUT/check.json" >/dev/null 2>&1; do
@@ -193,13 +220,12 @@ identity=--identity
 if [[ $AA == 1 ]]; then identity=; fi
 "$harness" preflight --addr "$noop_grpc" --data "$OUT/check.json" >&2
 "$harness" preflight --addr "$ours_grpc" --data "$OUT/check.json" $identity >&2
-token=$(<"$OUT/token")
-authz_path=/authz/api/orders/42
-if [[ $HTTP == 1 && $AA != 1 ]]; then
-	code=$(curl -sS -o /dev/null -D "$OUT/http-preflight.headers" -w '%{http_code}' \
-		-H "Authorization: Bearer $token" "http://$ours_http$authz_path")
-	if [[ $code != 200 ]] || ! grep -qi '^x-user-id: user-4711' "$OUT/http-preflight.headers"; then
-		log "HTTP forward-auth preflight: status $code, want 200 with x-user-id"; exit 1
+if ((${#noop_http_args[@]})); then
+	# noop must answer with tokengate's headers (the values of Date and of
+	# the seconds-left header move on).
+	curl -sS -o /dev/null -D "$OUT/http-preflight-noop.headers" "http://$noop_http$authz_path"
+	if ! diff <(cut -d: -f1 "$OUT/http-preflight.headers") <(cut -d: -f1 "$OUT/http-preflight-noop.headers") >&2; then
+		log "noop's HTTP answer differs from tokengate's (above)"; exit 1
 	fi
 fi
 

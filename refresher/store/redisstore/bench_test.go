@@ -22,9 +22,14 @@ import (
 
 // BenchmarkRedis measures, in one run against one real redis-server:
 //
-//   - rotate: a full refresh (the refresher's Issuer.Refresh: token lookup,
-//     atomic Rotate script, mint and ES256-sign the access token, seal the
-//     pair), each op rotating a chain of tokens;
+//   - rotate: a full refresh (the refresher's Issuer.Refresh), each op
+//     rotating a chain of tokens on the replica that issued them: the
+//     access token is minted and ES256-signed from the replica's snapshot of
+//     the session, the pair sealed, and one call of the Rotate script
+//     decides and checks the snapshot current (one round trip);
+//   - rotate-cold: the same chain with every token refreshed on the other
+//     of two replicas, which has no snapshot: the token and its session are
+//     read in one pipeline, then the Rotate script (two round trips);
 //   - baseline: the floor any rotation pays — one ES256 sign of a typical
 //     access-token payload plus one Redis round trip (PING);
 //   - rotate-limited-serial: rotate with the per-IP and per-session rate
@@ -71,6 +76,11 @@ func BenchmarkRedis(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	other, err := refresher.NewServer(cfg, refresher.Options{Store: st, Keys: keys,
+		Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
 	var sessions atomic.Int64
 	chainOn := func(b *testing.B, iss *refresher.Issuer) func() {
 		p, err := iss.StartSession(ctx, refresher.SessionRequest{Subject: "bench-" + strconv.FormatInt(sessions.Add(1), 10)})
@@ -105,6 +115,20 @@ func BenchmarkRedis(b *testing.B) {
 		next := chain(b)
 		for b.Loop() {
 			next()
+		}
+	})
+	b.Run("rotate-cold-serial", func(b *testing.B) {
+		p, err := iss.StartSession(ctx, refresher.SessionRequest{Subject: "bench-" + strconv.FormatInt(sessions.Add(1), 10)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		tok, replicas, n := p.RefreshToken, [2]*refresher.Issuer{other.Issuer(), iss}, 0
+		for b.Loop() {
+			p, err := replicas[n%2].Refresh(ctx, tok, refresher.Client{IP: "127.0.0.1"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			tok, n = p.RefreshToken, n+1
 		}
 	})
 	b.Run("rotate-limited-serial", func(b *testing.B) {

@@ -1,6 +1,7 @@
 package redisstore
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -33,6 +34,20 @@ func TestEncodeTime(t *testing.T) {
 	for _, bad := range []string{"xyz", "0123", "2026-03-01T12:00:00.000000000Z"} {
 		if _, err := decodeTime(bad); err == nil {
 			t.Errorf("decodeTime(%q) accepted", bad)
+		}
+	}
+}
+
+// TestEncodeTimeFormat: the encoding is the one stored since the first
+// release (16 lower-case hex digits of the Unix nanoseconds, sign bit
+// flipped), so records written by earlier versions compare the same.
+func TestEncodeTimeFormat(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 10000 {
+		at := time.Unix(0, int64(rng.Uint64()))
+		if got, want := encodeTime(at), fmt.Sprintf("%016x", uint64(at.UnixNano())^signBit); got != want {
+			t.Fatalf("encodeTime(%v) = %s, want %s", at, got, want)
 		}
 	}
 }

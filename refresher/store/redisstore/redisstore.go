@@ -147,7 +147,16 @@ func encodeTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return fmt.Sprintf("%016x", uint64(t.UnixNano())^signBit)
+	// What fmt.Sprintf("%016x", …) writes, without fmt: a rotation
+	// encodes five of these.
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	v := uint64(t.UnixNano()) ^ signBit
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return string(b[:])
 }
 
 func decodeTime(v string) (time.Time, error) {
@@ -269,6 +278,24 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
 	}
+	return s.rotate(ctx, sid, req, nil)
+}
+
+var _ store.SnapshotRotator = (*Store)(nil)
+
+// RotateIfCurrent is the rotation of a child minted from a snapshot of its
+// session: the same script as Rotate, which also checks the snapshot's
+// generation and claims where it would rotate, so a warm rotation is one
+// round trip (the script call) with nothing read before it.
+func (s *Store) RotateIfCurrent(ctx context.Context, req store.RotateRequest, want store.Snapshot) (store.RotateResult, error) {
+	ctx, cancel := s.op(ctx)
+	defer cancel()
+	return s.rotate(ctx, want.Session.ID, req, &want)
+}
+
+// rotate runs rotateScript for a parent of session sid; want, if not nil,
+// is the snapshot the child was minted from.
+func (s *Store) rotate(ctx context.Context, sid string, req store.RotateRequest, want *store.Snapshot) (store.RotateResult, error) {
 	keys := []string{s.sessionKey(sid), s.tokensKey(sid), s.sealedKey(sid, req.ParentHash), s.claimsKey(sid)}
 	if !s.split {
 		keys = append(keys, s.feedKey(), s.indexKey(req.Child.Hash))
@@ -278,13 +305,15 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: read Redis time: %w", err)
 	}
-	sent := time.Now()
-	reply, err := rotateScript.Run(ctx, s.rdb, keys,
-		encodeTime(req.Now), encodeTime(req.Now.Add(-req.Grace)), req.Child.Hash,
+	args := []any{encodeTime(req.Now), encodeTime(req.Now.Add(-req.Grace)), req.Child.Hash,
 		encodeTime(req.Child.IssuedAt), encodeTime(req.Child.ExpiresAt), req.Sealed,
-		millis(req.Grace+sealedSlack), encodeTime(req.RevokeUntil), feedTTL, req.ParentHash, sid,
-		deadline, req.JKT,
-	).Slice()
+		millis(req.Grace + sealedSlack), encodeTime(req.RevokeUntil), feedTTL, req.ParentHash, sid,
+		deadline, req.JKT}
+	if want != nil {
+		args = append(args, strconv.FormatUint(want.Session.Generation, 10), string(want.Session.Claims))
+	}
+	sent := time.Now()
+	reply, err := rotateScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
 	}
@@ -293,7 +322,10 @@ func (s *Store) Rotate(ctx context.Context, req store.RotateRequest) (store.Rota
 			s.clock.observe(sent, time.Now(), server)
 		}
 	}
-	res, pttl, fed, err := decodeRotate(sid, req.ParentHash, reply)
+	res, pttl, fed, err := decodeRotate(sid, req.ParentHash, reply, want, req.JKT)
+	if errors.Is(err, store.ErrStale) {
+		return store.RotateResult{}, err
+	}
 	if err != nil {
 		return store.RotateResult{}, fmt.Errorf("redisstore: rotate: %w", err)
 	}
@@ -479,8 +511,9 @@ func flatMap(v []any) (map[string]string, error) {
 	return m, nil
 }
 
-// decodeRotate reads rotateScript's reply.
-func decodeRotate(sid, parent string, reply []any) (res store.RotateResult, pttl int64, fed bool, err error) {
+// decodeRotate reads rotateScript's reply; want is the snapshot the
+// rotation was minted from (nil for none), jkt the request's DPoP key.
+func decodeRotate(sid, parent string, reply []any, want *store.Snapshot, jkt string) (res store.RotateResult, pttl int64, fed bool, err error) {
 	if len(reply) == 0 {
 		return res, 0, false, errors.New("empty reply")
 	}
@@ -490,6 +523,8 @@ func decodeRotate(sid, parent string, reply []any) (res store.RotateResult, pttl
 		return store.RotateResult{Outcome: store.Unknown}, 0, false, nil
 	case codeLate:
 		return res, 0, false, ErrLate
+	case codeStale:
+		return res, 0, false, store.ErrStale
 	}
 	outcome := store.Outcome(code)
 	if code == codeKeyMismatch {
@@ -501,24 +536,39 @@ func decodeRotate(sid, parent string, reply []any) (res store.RotateResult, pttl
 		return res, 0, false, fmt.Errorf("unexpected reply %v", reply)
 	}
 	res = store.RotateResult{Outcome: outcome}
-	sf, _ := reply[1].([]any)
 	rec, _ := reply[2].(string)
-	sm, err := flatMap(sf)
-	if err != nil {
-		return res, 0, false, err
-	}
-	claims, _ := reply[5].(string)
-	if res.Session, err = decodeSession(sid, sm, claims); err != nil {
-		return res, 0, false, err
-	}
 	if res.Parent, err = decodeToken(parent, sid, rec); err != nil {
 		return res, 0, false, err
+	}
+	pttl, _ = reply[4].(int64)
+	sf, ok := reply[1].([]any)
+	switch {
+	case ok:
+		sm, err := flatMap(sf)
+		if err != nil {
+			return res, 0, false, err
+		}
+		claims, _ := reply[5].(string)
+		if res.Session, err = decodeSession(sid, sm, claims); err != nil {
+			return res, 0, false, err
+		}
+		fed = sm["fed"] == "1"
+	case want != nil && code == codeRotated:
+		// Rotated from a current snapshot: the session is the snapshot's,
+		// as the script changed it (store.SnapshotRotator).
+		res.Session = want.Session
+		res.Session.Generation = res.Parent.Generation + 1
+		if res.Session.JKT == "" {
+			res.Session.JKT = jkt
+		}
+		return res, pttl, false, nil
+	default:
+		return res, 0, false, fmt.Errorf("unexpected reply %v", reply)
 	}
 	if sealed, ok := reply[3].(string); ok && code == codeReplayed {
 		res.Sealed = []byte(sealed)
 	}
-	pttl, _ = reply[4].(int64)
-	return res, pttl, sm["fed"] == "1", nil
+	return res, pttl, fed, nil
 }
 
 func decodeSession(sid string, m map[string]string, claims string) (store.Session, error) {

@@ -86,6 +86,9 @@ const (
 	// codeKeyMismatch: store.KeyMismatch (the session is bound to another
 	// DPoP key); nothing written.
 	codeKeyMismatch = 8
+	// codeStale: the rotation would have taken place but the session is not
+	// what the caller's snapshot says (store.ErrStale); nothing written.
+	codeStale = 9
 )
 
 // rotateScript is the whole Rotate decision table (store.Store.Rotate) in
@@ -96,18 +99,23 @@ const (
 // child's index]. ARGV now, grace cutoff (now-grace), child hash, child
 // iat, child exp, sealed, sealed ttl ms, revoke until, feed ttl ms, parent
 // hash, sid, deadline (microseconds on Redis's clock, "" for none), the
-// request's DPoP key thumbprint ("" for none).
+// request's DPoP key thumbprint ("" for none), and, for a rotation minted
+// from a snapshot of the session (RotateIfCurrent), the snapshot's session
+// generation and claims: where the decision is to rotate, a session whose
+// 'gen' or claims differ is left unchanged and the answer is 9 (stale);
+// a rotation from a current snapshot answers without the session fields
+// and claims (false), which the caller has.
 // Returns {code, session fields, parent record, sealed or false, session
-// pttl ms, claims, TIME seconds, TIME microseconds}, or {4 (unknown) or 7
-// (late: past the deadline, nothing read or written), TIME seconds, TIME
-// microseconds}.
+// pttl ms, claims, TIME seconds, TIME microseconds}, or {4 (unknown), 7
+// (late: past the deadline, nothing read or written) or 9 (stale), TIME
+// seconds, TIME microseconds}.
 var rotateScript = redis.NewScript(feedLua + `
 local t = redis.call('TIME')
 if ARGV[12] ~= '' and tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(ARGV[12]) then
   return {7, t[1], t[2]}
 end
 local now = ARGV[1]
-local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'cur', 'sub', 'jkt')
+local s = redis.call('HMGET', KEYS[1], 'rev', 'exp', 'cur', 'sub', 'jkt', 'gen')
 local jkt = s[5] or ''
 local rec = redis.call('HGET', KEYS[2], ARGV[10])
 if not s[2] or not rec then return {4, t[1], t[2]} end
@@ -136,6 +144,9 @@ elseif now >= exp then
   code = 5
 else
   code = 1
+  if ARGV[14] and (s[6] ~= ARGV[14] or (redis.call('GET', KEYS[4]) or '') ~= ARGV[15]) then
+    return {9, t[1], t[2]}
+  end
   local ttl = redis.call('PTTL', KEYS[1])
   rec = gen .. '|' .. iat .. '|' .. exp .. '|' .. now .. '|' .. ARGV[3]
   redis.call('HSET', KEYS[2], ARGV[10], rec,
@@ -145,6 +156,7 @@ else
   redis.call('HSET', KEYS[1], 'cur', ARGV[3])
   if jkt == '' and ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'jkt', ARGV[13]) end
   if KEYS[6] then redis.call('SET', KEYS[6], ARGV[11], 'PX', ttl) end
+  if ARGV[14] then return {code, false, rec, false, ttl, false, t[1], t[2]} end
 end
 return {code, redis.call('HGETALL', KEYS[1]), rec, sealed, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[4]), t[1], t[2]}
 `)

@@ -80,6 +80,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UnboundStaysUnbound", testUnboundStaysUnbound},
 		{"ConcurrentBoundRotate", testConcurrentBoundRotate},
 		{"GetTokenSession", testGetTokenSession},
+		{"SnapshotRotateCurrent", testSnapshotRotateCurrent},
+		{"SnapshotStaleClaims", testSnapshotStaleClaims},
+		{"SnapshotStaleGeneration", testSnapshotStaleGeneration},
+		{"SnapshotDecisions", testSnapshotDecisions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,7 +1,11 @@
 // Command noopauthz is the baseline of the extauthz load harness
 // (test/load/run.sh): an envoy.service.auth.v3.Authorization server that
 // answers every Check with OK and does nothing else, plus an HTTP server that
-// answers every request 200 (the baseline for forward-auth under wrk).
+// answers every request 200 (the baseline for forward-auth under wrk), with
+// the response headers of a file when --http-headers-file names one: the
+// harness gives it tokengate's own answer, so that both servers write the
+// same headers and the ratio isolates the decision (a forward-auth server
+// must send its identity headers; net/http's work for them is the same).
 //
 // It is the floor a real ext_authz server is measured against: whatever gRPC,
 // HTTP/2, protobuf decoding and the loopback network cost is in both numbers,
@@ -11,6 +15,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +25,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"os"
 	"os/signal"
 	"syscall"
@@ -54,8 +61,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("noopauthz", flag.ContinueOnError)
 	grpcListen := fs.String("grpc-listen", "127.0.0.1:0", "address of the gRPC Authorization server")
 	httpListen := fs.String("http-listen", "", "address of the HTTP server that answers every request 200 (empty: none)")
+	headersFile := fs.String("http-headers-file", "", "answer every HTTP request with the response headers in this file (a `curl -D` dump: a status line, then one header a line); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var answer http.Header
+	if *headersFile != "" {
+		var err error
+		if answer, err = readHeaders(*headersFile); err != nil {
+			return err
+		}
 	}
 
 	grpcLn, err := net.Listen("tcp", *grpcListen)
@@ -83,7 +98,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		// The same http.Server settings (timeouts, header bound, keep-alive)
 		// and connection bound as `tokengate extauthz`'s HTTP listener.
 		lim := serve.DefaultHTTPLimits
-		httpSrv = lim.Server(http.HandlerFunc(allowHTTP))
+		httpSrv = lim.Server(allowHTTP(answer))
 		httpLn = lim.Listener(httpLn)
 		addrs.HTTP = httpLn.Addr().String()
 		go func() {
@@ -135,6 +150,54 @@ func (noop) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse,
 	}, nil
 }
 
-func allowHTTP(w http.ResponseWriter, _ *http.Request) {
-	w.WriteHeader(http.StatusOK)
+// allowHTTP answers every request 200 with the headers of answer. The
+// values are made once and assigned, names as they are (not
+// canonicalised), as tokengate assigns its ready-made answer.
+func allowHTTP(answer http.Header) http.Handler {
+	if len(answer) == 0 {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		for k, v := range answer {
+			h[k] = v
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+}
+
+// readHeaders reads the headers of a `curl -D` dump, names as written,
+// leaving out those net/http writes itself (Date, Content-Length,
+// Connection, Keep-Alive, Transfer-Encoding).
+func readHeaders(path string) (http.Header, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--http-headers-file: %w", err)
+	}
+	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(raw)))
+	if _, err := r.ReadLine(); err != nil { // the status line
+		return nil, fmt.Errorf("--http-headers-file %s: no status line: %w", path, err)
+	}
+	h := http.Header{}
+	for {
+		line, err := r.ReadLine()
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("--http-headers-file %s: %w", path, err)
+		}
+		if line == "" {
+			break
+		}
+		name, value, ok := bytes.Cut([]byte(line), []byte(":"))
+		if !ok || len(bytes.TrimSpace(name)) == 0 {
+			return nil, fmt.Errorf("--http-headers-file %s: line %q is not a header", path, line)
+		}
+		k := string(bytes.TrimSpace(name))
+		switch http.CanonicalHeaderKey(k) {
+		case "Date", "Content-Length", "Connection", "Keep-Alive", "Transfer-Encoding":
+			continue
+		}
+		v := string(bytes.TrimSpace(value))
+		h[k] = append(h[k][:len(h[k]):len(h[k])], v)
+	}
+	return h, nil
 }

@@ -5,7 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,4 +138,53 @@ func checkRequest(headers map[string]string) *authv3.CheckRequest {
 			Method: "GET", Host: "app.example", Path: headers[":path"], Headers: headers,
 		}},
 	}}
+}
+
+// With --http-headers-file the HTTP answer carries the dump's headers, as
+// written, except those net/http writes itself.
+func TestNoopAnswersWithHeadersFile(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "headers")
+	dump := "HTTP/1.1 200 OK\r\nx-user-id: user-4711\r\nx-user-roles: admin,dev\r\nCache-Control: no-store\r\n" +
+		"Date: Tue, 01 Dec 2026 14:00:00 GMT\r\nContent-Length: 0\r\n\r\n"
+	if err := os.WriteFile(file, []byte(dump), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrs := start(t, "--http-listen", "127.0.0.1:0", "--http-headers-file", file)
+	conn, err := net.Dial("tcp", addrs.HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("GET /authz/x HTTP/1.1\r\nHost: a\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	for name, want := range map[string]string{"x-user-id": "user-4711", "x-user-roles": "admin,dev", "Cache-Control": "no-store"} {
+		if got := res.Header.Get(name); got != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+	}
+	if len(res.Header["Date"]) != 1 {
+		t.Errorf("Date = %q, want net/http's one", res.Header["Date"])
+	}
+}
+
+func TestNoopRefusesBadHeadersFile(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "headers")
+	if err := os.WriteFile(file, []byte("HTTP/1.1 200 OK\r\nnot a header\r\n\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := run(context.Background(), []string{"--http-headers-file", file}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--http-headers-file") {
+		t.Errorf("run with a bad headers file = %v, want an error naming --http-headers-file", err)
+	}
 }
