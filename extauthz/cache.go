@@ -3,7 +3,6 @@ package extauthz
 import (
 	"encoding/json"
 	"errors"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,8 +64,11 @@ type readyExpires struct {
 
 // newEntry builds an entry from a verified token, its identity headers
 // (set) and the mapped names nothing sets (unset); ready builds the
-// ready-made HTTP and gRPC answers too, for an entry to be cached.
-func newEntry(v *verified, set []header, unset []string, ready bool) *entry {
+// ready-made HTTP and gRPC answers too, for an entry to be cached. canon
+// gives the headers' canonical HTTP names (shared, not allocated per
+// entry). The entry keeps few objects: a full cache is the bulk of the
+// live heap, which every garbage collection marks.
+func newEntry(v *verified, set []header, unset []string, ready bool, canon func(string) string) *entry {
 	e := &entry{
 		v: v, set: set, unset: unset,
 		setProto:  headerOptions(set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
@@ -76,15 +78,53 @@ func newEntry(v *verified, set []header, unset []string, ready bool) *entry {
 	if !ready {
 		return e
 	}
-	for _, h := range set {
-		e.httpSet = append(e.httpSet, httpHeader{http.CanonicalHeaderKey(h.name), []string{h.value}})
+	if len(set) > 0 {
+		// One array holds every header's value: each []string is a
+		// one-element window of it with len == cap (writeReadyAllow).
+		e.httpSet = make([]httpHeader, len(set))
+		values := make([]string, len(set))
+		for i, h := range set {
+			values[i] = h.value
+			e.httpSet[i] = httpHeader{canon(h.name), values[i : i+1 : i+1]}
+		}
 	}
+	var removes []string
 	for i, names := range [2][]string{e.unset, e.unsetAuth} {
 		if len(names) > 0 {
-			e.httpRemove[i] = []string{strings.Join(names, ",")}
+			if removes == nil {
+				removes = make([]string, 2)
+			}
+			removes[i] = strings.Join(names, ",")
+			e.httpRemove[i] = removes[i : i+1 : i+1]
 		}
 	}
 	return e
+}
+
+// packStrings copies the strings ss point to into one new allocation and
+// points them at their copies: a cached entry's strings are then one
+// object without pointers instead of slices of the token's decoded payload
+// and separate allocations.
+func packStrings(ss []*string) {
+	n := 0
+	for _, p := range ss {
+		n += len(*p)
+	}
+	if n == 0 {
+		return
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, p := range ss {
+		b.WriteString(*p)
+	}
+	all := b.String()
+	off := 0
+	for _, p := range ss {
+		l := len(*p)
+		*p = all[off : off+l]
+		off += l
+	}
 }
 
 // tokenCache is an LRU of verified tokens bounded in entries and in bytes
