@@ -1,7 +1,6 @@
 package extauthz
 
 import (
-	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -16,7 +15,7 @@ import (
 // identity headers, roles and scopes, and the allow answer itself, so a
 // cache hit renders nothing but what changes with the clock.
 type entry struct {
-	v   *verified
+	v   verified // by value: one object fewer per entry
 	set []header
 	// setProto is set as Envoy headers, built once: protos are read-only
 	// once built, so concurrent responses may share them.
@@ -59,7 +58,8 @@ type readyAllow struct {
 
 type readyExpires struct {
 	left   int64
-	values []string
+	values []string // a window of value, len == cap
+	value  [1]string
 }
 
 // newEntry builds an entry from a verified token, its identity headers
@@ -69,34 +69,36 @@ type readyExpires struct {
 // entry). The entry keeps few objects: a full cache is the bulk of the
 // live heap, which every garbage collection marks.
 func newEntry(v *verified, set []header, unset []string, ready bool, canon func(string) string) *entry {
+	// unset and unsetAuth share one array (unset is its prefix, with
+	// len == cap, so an append to it copies).
+	unsetAuth := append(append(make([]string, 0, len(unset)+1), unset...), "authorization")
 	e := &entry{
-		v: v, set: set, unset: unset,
+		v: *v, set: set, unset: unsetAuth[:len(unset):len(unset)],
 		setProto:  headerOptions(set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
-		unsetAuth: append(append(make([]string, 0, len(unset)+1), unset...), "authorization"),
+		unsetAuth: unsetAuth,
 		ready:     ready,
 	}
 	if !ready {
 		return e
 	}
+	// One array holds every header's value and the two remove lists: each
+	// []string is a one-element window of it with len == cap
+	// (writeReadyAllow).
+	values := make([]string, len(set)+2)
 	if len(set) > 0 {
-		// One array holds every header's value: each []string is a
-		// one-element window of it with len == cap (writeReadyAllow).
 		e.httpSet = make([]httpHeader, len(set))
-		values := make([]string, len(set))
 		for i, h := range set {
 			values[i] = h.value
 			e.httpSet[i] = httpHeader{canon(h.name), values[i : i+1 : i+1]}
 		}
 	}
-	var removes []string
-	for i, names := range [2][]string{e.unset, e.unsetAuth} {
-		if len(names) > 0 {
-			if removes == nil {
-				removes = make([]string, 2)
-			}
-			removes[i] = strings.Join(names, ",")
-			e.httpRemove[i] = removes[i : i+1 : i+1]
-		}
+	// The remove list without "authorization" is a prefix of the one with.
+	withAuth := strings.Join(e.unsetAuth, ",")
+	values[len(set)+1] = withAuth
+	e.httpRemove[1] = values[len(set)+1:]
+	if len(e.unset) > 0 {
+		values[len(set)] = withAuth[:len(withAuth)-len(",authorization")]
+		e.httpRemove[0] = values[len(set) : len(set)+1 : len(set)+1]
 	}
 	return e
 }
@@ -335,16 +337,15 @@ const (
 	entryOverhead  = 4096
 	headerOverhead = 320 // a header as a pair, a proto, an HTTP value, and its canonical name
 	stringOverhead = 16
-	mapSlot        = 48
 	sliceOverhead  = 24
-	ifaceOverhead  = 16
 )
 
 // entrySize estimates the bytes a cached entry keeps alive: the key, the
-// payload and its decoded claims, the prepared headers, roles and scopes.
+// strings taken from the token (packStrings: the decoded claims and the
+// payload are not kept), the prepared headers, roles and scopes.
 func entrySize(key string, e *entry) int64 {
-	n := entryOverhead + len(key) + len(e.v.payload) + claimSize(e.v.claims)
-	n += len(e.v.kid) + len(e.v.sub) + len(e.v.sid) + len(e.v.jti) // usually shared with claims; counted to stay an upper bound
+	n := entryOverhead + len(key)
+	n += len(e.v.alg) + len(e.v.kid) + len(e.v.sub) + len(e.v.sid) + len(e.v.jti) + len(e.v.cnf.jkt) + len(e.v.cnf.dev)
 	for _, h := range e.set {
 		n += headerOverhead + 3*(len(h.name)+len(h.value))
 	}
@@ -359,28 +360,4 @@ func entrySize(key string, e *entry) int64 {
 		}
 	}
 	return int64(n)
-}
-
-// claimSize estimates a decoded JSON value (map[string]any, []any,
-// string, json.Number, bool, nil).
-func claimSize(v any) int {
-	switch t := v.(type) {
-	case map[string]any:
-		n := 64
-		for k, e := range t {
-			n += mapSlot + len(k) + claimSize(e)
-		}
-		return n
-	case []any:
-		n := sliceOverhead
-		for _, e := range t {
-			n += ifaceOverhead + claimSize(e)
-		}
-		return n
-	case string:
-		return stringOverhead + len(t)
-	case json.Number:
-		return stringOverhead + len(t)
-	}
-	return 0
 }

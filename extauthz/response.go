@@ -228,20 +228,27 @@ func (st *state) okResponse(o *outcome, set []*corev3.HeaderValueOption) *authv3
 	}
 }
 
+// headerProto is a header option and the value it points to, allocated
+// together.
+type headerProto struct {
+	opt corev3.HeaderValueOption
+	val corev3.HeaderValue
+}
+
 func headerOptions(hs []header, action corev3.HeaderValueOption_HeaderAppendAction) []*corev3.HeaderValueOption {
 	if len(hs) == 0 {
 		return nil
 	}
-	// Three allocations however many headers: the options and values are
-	// elements of two arrays (fewer objects for the collector to mark in
-	// a cached entry's setProto).
+	// Two allocations however many headers: each option and its value
+	// are one element of an array (fewer objects for the collector to mark
+	// in a cached entry's setProto).
 	out := make([]*corev3.HeaderValueOption, len(hs))
-	opts := make([]corev3.HeaderValueOption, len(hs))
-	vals := make([]corev3.HeaderValue, len(hs))
+	pairs := make([]headerProto, len(hs))
 	for i, h := range hs {
-		vals[i].Key, vals[i].Value = h.name, h.value
-		opts[i].Header, opts[i].AppendAction = &vals[i], action
-		out[i] = &opts[i]
+		p := &pairs[i]
+		p.val.Key, p.val.Value = h.name, h.value
+		p.opt.Header, p.opt.AppendAction = &p.val, action
+		out[i] = &p.opt
 	}
 	return out
 }
@@ -310,7 +317,8 @@ func (st *state) writeReadyAllow(h http.Header, o *outcome) {
 	}
 	r := e.expires.Load()
 	if r == nil || r.left != o.expiresIn {
-		r = &readyExpires{left: o.expiresIn, values: []string{strconv.FormatInt(o.expiresIn, 10)}}
+		r = &readyExpires{left: o.expiresIn, value: [1]string{strconv.FormatInt(o.expiresIn, 10)}}
+		r.values = r.value[:]
 		e.expires.Store(r)
 	}
 	addHeader(h, st.expiresKey, r.values)
