@@ -154,7 +154,17 @@ type cacheNode struct {
 	e          *entry
 	size       int64
 	prev, next *cacheNode
+	// alias links a token's node and the node of its high-S spelling
+	// (getTwin), both ways; isAlias marks the latter. An alias is an index,
+	// not an entry: it counts its own key's bytes, not in entries, and
+	// goes when its token's node goes.
+	alias   *cacheNode
+	isAlias bool
 }
+
+// aliasOverhead is what an alias node holds besides its key: the node and
+// its map slot.
+const aliasOverhead = 160
 
 func newTokenCache(maxEntries int, maxBytes int64, classes int, m *metrics) (*tokenCache, error) {
 	if maxEntries <= 0 || maxBytes <= 0 || classes <= 0 {
@@ -186,7 +196,9 @@ var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b 
 // high-S ECDSA signature (twinKey): the same token, cached under its
 // canonical spelling. The entry counts only if that token was verified
 // with the curve the twin was computed for (the curve is guessed from the
-// signature's length, which an EdDSA signature shares with ES256).
+// signature's length, which an EdDSA signature shares with ES256). A hit
+// indexes the entry under token as well (an alias node), so the spelling's
+// next checks are found by get; half of all ECDSA signatures have a high S.
 func (c *tokenCache) getTwin(class int, token string, now time.Time) *entry {
 	if c == nil {
 		return nil
@@ -203,10 +215,38 @@ func (c *tokenCache) getTwin(class int, token string, now time.Time) *entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.items[class][string(key)] // no allocation: the compiler looks up the bytes
-	if n == nil || n.e.v.alg != curve.alg {
+	if n == nil || n.isAlias || n.e.v.alg != curve.alg {
 		return nil
 	}
-	return c.use(n, now)
+	e := c.use(n, now)
+	if e != nil && n.alias == nil {
+		// Index the entry under this spelling too, so that its next
+		// checks find it with one lookup instead of computing the twin.
+		c.addAlias(n, token)
+	}
+	return e
+}
+
+// addAlias indexes n's entry under key, the high-S spelling of n's token.
+// c.mu is held.
+func (c *tokenCache) addAlias(n *cacheNode, key string) {
+	size := int64(aliasOverhead + len(key))
+	if size > c.maxBytes {
+		return
+	}
+	key = strings.Clone(key)
+	if old := c.items[n.class][key]; old != nil {
+		c.unlink(old)
+	}
+	a := &cacheNode{key: key, class: n.class, e: n.e, size: size, alias: n, isAlias: true}
+	n.alias = a
+	c.items[n.class][key] = a
+	c.bytesUsed += size
+	c.toFront(a)
+	for c.tail != nil && (c.bytesUsed > c.maxBytes || c.entries > c.maxEntries) {
+		c.unlink(c.tail)
+	}
+	c.gauges()
 }
 
 // use returns n's entry if it is still valid (dropping it if not) and
@@ -216,9 +256,15 @@ func (c *tokenCache) use(n *cacheNode, now time.Time) *entry {
 		return nil
 	}
 	if !now.Before(n.e.v.exp) || !n.e.v.provider.hasKey(n.e.v.keyID) {
+		if n.isAlias {
+			n = n.alias // the token's node, which takes its alias with it
+		}
 		c.unlink(n)
 		c.gauges()
 		return nil
+	}
+	if n.isAlias {
+		c.toFront(n.alias) // a hit by either spelling keeps the token
 	}
 	c.toFront(n)
 	return n.e
@@ -298,8 +344,18 @@ func (c *tokenCache) unlink(n *cacheNode) {
 	}
 	n.prev, n.next = nil, nil
 	delete(c.items[n.class], n.key)
-	c.entries--
 	c.bytesUsed -= n.size
+	a := n.alias
+	if a != nil {
+		n.alias, a.alias = nil, nil
+	}
+	if n.isAlias {
+		return
+	}
+	c.entries--
+	if a != nil {
+		c.unlink(a)
+	}
 }
 
 func (c *tokenCache) gauges() {
