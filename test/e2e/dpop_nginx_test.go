@@ -27,12 +27,7 @@ func TestDPoPThroughNginx(t *testing.T) {
 	origin := "http://127.0.0.1:" + strconv.Itoa(port)
 	ref := startRefresher(t, "refresher", redis.Addr, signingKey(t),
 		"--dpop", "optional", "--external-url", origin, "--client-ip-header", "X-Forwarded-For")
-	authz := startExtauthzConfig(t, "extauthz", fmt.Sprintf(`providers:
-  - name: refresher
-    issuer: %s
-    audiences: [%s]
-    jwks_url: %s/.well-known/jwks.json
-dpop:
+	authz := startExtauthzConfig(t, "extauthz", fmt.Sprintf(refresherProvider(ref)+`dpop:
   external_origin: %s
   nonce: {enabled: true}
 routes:
@@ -40,7 +35,7 @@ routes:
   - {path_prefix: /api/, action: required, dpop: required}
 forward_auth:
   proxy: nginx
-`, issuer, audience, ref.URL, origin))
+`, origin))
 	app := newRecordingApp(t)
 	base, _ := startNginxOn(t, bin, port, authz, ref, app)
 

@@ -36,15 +36,10 @@ func TestDPoPAcrossReplicas(t *testing.T) {
 	}
 	shared, foreign := secret("shared"), secret("foreign")
 	cfg := func(secretFile string) string {
-		return fmt.Sprintf(`providers:
-  - name: refresher
-    issuer: %s
-    audiences: [%s]
-    jwks_url: %s/.well-known/jwks.json
-dpop:
+		return fmt.Sprintf(refresherProvider(ref)+`dpop:
   external_origin: %s
   nonce: {enabled: true, secret_file: %s}
-`, issuer, audience, ref.URL, origin, secretFile)
+`, origin, secretFile)
 	}
 	a := startExtauthzConfig(t, "extauthz-a", cfg(shared))
 	b := startExtauthzConfig(t, "extauthz-b", cfg(shared))

@@ -219,3 +219,11 @@ func readFeed(t *testing.T, r replica, after string) feedJSON {
 	}
 	return f
 }
+
+// refresherProvider is the providers block of an extauthz config that
+// trusts the refresher ref (its issuer, audience and JWKS), for tests that
+// add their own routes, dpop and forward_auth settings after it.
+func refresherProvider(ref replica) string {
+	return fmt.Sprintf("providers:\n  - name: refresher\n    issuer: %s\n    audiences: [%s]\n    jwks_url: %s/.well-known/jwks.json\n",
+		issuer, audience, ref.URL)
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -33,18 +32,13 @@ func TestNetworkBindingThroughNginx(t *testing.T) {
 	redis := proctest.StartRedis(t)
 	ref := startRefresher(t, "refresher", redis.Addr, signingKey(t),
 		"--bind-network", "--client-ip-header", "X-Forwarded-For")
-	authz := startExtauthzConfig(t, "extauthz", fmt.Sprintf(`providers:
-  - name: refresher
-    issuer: %s
-    audiences: [%s]
-    jwks_url: %s/.well-known/jwks.json
-routes:
+	authz := startExtauthzConfig(t, "extauthz", refresherProvider(ref)+`routes:
   - {path_prefix: /api/public/, action: public}
   - {path_prefix: /api/wide/, action: required, bind_network: {ipv4_prefix: 24}}
   - {path_prefix: /api/, action: required, bind_network: {ipv4_prefix: 32}}
 forward_auth:
   proxy: nginx
-`, issuer, audience, ref.URL))
+`)
 	app := newRecordingApp(t)
 	base, _ := startNginx(t, bin, authz, ref, app)
 
@@ -223,17 +217,12 @@ func TestDeviceBindingThroughNginx(t *testing.T) {
 	bin := proctest.RequireBinary(t, "nginx", "apt-get install -y nginx")
 	redis := proctest.StartRedis(t)
 	ref := startRefresher(t, "refresher", redis.Addr, signingKey(t))
-	authz := startExtauthzConfig(t, "extauthz", fmt.Sprintf(`providers:
-  - name: refresher
-    issuer: %s
-    audiences: [%s]
-    jwks_url: %s/.well-known/jwks.json
-routes:
+	authz := startExtauthzConfig(t, "extauthz", refresherProvider(ref)+`routes:
   - {path_prefix: /api/public/, action: public}
   - {path_prefix: /api/, action: required, bind_device: {cookie: device_id}}
 forward_auth:
   proxy: nginx
-`, issuer, audience, ref.URL))
+`)
 	app := newRecordingApp(t)
 	base, _ := startNginx(t, bin, authz, ref, app)
 
