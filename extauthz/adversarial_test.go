@@ -664,3 +664,40 @@ func TestTwinOnlyForECDSA(t *testing.T) {
 		t.Fatalf("an EdDSA token with a rewritten signature: %s, want invalid_token", got)
 	}
 }
+
+// TestHighSAliasGoesWithItsToken: a hit by a token's high-S spelling
+// indexes its entry under that spelling too (an alias, so that its next
+// checks skip computing the twin). The alias is no second entry, counts
+// its own bytes, and goes when the token's entry goes, so the byte bound
+// and the entry count stay true.
+func TestHighSAliasGoesWithItsToken(t *testing.T) {
+	t.Parallel()
+	k := newECKey(t, "ES256", "alias")
+	h := newHarness(t, baseConfig(t, k))
+	low := tokenWhere(t, k, claimsAt(h.clock.Now()), func(tok string) bool { return !highS(t, tok, "ES256") })
+	high := twinS(t, low, "ES256")
+	for i, tok := range []string{low, high, high} {
+		if got := h.check(t, bearerReq(tok)).reason(); got != "allow" {
+			t.Fatalf("check %d: %s", i, got)
+		}
+	}
+	c := h.srv.state.Load().cache
+	if !c.contains(high) {
+		t.Fatal("a hit by the high-S spelling did not index the entry under it")
+	}
+	if n := c.len(); n != 1 {
+		t.Fatalf("the cache counts %d entries for one token, want 1", n)
+	}
+	if misses := counterValue(t, h.srv.metrics.cacheMisses); misses != 1 {
+		t.Fatalf("cache misses %v, want 1", misses)
+	}
+	c.mu.Lock()
+	c.unlink(c.items[0][low]) // as eviction does
+	c.mu.Unlock()
+	if c.contains(high) || c.contains(low) {
+		t.Fatal("the alias outlived its token's entry")
+	}
+	if b, n := c.bytes(), c.len(); b != 0 || n != 0 {
+		t.Fatalf("after the token's entry went the cache accounts %d bytes and %d entries, want 0", b, n)
+	}
+}

@@ -312,3 +312,47 @@ func TestCacheByteBoundLargeTokens(t *testing.T) {
 	}
 	runtime.KeepAlive(toks)
 }
+
+// A full cache is most of the process's live heap, and every garbage
+// collection marks it: each entry should keep few objects. This reports the
+// heap objects and bytes per entry of a cache filled by forward-auth
+// misses (the state of a busy server's cache: most entries are never hit),
+// and guards the count. Not parallel: it reads the process's heap.
+func TestCacheObjectsPerEntry(t *testing.T) {
+	k := newTestKey(t, "ES256", "objects")
+	cfg := baseConfig(t, k)
+	cfg.Cache.Size = 1 << 20
+	cfg.Cache.MaxBytes = 1 << 30
+	h := newHarness(t, cfg, func(o *Options) { o.Logger = slog.New(slog.DiscardHandler) })
+	const n = 2000
+	reqs := make([]*http.Request, n)
+	for i := range reqs {
+		c := claimsAt(h.clock.Now())
+		c["jti"] = "jti-" + strconv.Itoa(i)
+		reqs[i] = forwardAuthRequest(k.token(t, c))
+	}
+	w := &headerRecorder{h: http.Header{}}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, r := range reqs {
+		clear(w.h)
+		h.srv.handleForwardAuth(w, r)
+		if w.status != http.StatusOK {
+			t.Fatalf("forward-auth %d", w.status)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if l := h.srv.state.Load().cache.len(); l != n {
+		t.Fatalf("%d entries cached, want %d", l, n)
+	}
+	objects := float64(int64(after.HeapObjects)-int64(before.HeapObjects)) / n
+	bytes := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / n
+	t.Logf("per cache entry: %.1f heap objects, %.0f bytes", objects, bytes)
+	const maxObjects = 20 // 14 when written (50 before the entries were compacted)
+	if objects > maxObjects {
+		t.Errorf("%.1f heap objects per cache entry, want at most %d", objects, maxObjects)
+	}
+	runtime.KeepAlive(reqs)
+}

@@ -1,9 +1,7 @@
 package extauthz
 
 import (
-	"encoding/json"
 	"errors"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +15,7 @@ import (
 // identity headers, roles and scopes, and the allow answer itself, so a
 // cache hit renders nothing but what changes with the clock.
 type entry struct {
-	v   *verified
+	v   verified // by value: one object fewer per entry
 	set []header
 	// setProto is set as Envoy headers, built once: protos are read-only
 	// once built, so concurrent responses may share them.
@@ -60,31 +58,75 @@ type readyAllow struct {
 
 type readyExpires struct {
 	left   int64
-	values []string
+	values []string // a window of value, len == cap
+	value  [1]string
 }
 
 // newEntry builds an entry from a verified token, its identity headers
 // (set) and the mapped names nothing sets (unset); ready builds the
-// ready-made HTTP and gRPC answers too, for an entry to be cached.
-func newEntry(v *verified, set []header, unset []string, ready bool) *entry {
+// ready-made HTTP and gRPC answers too, for an entry to be cached. canon
+// gives the headers' canonical HTTP names (shared, not allocated per
+// entry). The entry keeps few objects: a full cache is the bulk of the
+// live heap, which every garbage collection marks.
+func newEntry(v *verified, set []header, unset []string, ready bool, canon func(string) string) *entry {
+	// unset and unsetAuth share one array (unset is its prefix, with
+	// len == cap, so an append to it copies).
+	unsetAuth := append(append(make([]string, 0, len(unset)+1), unset...), "authorization")
 	e := &entry{
-		v: v, set: set, unset: unset,
+		v: *v, set: set, unset: unsetAuth[:len(unset):len(unset)],
 		setProto:  headerOptions(set, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD),
-		unsetAuth: append(append(make([]string, 0, len(unset)+1), unset...), "authorization"),
+		unsetAuth: unsetAuth,
 		ready:     ready,
 	}
 	if !ready {
 		return e
 	}
-	for _, h := range set {
-		e.httpSet = append(e.httpSet, httpHeader{http.CanonicalHeaderKey(h.name), []string{h.value}})
-	}
-	for i, names := range [2][]string{e.unset, e.unsetAuth} {
-		if len(names) > 0 {
-			e.httpRemove[i] = []string{strings.Join(names, ",")}
+	// One array holds every header's value and the two remove lists: each
+	// []string is a one-element window of it with len == cap
+	// (writeReadyAllow).
+	values := make([]string, len(set)+2)
+	if len(set) > 0 {
+		e.httpSet = make([]httpHeader, len(set))
+		for i, h := range set {
+			values[i] = h.value
+			e.httpSet[i] = httpHeader{canon(h.name), values[i : i+1 : i+1]}
 		}
 	}
+	// The remove list without "authorization" is a prefix of the one with.
+	withAuth := strings.Join(e.unsetAuth, ",")
+	values[len(set)+1] = withAuth
+	e.httpRemove[1] = values[len(set)+1:]
+	if len(e.unset) > 0 {
+		values[len(set)] = withAuth[:len(withAuth)-len(",authorization")]
+		e.httpRemove[0] = values[len(set) : len(set)+1 : len(set)+1]
+	}
 	return e
+}
+
+// packStrings copies the strings ss point to into one new allocation and
+// points them at their copies: a cached entry's strings are then one
+// object without pointers instead of slices of the token's decoded payload
+// and separate allocations.
+func packStrings(ss []*string) {
+	n := 0
+	for _, p := range ss {
+		n += len(*p)
+	}
+	if n == 0 {
+		return
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, p := range ss {
+		b.WriteString(*p)
+	}
+	all := b.String()
+	off := 0
+	for _, p := range ss {
+		l := len(*p)
+		*p = all[off : off+l]
+		off += l
+	}
 }
 
 // tokenCache is an LRU of verified tokens bounded in entries and in bytes
@@ -112,7 +154,17 @@ type cacheNode struct {
 	e          *entry
 	size       int64
 	prev, next *cacheNode
+	// alias links a token's node and the node of its high-S spelling
+	// (getTwin), both ways; isAlias marks the latter. An alias is an index,
+	// not an entry: it counts its own key's bytes, not in entries, and
+	// goes when its token's node goes.
+	alias   *cacheNode
+	isAlias bool
 }
+
+// aliasOverhead is what an alias node holds besides its key: the node and
+// its map slot.
+const aliasOverhead = 160
 
 func newTokenCache(maxEntries int, maxBytes int64, classes int, m *metrics) (*tokenCache, error) {
 	if maxEntries <= 0 || maxBytes <= 0 || classes <= 0 {
@@ -144,7 +196,9 @@ var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b 
 // high-S ECDSA signature (twinKey): the same token, cached under its
 // canonical spelling. The entry counts only if that token was verified
 // with the curve the twin was computed for (the curve is guessed from the
-// signature's length, which an EdDSA signature shares with ES256).
+// signature's length, which an EdDSA signature shares with ES256). A hit
+// indexes the entry under token as well (an alias node), so the spelling's
+// next checks are found by get; half of all ECDSA signatures have a high S.
 func (c *tokenCache) getTwin(class int, token string, now time.Time) *entry {
 	if c == nil {
 		return nil
@@ -161,10 +215,38 @@ func (c *tokenCache) getTwin(class int, token string, now time.Time) *entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.items[class][string(key)] // no allocation: the compiler looks up the bytes
-	if n == nil || n.e.v.alg != curve.alg {
+	if n == nil || n.isAlias || n.e.v.alg != curve.alg {
 		return nil
 	}
-	return c.use(n, now)
+	e := c.use(n, now)
+	if e != nil && n.alias == nil {
+		// Index the entry under this spelling too, so that its next
+		// checks find it with one lookup instead of computing the twin.
+		c.addAlias(n, token)
+	}
+	return e
+}
+
+// addAlias indexes n's entry under key, the high-S spelling of n's token.
+// c.mu is held.
+func (c *tokenCache) addAlias(n *cacheNode, key string) {
+	size := int64(aliasOverhead + len(key))
+	if size > c.maxBytes {
+		return
+	}
+	key = strings.Clone(key)
+	if old := c.items[n.class][key]; old != nil {
+		c.unlink(old)
+	}
+	a := &cacheNode{key: key, class: n.class, e: n.e, size: size, alias: n, isAlias: true}
+	n.alias = a
+	c.items[n.class][key] = a
+	c.bytesUsed += size
+	c.toFront(a)
+	for c.tail != nil && (c.bytesUsed > c.maxBytes || c.entries > c.maxEntries) {
+		c.unlink(c.tail)
+	}
+	c.gauges()
 }
 
 // use returns n's entry if it is still valid (dropping it if not) and
@@ -174,9 +256,15 @@ func (c *tokenCache) use(n *cacheNode, now time.Time) *entry {
 		return nil
 	}
 	if !now.Before(n.e.v.exp) || !n.e.v.provider.hasKey(n.e.v.keyID) {
+		if n.isAlias {
+			n = n.alias // the token's node, which takes its alias with it
+		}
 		c.unlink(n)
 		c.gauges()
 		return nil
+	}
+	if n.isAlias {
+		c.toFront(n.alias) // a hit by either spelling keeps the token
 	}
 	c.toFront(n)
 	return n.e
@@ -256,8 +344,18 @@ func (c *tokenCache) unlink(n *cacheNode) {
 	}
 	n.prev, n.next = nil, nil
 	delete(c.items[n.class], n.key)
-	c.entries--
 	c.bytesUsed -= n.size
+	a := n.alias
+	if a != nil {
+		n.alias, a.alias = nil, nil
+	}
+	if n.isAlias {
+		return
+	}
+	c.entries--
+	if a != nil {
+		c.unlink(a)
+	}
 }
 
 func (c *tokenCache) gauges() {
@@ -295,16 +393,15 @@ const (
 	entryOverhead  = 4096
 	headerOverhead = 320 // a header as a pair, a proto, an HTTP value, and its canonical name
 	stringOverhead = 16
-	mapSlot        = 48
 	sliceOverhead  = 24
-	ifaceOverhead  = 16
 )
 
 // entrySize estimates the bytes a cached entry keeps alive: the key, the
-// payload and its decoded claims, the prepared headers, roles and scopes.
+// strings taken from the token (packStrings: the decoded claims and the
+// payload are not kept), the prepared headers, roles and scopes.
 func entrySize(key string, e *entry) int64 {
-	n := entryOverhead + len(key) + len(e.v.payload) + claimSize(e.v.claims)
-	n += len(e.v.kid) + len(e.v.sub) + len(e.v.sid) + len(e.v.jti) // usually shared with claims; counted to stay an upper bound
+	n := entryOverhead + len(key)
+	n += len(e.v.alg) + len(e.v.kid) + len(e.v.sub) + len(e.v.sid) + len(e.v.jti) + len(e.v.cnf.jkt) + len(e.v.cnf.dev)
 	for _, h := range e.set {
 		n += headerOverhead + 3*(len(h.name)+len(h.value))
 	}
@@ -319,28 +416,4 @@ func entrySize(key string, e *entry) int64 {
 		}
 	}
 	return int64(n)
-}
-
-// claimSize estimates a decoded JSON value (map[string]any, []any,
-// string, json.Number, bool, nil).
-func claimSize(v any) int {
-	switch t := v.(type) {
-	case map[string]any:
-		n := 64
-		for k, e := range t {
-			n += mapSlot + len(k) + claimSize(e)
-		}
-		return n
-	case []any:
-		n := sliceOverhead
-		for _, e := range t {
-			n += ifaceOverhead + claimSize(e)
-		}
-		return n
-	case string:
-		return stringOverhead + len(t)
-	case json.Number:
-		return stringOverhead + len(t)
-	}
-	return 0
 }

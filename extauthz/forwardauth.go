@@ -75,6 +75,7 @@ func (s *Server) handleForwardAuth(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": bad.Error()})
 		return
 	}
+	in.now = s.checkTime(st, start)
 	ctx := r.Context()
 	var span trace.Span
 	if s.tracer != nil {

@@ -3,6 +3,7 @@ package extauthz
 import (
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"strconv"
 	"strings"
 )
@@ -24,6 +25,18 @@ type identityMapper struct {
 	// others are the headers other apps' mappings set and this one does
 	// not: always removed, so a client cannot send one to this app either.
 	others []string
+	// canonical are the HTTP (canonical) spellings of the names this
+	// mapper sets, computed once so that a cache entry shares them.
+	canonical map[string]string
+}
+
+// canonicalName is name's canonical HTTP spelling, shared for a name the
+// mapper sets.
+func (m *identityMapper) canonicalName(name string) string {
+	if c, ok := m.canonical[name]; ok {
+		return c
+	}
+	return http.CanonicalHeaderKey(name)
 }
 
 // alsoRemove adds to the headers m removes on every answer those of all
@@ -52,6 +65,10 @@ func newIdentityMapper(c HeaderConfig) *identityMapper {
 	}
 	if m.payloadHeader != "" {
 		m.names = append(m.names, m.payloadHeader)
+	}
+	m.canonical = make(map[string]string, len(m.names))
+	for _, n := range m.names {
+		m.canonical[n] = http.CanonicalHeaderKey(n)
 	}
 	switch c.Encoding {
 	case "rfc2047":

@@ -96,6 +96,9 @@ type Server struct {
 	health   *healthHub // the status every health Watch stream follows
 	logLimit logLimiter
 	tracer   trace.Tracer // nil: tracing off
+	// realClock: Options.Clock was nil, so a check's start time is also
+	// its clock reading (one time.Now per check instead of three).
+	realClock bool
 }
 
 // NewServer builds a server from cfg. It starts fetching keys but does not
@@ -105,7 +108,8 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Clock == nil {
+	realClock := opts.Clock == nil
+	if realClock {
 		opts.Clock = time.Now
 	}
 	if opts.FetchBackoff <= 0 {
@@ -134,7 +138,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	s := &Server{opts: opts, log: opts.Logger, metrics: m, gatherer: opts.Gatherer, tracer: opts.Tracer}
+	s := &Server{opts: opts, log: opts.Logger, metrics: m, gatherer: opts.Gatherer, tracer: opts.Tracer, realClock: realClock}
 	s.health = newHealthHub(s.Ready, opts.HealthPoll, opts.MaxHealthWatches)
 	st, err := s.buildState(cfg)
 	if err != nil {
@@ -151,6 +155,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	st := s.state.Load()
 	in := fromCheckRequest(req)
+	in.now = s.checkTime(st, start)
 	var span trace.Span
 	if s.tracer != nil {
 		ctx, span = s.startCheckSpan(ctx, propagation.MapCarrier(in.headers))
@@ -189,7 +194,7 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 	var e *entry
 	if refused == nil {
 		var err error
-		e, in.cache, err = st.verify(ctx, token, a)
+		e, in.cache, err = st.verify(ctx, token, a, st.now(in))
 		if err != nil {
 			if unavailable := (*errUnavailable)(nil); errors.As(err, &unavailable) {
 				if route.action == ActionPublic {
@@ -242,8 +247,7 @@ func (st *state) decide(ctx context.Context, in *request) outcome {
 // costs one lookup), then, for a token ending in a high-S ECDSA
 // signature, its low-S twin (no allocation either); on a miss the token's
 // spelling is checked strictly before anything else.
-func (st *state) verify(ctx context.Context, token string, a *app) (*entry, cacheUse, error) {
-	now := st.clock()
+func (st *state) verify(ctx context.Context, token string, a *app, now time.Time) (*entry, cacheUse, error) {
 	if e := st.cache.get(a.class, token, now); e != nil {
 		st.cache.count(true)
 		return e, cacheHit, nil
@@ -271,15 +275,49 @@ func (st *state) verify(ctx context.Context, token string, a *app) (*entry, cach
 		return nil, cacheMiss, err
 	}
 	set, unset := a.mapper.headers(v.claims, v.payload)
-	e := newEntry(v, set, unset, st.cache != nil)
+	var roles, scopes []string
 	if rv, ok := lookupClaim(v.claims, st.rolesPath); ok {
-		e.roles = stringList(rv)
+		roles = stringList(rv)
 	}
 	if sv, ok := lookupClaim(v.claims, st.scopesPath); ok {
-		e.scopes = stringList(sv)
+		scopes = stringList(sv)
 	}
+	// Everything a decision reads from the claims is taken now: the
+	// decoded claims (a map of many small objects) and the payload they
+	// point into are dropped, and the strings kept are copied into one
+	// buffer, so a cached entry holds few objects for the collector to mark.
+	v.claims, v.payload = nil, nil
+	keep := []*string{&v.alg, &v.kid, &v.sub, &v.sid, &v.jti, &v.cnf.jkt, &v.cnf.dev}
+	for i := range set {
+		keep = append(keep, &set[i].value)
+	}
+	for _, list := range [2][]string{roles, scopes} {
+		for i := range list {
+			keep = append(keep, &list[i])
+		}
+	}
+	packStrings(keep)
+	e := newEntry(v, set, unset, st.cache != nil, a.mapper.canonicalName)
+	e.roles, e.scopes = roles, scopes
 	st.cache.add(a.class, ct.canonical, e)
 	return e, cacheMiss, nil
+}
+
+// checkTime is a check's clock reading: its start time when the clock is
+// the real one (no second time.Now), else the configured clock.
+func (s *Server) checkTime(st *state, start time.Time) time.Time {
+	if s.realClock {
+		return start
+	}
+	return st.clock()
+}
+
+// now is in's clock reading (request.now), or the clock's when it has none.
+func (st *state) now(in *request) time.Time {
+	if !in.now.IsZero() {
+		return in.now
+	}
+	return st.clock()
 }
 
 // errRevocationsUnavailable: the denylist has not loaded yet, so it cannot

@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // request is what a decision needs from a check, whichever protocol it
@@ -39,6 +40,9 @@ type request struct {
 	// unknown); both only for DPoP's htu and network binding.
 	scheme string
 	client string
+	// now is the check's one clock reading (Server.begin): the cache's
+	// validity and the token's expires-in use it. Zero: the state's clock.
+	now time.Time
 	// clientMissing / schemeMissing name the forward-auth header that
 	// should have carried the client address / scheme but was absent or
 	// repeated: an error only for a route or token that needs it.

@@ -390,7 +390,9 @@ if ((RSS_TOKENS > 0)) && [[ $AA != 1 ]]; then
 fi
 
 # What tokengate itself counted: every Check of the run must be an allow.
-[[ $AA == 1 ]] || curl -fsS "http://$ours_http/metrics" | grep -E '^tokengate_extauthz_(checks_total|cache)' >"$OUT/metrics.txt" || true
+# Its heap (objects and bytes, after the last collection) shows what its
+# full cache costs each collection to mark.
+[[ $AA == 1 ]] || curl -fsS "http://$ours_http/metrics" | grep -E '^(tokengate_extauthz_(checks_total|cache)|go_memstats_heap_(objects|alloc_bytes) )' >"$OUT/metrics.txt" || true
 
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)
 {
@@ -403,7 +405,7 @@ cpu_model=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown
 	"$harness" report --dir "$OUT" --clk-tck "$(getconf CLK_TCK)"
 	if [[ -s $OUT/rss.md ]]; then cat "$OUT/rss.md"; fi
 	if [[ -s $OUT/metrics.txt ]]; then
-		echo "tokengate's own counters after the run:"
+		echo "tokengate's own counters and heap after the run:"
 		echo
 		echo '```'
 		cat "$OUT/metrics.txt"
