@@ -65,52 +65,18 @@ func launchRefresher(t *testing.T, name, redisAddr, keyPath string, extra ...str
 }
 
 // tokenResponse is the refresher's token answer (or error).
-type tokenResponse struct {
-	AccessToken      string `json:"access_token"`
-	TokenType        string `json:"token_type"`
-	ExpiresIn        int    `json:"expires_in"`
-	RefreshToken     string `json:"refresh_token"`
-	RefreshExpiresIn int    `json:"refresh_expires_in"`
-	SessionID        string `json:"session_id"`
-	Error            string `json:"error"`
-	ErrorDescription string `json:"error_description"`
-}
-
-// answer is one HTTP answer, decoded.
-type answer struct {
-	Status     int
-	RetryAfter string
-	Body       tokenResponse
-	Err        error // transport error
-}
+// tokenResponse and answer are the refresher's answers (proctest.Do).
+type (
+	tokenResponse = proctest.TokenResponse
+	answer        = proctest.Answer
+)
 
 var client = &http.Client{
 	Timeout:   30 * time.Second,
 	Transport: &http.Transport{MaxIdleConnsPerHost: 512},
 }
 
-func do(req *http.Request) answer {
-	resp, err := client.Do(req)
-	if err != nil {
-		return answer{Err: err}
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	a := answer{Status: resp.StatusCode, RetryAfter: resp.Header.Get("Retry-After"), Err: err}
-	if err == nil && len(body) > 0 {
-		if jerr := json.Unmarshal(body, &a.Body); jerr != nil {
-			a.Err = fmt.Errorf("status %d, body %.200q: %w", resp.StatusCode, body, jerr)
-		}
-	}
-	return a
-}
-
-func (a answer) String() string {
-	if a.Err != nil {
-		return "transport error: " + a.Err.Error()
-	}
-	return fmt.Sprintf("%d %s %s", a.Status, a.Body.Error, a.Body.ErrorDescription)
-}
+func do(req *http.Request) answer { return proctest.Do(client, req) }
 
 // createSession signs sub in through the admin API.
 func createSession(t *testing.T, r replica, sub string) tokenResponse {

@@ -159,18 +159,7 @@ func refreshFrom(t *testing.T, base, ip, token string) answer {
 	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token}}
 	req, _ := http.NewRequest(http.MethodPost, base+"/v1/token", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := clientFrom(t, ip).Do(req)
-	if err != nil {
-		return answer{Err: err}
-	}
-	defer resp.Body.Close()
-	a := answer{Status: resp.StatusCode}
-	b, err := io.ReadAll(resp.Body)
-	if err == nil {
-		err = json.Unmarshal(b, &a.Body)
-	}
-	a.Err = err
-	return a
+	return proctest.Do(clientFrom(t, ip), req)
 }
 
 // cnfOf decodes an access token's cnf claim (no verification: the test

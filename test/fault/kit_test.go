@@ -97,45 +97,15 @@ func (r *refresher) Restart() { r.start() }
 // Stop stops the process with SIGTERM and waits.
 func (r *refresher) Stop() { _ = r.Proc.Stop(r.t) }
 
-// answer is one HTTP answer, decoded.
-type answer struct {
-	Status int
-	Body   struct {
-		AccessToken  string `json:"access_token"`
-		RefreshToken string `json:"refresh_token"`
-		SessionID    string `json:"session_id"`
-		Error        string `json:"error"`
-	}
-	Err error // transport error: the answer was lost
-}
-
-func (a answer) String() string {
-	if a.Err != nil {
-		return "lost: " + a.Err.Error()
-	}
-	return fmt.Sprintf("%d %s", a.Status, a.Body.Error)
-}
+// answer is one HTTP answer of the refresher, decoded (proctest.Do).
+type answer = proctest.Answer
 
 var httpClient = &http.Client{
 	Timeout:   10 * time.Second,
 	Transport: &http.Transport{MaxIdleConnsPerHost: 256},
 }
 
-func do(req *http.Request) answer {
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return answer{Err: err}
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	a := answer{Status: resp.StatusCode, Err: err}
-	if err == nil && len(body) > 0 && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		if jerr := json.Unmarshal(body, &a.Body); jerr != nil {
-			a.Err = fmt.Errorf("status %d, body %.200q: %w", resp.StatusCode, body, jerr)
-		}
-	}
-	return a
-}
+func do(req *http.Request) answer { return proctest.Do(httpClient, req) }
 
 // signIn creates a session through the admin API.
 func signIn(base, sub string) answer {
